@@ -1,0 +1,104 @@
+"""The ``model`` config section: backbones, precision, and the four blocks (or a method preset)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Literal, Mapping
+
+from scaling.config.base import ConfigError, deep_merge, suggest
+
+
+@dataclasses.dataclass
+class ExtractConfig:
+    n_levels: int = 1  # the last n_fl encoder layers
+    tokens: Literal["all", "cls"] = "all"
+    layers: list[int] | None = None  # explicit layer indices (overrides n_levels)
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    n_prompt: int = 0  # prompt tuning: learned tokens after the perceptual ones
+    prompt_mlp: bool = False  # produce the prompt through an MLP (eP-ALM)
+    prompt_mlp_hidden: int | None = None  # default: d_LLM // 4
+    deep_prompt: int = 0  # learned tokens replaced in every LLM block
+    bias_tuning: Literal["none", "llm", "encoder", "both"] = "none"
+    adapters: bool = False  # sequential bottleneck adapters after attention and FFN
+    adapter_reduction: int = 8
+    lora_rank: int = 0  # LoRA through peft when > 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None  # default: the attention's q/v projections
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    llm: str = "tiny-llama"  # local HF directory, hub id (needs network) or shape name
+    encoder: str = "tiny-vit"
+    method: str | None = None  # a preset of `scaling methods`; explicit fields override it
+    extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    map: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "qpmapper"})
+    inject: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "first-layer"})
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    frozen_dtype: Literal["fp32", "fp16", "bf16"] = "bf16"  # V100 has no bf16: use fp16 there
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    kernels: Literal["auto", "triton", "torch"] = "auto"
+    video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
+    label_smoothing: float = 0.002
+    trust_remote_code: bool = False
+    about: str | None = None  # the preset's one-line description (informational)
+
+    def __post_init__(self):
+        from scaling.models.injection import check_injection_args
+        from scaling.models.mapping import check_mapper_args
+
+        problems = []
+        m = dict(self.map)
+        name = m.pop("name", None)
+        if name is None:
+            problems.append("model.map needs a 'name' (e.g. qpmapper, linear, resampler)")
+        elif name != "none":
+            problems += [f"model.map: {p}" for p in check_mapper_args(name, m)]
+        i = dict(self.inject)
+        iname = i.pop("name", None)
+        if iname is None:
+            problems.append("model.inject needs a 'name' (first-layer, inner, cross-attention, none)")
+        else:
+            problems += [f"model.inject: {p}" for p in check_injection_args(iname, i)]
+        if iname == "cross-attention" and name != "xattn-resampler":
+            problems.append("model.inject 'cross-attention' needs model.map.name 'xattn-resampler' (its perceptual side)")
+        if name == "xattn-resampler" and iname != "cross-attention":
+            problems.append("model.map 'xattn-resampler' only works with model.inject.name 'cross-attention'")
+        if (name == "none") != (iname == "none"):
+            problems.append("model.map.name 'none' and model.inject.name 'none' go together (the blind baseline)")
+        if self.extract.n_levels < 1:
+            problems.append("model.extract.n_levels must be >= 1")
+        if problems:
+            raise ConfigError(problems)
+
+
+def resolve_model_section(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Expand ``method`` into its preset; explicit fields win. A ``map``/``inject`` with a different
+    ``name`` than the preset's replaces the preset's section instead of merging into it."""
+    from scaling.models.presets import METHODS
+
+    data = dict(data)
+    method = data.get("method")
+    if not method:
+        return data
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}{suggest(method, METHODS)}; valid: {sorted(METHODS)} (see `scaling methods`)")
+    base = copy.deepcopy(METHODS[method])
+    for section in ("map", "inject"):
+        user = data.get(section)
+        if isinstance(user, Mapping) and user.get("name") not in (None, base[section]["name"]):
+            base[section] = {}
+    return deep_merge(base, data)
+
+
+def model_config(data: Mapping[str, Any] | None = None, **overrides: Any) -> ModelConfig:
+    """Build a :class:`ModelConfig` from a dict (with ``method`` resolution) plus keyword overrides."""
+    from scaling.config.base import from_dict
+
+    merged = resolve_model_section(deep_merge(dict(data or {}), overrides))
+    return from_dict(ModelConfig, merged)

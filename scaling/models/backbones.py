@@ -1,0 +1,297 @@
+"""Frozen backbones: load a causal LLM and a perceptual encoder through transformers' Auto classes.
+
+A backbone is named by a local directory (what users normally pass), a hub id (only where the
+machine has network), or a shape name from :mod:`scaling.models.shapes` (architecture from its
+config, on ``meta`` tensors or with random weights). This module also describes each loaded model
+uniformly (:class:`LLMLayout`, :class:`EncoderInfo`) so that the blocks never branch on architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
+
+from scaling.config.base import ConfigError
+from scaling.models.shapes import ENCODER_SHAPES, LLM_SHAPES, shape_config
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# encoder model_type -> (transformers class name, modality)
+ENCODER_TYPES: dict[str, tuple[str, str]] = {
+    "clip": ("CLIPVisionModel", "image"),
+    "clip_vision_model": ("CLIPVisionModel", "image"),
+    "vit": ("ViTModel", "image"),
+    "dinov2": ("Dinov2Model", "image"),
+    "siglip": ("SiglipVisionModel", "image"),
+    "siglip_vision_model": ("SiglipVisionModel", "image"),
+    "timesformer": ("TimesformerModel", "video"),
+    "audio-spectrogram-transformer": ("ASTModel", "audio"),
+}
+
+
+def _load_config(name: str, kind: str, trust_remote_code: bool) -> tuple[PretrainedConfig, bool]:
+    """(config, is_shape). Errors name the path and what is accepted."""
+    cfg = shape_config(name, kind)
+    if cfg is not None:
+        return cfg, True
+    shapes = sorted(LLM_SHAPES if kind == "llm" else ENCODER_SHAPES)
+    path = os.path.expanduser(name)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") >= 2
+    if looks_local and not os.path.isdir(path):
+        raise ConfigError(
+            f"{kind} path {name!r} does not exist. Pass a local Hugging Face model directory "
+            f"(with config.json and weights), a hub id on a machine with network, or a shape name: {shapes}"
+        )
+    try:
+        cfg = AutoConfig.from_pretrained(os.path.expanduser(name), trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
+        raise ConfigError(
+            f"cannot load the {kind} config from {name!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"Pass a local Hugging Face model directory, a hub id (needs network), or a shape name: {shapes}"
+        ) from None
+    return cfg, False
+
+
+# --------------------------------------------------------------------------------------------- LLM
+
+
+@dataclasses.dataclass
+class LLMLayout:
+    """Where the parts of a decoder-only LLM live, whatever its architecture."""
+
+    base: nn.Module  # the decoder stack (LlamaModel, OPTModel, GPT2Model, ...)
+    layers: nn.ModuleList
+    embed_tokens: nn.Embedding
+    lm_head: nn.Linear
+    hidden_size: int
+    n_layers: int
+    attn_attr: str  # name of the self-attention submodule inside a layer
+    ffn_attr: str  # name of the submodule whose output is the feed-forward output
+    lora_targets: tuple[str, ...]
+
+
+def _find_layers(base: nn.Module) -> nn.ModuleList:
+    for attr in ("layers", "h", "blocks"):
+        mod = getattr(base, attr, None)
+        if isinstance(mod, nn.ModuleList):
+            return mod
+    decoder = getattr(base, "decoder", None)  # OPT
+    if decoder is not None:
+        return _find_layers(decoder)
+    raise ConfigError(f"cannot find the decoder layers of {type(base).__name__}; supported: LLaMA, OPT, GPT-2, Qwen2, Mistral-like")
+
+
+def llm_layout(llm: nn.Module) -> LLMLayout:
+    """Describe a transformers causal LM (see :class:`LLMLayout`)."""
+    base = getattr(llm, llm.base_model_prefix)
+    layers = _find_layers(base)
+    layer = layers[0]
+    attn_attr = next((a for a in ("self_attn", "attn", "attention", "self_attention") if hasattr(layer, a)), None)
+    ffn_attr = next((a for a in ("mlp", "fc2", "feed_forward") if hasattr(layer, a)), None)
+    if attn_attr is None or ffn_attr is None:
+        raise ConfigError(f"unsupported decoder layer {type(layer).__name__}: no attention/FFN submodule found")
+    cfg = llm.config
+    for bad in ("final_logit_softcapping", "logit_scale"):
+        if getattr(cfg, bad, None):
+            raise ConfigError(f"LLM {cfg.model_type!r} scales its logits ({bad}); it is not supported yet")
+    names = {n.rsplit(".", 1)[-1] for n, _ in layer.named_modules()}
+    lora = tuple(t for t in ("q_proj", "v_proj", "c_attn") if t in names)
+    return LLMLayout(
+        base=base,
+        layers=layers,
+        embed_tokens=llm.get_input_embeddings(),
+        lm_head=llm.get_output_embeddings(),
+        hidden_size=cfg.hidden_size,
+        n_layers=len(layers),
+        attn_attr=attn_attr,
+        ffn_attr=ffn_attr,
+        lora_targets=lora,
+    )
+
+
+def load_llm(
+    name: str,
+    dtype: str = "bf16",
+    device: str | torch.device = "cpu",
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    meta: bool = False,
+) -> nn.Module:
+    """Load a decoder-only causal LM, frozen, in ``dtype``. Shape names give random weights (or meta)."""
+    cfg, is_shape = _load_config(name, "llm", trust_remote_code)
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise ConfigError(f"LLM {name!r} is an encoder-decoder model ({cfg.model_type}); scaling needs a decoder-only causal LM")
+    torch_dtype = DTYPES[dtype]
+    if is_shape or meta:
+        cfg._attn_implementation = attn_implementation
+        ctx = torch.device("meta") if meta else torch.device(device)
+        with ctx:
+            try:
+                model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            except ValueError as err:
+                raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                os.path.expanduser(name), dtype=torch_dtype, attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
+        except ValueError as err:
+            raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------------------- encoder
+
+
+@dataclasses.dataclass
+class EncoderInfo:
+    """What the blocks need to know about a perceptual encoder."""
+
+    modality: str  # image | video | audio
+    hidden_size: int
+    n_layers: int
+    has_cls: bool  # a [CLS] token at index 0
+    n_special: int  # special tokens before the patch tokens (CLS, distillation, registers)
+    grid: tuple[int, ...]  # patch-token grid in memory order
+    block: tuple[int, ...]  # resampler block on that grid (4 tokens per block)
+    image_size: int | None = None
+    num_frames: int | None = None
+    num_mel_bins: int | None = None
+    max_length: int | None = None
+    per_frame: bool = False  # an image encoder applied to each video frame ("ViT avg")
+
+    @property
+    def n_patches(self) -> int:
+        n = 1
+        for g in self.grid:
+            n *= g
+        return n
+
+
+def encoder_info(cfg: PretrainedConfig, video_frames: int | None = None) -> EncoderInfo:
+    """Describe an encoder from its config. ``video_frames`` turns an image encoder into a per-frame one."""
+    model_type = cfg.model_type
+    if model_type not in ENCODER_TYPES:
+        raise ConfigError(f"unsupported encoder type {model_type!r}; supported: {sorted(ENCODER_TYPES)}")
+    if model_type == "clip":  # a full CLIP checkpoint: use its vision tower
+        cfg = cfg.vision_config
+    if model_type == "siglip":
+        cfg = cfg.vision_config
+    _, modality = ENCODER_TYPES[model_type]
+    d, n_layers = cfg.hidden_size, cfg.num_hidden_layers
+    if modality == "audio":
+        f = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
+        t = (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1
+        return EncoderInfo("audio", d, n_layers, True, 2, (f, t), (2, 2), num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
+    side = cfg.image_size // cfg.patch_size
+    if modality == "video":
+        # TimeSformer orders patch tokens patch-major, frame-minor: index = patch * T + frame
+        frames = cfg.num_frames
+        return EncoderInfo("video", d, n_layers, True, 1, (side, side, frames), (2, 2, 1), image_size=cfg.image_size, num_frames=frames)
+    has_cls = model_type not in ("siglip", "siglip_vision_model")
+    n_special = 1 + getattr(cfg, "num_register_tokens", 0) if has_cls else 0
+    info = EncoderInfo("image", d, n_layers, has_cls, n_special, (side, side), (2, 2), image_size=cfg.image_size)
+    if video_frames:
+        info = dataclasses.replace(info, modality="video", grid=(video_frames, side, side), block=(1, 2, 2), num_frames=video_frames, per_frame=True)
+    return info
+
+
+class PerceptualEncoder(nn.Module):
+    """A frozen encoder that returns the hidden states of chosen layers.
+
+    ``forward(media, levels)`` → ``[batch, len(levels), n_special + n_patches, d]`` where the levels
+    index the encoder's layer outputs (``-1`` = last layer; the embedding output is not a level).
+    For a per-frame image encoder on video ``[batch, frames, 3, H, W]``, the special tokens are
+    averaged over frames and the patch tokens of all frames are concatenated (grid: frames × h × w).
+    """
+
+    def __init__(self, model: nn.Module, info: EncoderInfo):
+        super().__init__()
+        self.model = model
+        self.info = info
+
+    def forward(self, media: torch.Tensor, levels: list[int]) -> torch.Tensor:
+        info = self.info
+        if info.per_frame:
+            if media.dim() != 5:
+                raise ValueError(f"video input must be [batch, frames, 3, H, W], got {tuple(media.shape)}")
+            b, f = media.shape[:2]
+            states = self._hidden_states(media.flatten(0, 1), levels)  # [b*f, L, n, d]
+            states = states.unflatten(0, (b, f))  # [b, f, L, n, d]
+            special = states[:, :, :, : info.n_special].mean(dim=1)  # [b, L, s, d]
+            patches = states[:, :, :, info.n_special :].permute(0, 2, 1, 3, 4).flatten(2, 3)  # [b, L, f*n, d]
+            return torch.cat([special, patches], dim=2)
+        return self._hidden_states(media, levels)
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int]) -> torch.Tensor:
+        kind = self.info.modality if not self.info.per_frame else "image"
+        key = {"image": "pixel_values", "video": "pixel_values", "audio": "input_values"}[kind]
+        out = self.model(**{key: media}, output_hidden_states=True)
+        hidden = out.hidden_states[1:]  # drop the embedding output: levels are layer outputs
+        return torch.stack([hidden[i] for i in levels], dim=1)
+
+
+def load_encoder(
+    name: str,
+    dtype: str = "bf16",
+    device: str | torch.device = "cpu",
+    video_frames: int | None = None,
+    trust_remote_code: bool = False,
+    meta: bool = False,
+    attn_implementation: str = "sdpa",
+) -> PerceptualEncoder:
+    """Load a frozen perceptual encoder (CLIP vision, ViT, DINOv2, SigLIP vision, TimeSformer, AST)."""
+    import transformers
+
+    cfg, is_shape = _load_config(name, "encoder", trust_remote_code)
+    info = encoder_info(cfg, video_frames)
+    cls = getattr(transformers, ENCODER_TYPES[cfg.model_type][0])
+    torch_dtype = DTYPES[dtype]
+    kwargs: dict[str, Any] = {}
+    if cfg.model_type in ("vit",):
+        kwargs["add_pooling_layer"] = False
+    if is_shape or meta:
+        ctx = torch.device("meta") if meta else torch.device(device)
+        if cfg.model_type in ("clip", "siglip"):
+            cfg = cfg.vision_config
+        try:
+            cfg._attn_implementation = attn_implementation
+        except Exception:  # noqa: BLE001
+            pass
+        with ctx:
+            model = cls._from_config(cfg, dtype=torch_dtype, **kwargs)
+    else:
+        model = cls.from_pretrained(os.path.expanduser(name), dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs)
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return PerceptualEncoder(model, info)
+
+
+def load_config_only(name: str, kind: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The transformers config of a backbone (path, hub id or shape name), without weights."""
+    return _load_config(name, kind, trust_remote_code)[0]
+
+
+__all__ = [
+    "AutoModel",
+    "DTYPES",
+    "ENCODER_TYPES",
+    "EncoderInfo",
+    "LLMLayout",
+    "PerceptualEncoder",
+    "encoder_info",
+    "llm_layout",
+    "load_config_only",
+    "load_encoder",
+    "load_llm",
+]

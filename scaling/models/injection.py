@@ -1,0 +1,142 @@
+"""Block 3, *inject*: where the mapped tokens enter the frozen LLM.
+
+- ``first-layer``: the tokens are prepended to the text embeddings (then the prompt tokens, then
+  the text) and propagate through every layer under the causal mask.
+- ``inner``: the tokens of level ``l_i`` are prepended to the input of layer ``i`` and removed from
+  its output, for the ``n_llm_layers`` layers that end ``n_left`` layers before the top. We keep a
+  fixed set of *slots* at the start of the sequence: a layer that injects overwrites them and
+  lets the text attend to them; every other layer hides them from the text. This is the same
+  computation as prepending and removing, and it keeps one sequence length for the KV cache.
+- ``cross-attention`` (DePALM^c-attn): a tanh-gated cross-attention block (gate initialised at 0)
+  before each of those layers; text tokens are queries, the perceptual tokens keys and values.
+- ``none``: no perception (the blind baseline: the LLM with prompt tuning only).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from scaling.config.base import ConfigError, suggest
+from scaling.models.layers import MultiHeadAttention
+
+
+def injected_layers(n_layers: int, n_llm_layers: int, n_left: int) -> list[int]:
+    """The LLM layers that receive tokens: ``L - n_llm - n_left … L - n_left - 1``."""
+    if n_llm_layers < 1 or n_left < 0 or n_llm_layers + n_left > n_layers:
+        raise ConfigError(
+            f"inner injection needs 1 <= n_llm_layers and n_llm_layers + n_left <= {n_layers} (the LLM's layers); "
+            f"got n_llm_layers={n_llm_layers}, n_left={n_left}. Lower inject.n_llm_layers or inject.n_left."
+        )
+    return list(range(n_layers - n_llm_layers - n_left, n_layers - n_left))
+
+
+def layer_levels(n_layers: int, n_levels: int, n_llm_layers: int, n_left: int) -> dict[int, int]:
+    """Layer index → extracted level (negative index into the extracted levels, -1 = deepest).
+
+    ``l_i = floor((i - (L - n_left)) · n_fl / n_llm)``. With ``n_left = 0`` this is the DePALM
+    supplement's ``floor((i - L) · n_fl / n_llm)``; with ``n_left > 0`` the paper's formula would index
+    past the first level (e.g. -7 of 6 levels for eP-ALM's n_left = 1), so we count from the last
+    injected layer: the first injected layer always gets the earliest level and each level covers
+    ``n_llm / n_fl`` consecutive layers (the main text's ⌊i·n/k⌋ … ⌊(i+1)·n/k − 1⌋ rule).
+    """
+    end = n_layers - n_left
+    return {i: math.floor((i - end) * n_levels / n_llm_layers) for i in injected_layers(n_layers, n_llm_layers, n_left)}
+
+
+class FirstLayerInjection(nn.Module):
+    """Perceptual tokens prepended at the input of the first layer (no options)."""
+
+    kind = "first-layer"
+
+
+class InnerLayerInjection(nn.Module):
+    """Tokens of level ``l_i`` in the slots of layer ``i`` (see :func:`layer_levels`)."""
+
+    kind = "inner"
+
+    def __init__(self, n_llm_layers: int = 12, n_left: int = 0):
+        super().__init__()
+        self.n_llm_layers, self.n_left = n_llm_layers, n_left
+
+    def plan(self, n_layers: int, n_levels: int) -> dict[int, int]:
+        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left)
+
+
+class GatedCrossAttention(nn.Module):
+    """DePALM^c-attn text side: FFN + RMSNorm on the text, cross-attention, up-projection, RMSNorm,
+    tanh gate: ``x + tanh(h) · x_r`` with ``h`` initialised at 0 (an untrained block is the identity)."""
+
+    kernel_mode = "torch"
+
+    def __init__(self, d_llm: int, d_embed: int = 1024, n_heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.text_ffn = nn.Sequential(nn.Linear(d_llm, d_embed), nn.GELU(), nn.Linear(d_embed, d_embed))
+        self.text_norm = nn.RMSNorm(d_embed, eps=1e-6)
+        self.attn = MultiHeadAttention(d_embed, n_heads, dropout)
+        self.proj_out = nn.Linear(d_embed, d_llm)
+        self.out_norm = nn.RMSNorm(d_llm, eps=1e-6)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, text: torch.Tensor, perceptual: torch.Tensor) -> torch.Tensor:
+        """text ``[B, T, d_llm]``, perceptual ``[B, N, d_embed]`` → ``[B, T, d_llm]``."""
+        dtype = self.proj_out.weight.dtype
+        q = self.text_norm(self.text_ffn(text.to(dtype)))
+        x_r = self.out_norm(self.proj_out(self.attn(q, perceptual.to(dtype))))
+        return text + (torch.tanh(self.gate) * x_r).to(text.dtype)
+
+
+class CrossAttentionInjection(nn.Module):
+    """One shared :class:`GatedCrossAttention` before each injected layer (levels as for ``inner``)."""
+
+    kind = "cross-attention"
+
+    def __init__(self, d_llm: int, d_embed: int, n_llm_layers: int = 12, n_left: int = 0, n_heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.n_llm_layers, self.n_left = n_llm_layers, n_left
+        self.block = GatedCrossAttention(d_llm, d_embed, n_heads, dropout)
+
+    def plan(self, n_layers: int, n_levels: int) -> dict[int, int]:
+        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left)
+
+
+class NoInjection(nn.Module):
+    """No perceptual input: the blind baseline."""
+
+    kind = "none"
+
+
+INJECTIONS: dict[str, type[nn.Module]] = {
+    "first-layer": FirstLayerInjection,
+    "inner": InnerLayerInjection,
+    "cross-attention": CrossAttentionInjection,
+    "none": NoInjection,
+}
+
+_CONTEXT_ARGS = ("d_llm", "d_embed")  # d_embed: the width of the mapper's output (xattn-resampler)
+
+
+def injection_options(name: str) -> list[str]:
+    params = inspect.signature(INJECTIONS[name].__init__).parameters
+    return [p for p in params if p not in ("self", "args", "kwargs") + _CONTEXT_ARGS]
+
+
+def check_injection_args(name: str, kwargs: dict[str, Any]) -> list[str]:
+    if name not in INJECTIONS:
+        return [f"unknown injection {name!r}{suggest(name, INJECTIONS)}; valid: {sorted(INJECTIONS)}"]
+    valid = injection_options(name)
+    return [f"injection {name!r} has no option {k!r}{suggest(k, valid)}; valid: {valid}" for k in kwargs if k not in valid]
+
+
+def build_injection(name: str, kwargs: dict[str, Any], *, d_llm: int, d_embed: int | None = None) -> nn.Module:
+    problems = check_injection_args(name, kwargs)
+    if problems:
+        raise ConfigError(problems)
+    cls = INJECTIONS[name]
+    params = inspect.signature(cls.__init__).parameters
+    context = {k: v for k, v in (("d_llm", d_llm), ("d_embed", d_embed)) if k in params}
+    return cls(**context, **kwargs)

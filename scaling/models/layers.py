@@ -1,0 +1,80 @@
+"""Small transformer pieces shared by the mapping and injection blocks.
+
+``TransformerLayer`` is a standard post-norm transformer encoder layer (the QPMapper's, as
+``nn.TransformerEncoderLayer`` with GELU, the same parameters) whose attention goes through
+:func:`scaling.models.ops.attention` (Triton flash attention on GPU), and which can compute only the
+last ``n`` rows (the query tokens) in the QPMapper's last layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaling.models import ops
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a packed input projection (as ``nn.MultiheadAttention``)."""
+
+    kernel_mode = "torch"
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {n_heads} heads")
+        self.n_heads = n_heads
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
+        """x_q ``[B, Nq, dim]``, x_kv ``[B, Nk, dim]`` → ``[B, Nq, dim]``."""
+        dim = x_q.shape[-1]
+        w_q, w_kv = self.in_proj.weight.split([dim, 2 * dim])
+        b_q, b_kv = self.in_proj.bias.split([dim, 2 * dim])
+        q = F.linear(x_q, w_q, b_q)
+        k, v = F.linear(x_kv, w_kv, b_kv).chunk(2, dim=-1)
+        heads = lambda t: t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # noqa: E731
+        if self.training and self.dropout > 0:
+            out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=self.dropout)
+        else:
+            out = ops.attention(heads(q), heads(k), heads(v), mode=self.kernel_mode)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class TransformerLayer(nn.Module):
+    """Post-norm transformer encoder layer: LN(x + Attn(x)), then LN(h + FFN(h)); GELU; dropout."""
+
+    def __init__(self, dim: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        ffn_dim = ffn_dim or dim
+        self.attn = MultiHeadAttention(dim, n_heads, dropout=dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, last_rows: int | None = None) -> torch.Tensor:
+        """x ``[B, N, dim]`` → ``[B, N, dim]``, or ``[B, last_rows, dim]`` (only those rows computed)."""
+        rows = x[:, -last_rows:] if last_rows else x
+        h = self.norm1(rows + self.drop(self.attn(rows, x)))
+        return self.norm2(h + self.drop(self.ffn(h)))
+
+
+class QueryPooler(nn.Module):
+    """Learned query tokens appended to the input, ``n_layers`` transformer layers, query outputs kept."""
+
+    def __init__(self, dim: int, n_layers: int, n_queries: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
+        self.layers = nn.ModuleList(TransformerLayer(dim, n_heads, ffn_dim, dropout) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[B, N, dim]`` → ``[B, n_queries, dim]``."""
+        n_q = self.queries.shape[0]
+        h = torch.cat([x, self.queries.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, last_rows=n_q if i == len(self.layers) - 1 else None)
+        return h[:, -n_q:]

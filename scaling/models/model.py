@@ -1,0 +1,420 @@
+"""The perceptually augmented LLM: frozen encoder → extract → map → inject into the frozen LLM.
+
+:class:`PerceptualLM` composes already-built blocks (see :mod:`scaling.models.builder` for the
+builder). Its input sequence is ``[first-layer tokens][inner slots][deep prompt][prompt][text]``;
+padding may sit anywhere in the text (right for training, left for generation); position ids count
+real tokens only. The loss is computed on target (answer/caption) tokens only, through the lm_head
+at those positions alone. ``generate`` runs greedy or beam search with a KV cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from scaling.models import ops
+from scaling.models.backbones import LLMLayout
+from scaling.models.extract import FeatureExtractor
+
+MEDIA_KEYS = {"pixel_values": "image", "video": "video", "audio": "audio"}
+
+
+@dataclasses.dataclass
+class InjectionState:
+    """What the layer hooks need during one forward call."""
+
+    prefill: bool = True  # the current input window contains the slots (not a cached decode step)
+    slot_start: int = 0
+    slot_count: int = 0
+    layer_tokens: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # inner injection
+    hide_layers: frozenset[int] = frozenset()  # layers whose text must not see the slots
+    hide_mask: torch.Tensor | None = None  # [B, 1, Q, K] additive mask used at those layers
+    deep_start: int = 0
+    deep_tokens: torch.Tensor | None = None  # [n_layers, B, n, D]
+    xattn_tokens: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+def hidden_slot_mask(mask_2d: torch.Tensor, q_len: int, start: int, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """Causal + padding mask ``[B, 1, Q, K]`` (additive) in which no query sees the slot keys
+    ``start..start+count-1`` except a slot seeing itself (so no attention row is empty)."""
+    b, k_len = mask_2d.shape
+    device = mask_2d.device
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    allowed = (k_pos <= q_pos)[None] & mask_2d.bool()[:, None, :]
+    is_slot = (k_pos >= start) & (k_pos < start + count)
+    allowed = allowed & ~(is_slot & (k_pos != q_pos))[None]
+    allowed = allowed | (k_pos == q_pos)[None]
+    out = torch.zeros(b, 1, q_len, k_len, dtype=dtype, device=device)
+    return out.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+
+def _argument_index(fn, name: str) -> int | None:
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in params]
+    return names.index(name) if name in names else None
+
+
+class PerceptualLM(nn.Module):
+    """Frozen encoder + frozen LLM + the trainable interface (mapper, injection, fine-tuning).
+
+    Args are built blocks: ``extractor`` (None for the blind baseline), ``mapper``, ``injection``
+    (a module from :mod:`scaling.models.injection`), ``prompt``/``deep_prompt`` (or None),
+    ``adapters`` (ModuleList or None).
+    """
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        layout: LLMLayout,
+        extractor: FeatureExtractor | None,
+        mapper: nn.Module | None,
+        injection: nn.Module,
+        prompt: nn.Module | None = None,
+        deep_prompt: nn.Module | None = None,
+        adapters: nn.ModuleList | None = None,
+        label_smoothing: float = 0.0,
+        kernel_mode: str = "auto",
+    ):
+        super().__init__()
+        self.llm = llm
+        self.layout = layout
+        self.extractor = extractor
+        self.mapper = mapper
+        self.injection = injection
+        self.prompt = prompt
+        self.deep_prompt = deep_prompt
+        self.adapters = adapters
+        self.label_smoothing = label_smoothing
+        self._state: InjectionState | None = None
+        self.plan: dict[int, int] = {}
+        if hasattr(injection, "plan") and extractor is not None:
+            self.plan = injection.plan(layout.n_layers, extractor.n_levels)
+        self.set_kernel_mode(kernel_mode)
+        self._hooks = []
+        if self.plan or deep_prompt is not None:
+            layer_cls = type(layout.layers[0])
+            self._mask_index = _argument_index(layer_cls.forward, "attention_mask")
+            for idx, layer in enumerate(layout.layers):
+                self._hooks.append(
+                    layer.register_forward_pre_hook(lambda m, a, k, idx=idx: self._pre_layer(idx, a, k), with_kwargs=True)
+                )
+
+    # ------------------------------------------------------------------ configuration helpers
+    def set_kernel_mode(self, mode: str) -> None:
+        """"auto" | "triton" | "torch" for every module that dispatches to kernels."""
+        if mode not in ops.KERNEL_MODES:
+            raise ValueError(f"kernel mode must be one of {ops.KERNEL_MODES}, got {mode!r}")
+        self.kernel_mode = mode
+        for module in self.modules():
+            if hasattr(type(module), "kernel_mode") and module is not self:
+                module.kernel_mode = mode
+
+    def train(self, mode: bool = True):
+        """Trainable blocks follow ``mode``; the frozen backbones stay in eval mode (no dropout)."""
+        super().train(mode)
+        self.llm.eval()
+        if self.extractor is not None:
+            self.extractor.encoder.eval()
+        return self
+
+    @property
+    def modality(self) -> str | None:
+        return self.extractor.encoder.info.modality if self.extractor is not None else None
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        return self.layout.embed_tokens.weight.dtype
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained weights (what checkpoints and adapters store)."""
+        names = {n for n, _ in self.trainable_named_parameters()}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    # ------------------------------------------------------------------ perception
+    def encode(self, features: torch.Tensor | None = None, **media: torch.Tensor | None) -> torch.Tensor | None:
+        """Media (or cached ``features [B, L, n_tok, d]``) → mapped tokens ``[B, L, n_out, d_out]``."""
+        if self.extractor is None or self.mapper is None:
+            given = [k for k, v in media.items() if v is not None] + (["features"] if features is not None else [])
+            if given:
+                raise ValueError(f"this model has no perception (injection 'none') but got {given}")
+            return None
+        if features is None:
+            features = self.extractor(self._pick_media(media))
+        else:
+            self._check_features(features)
+        param = next(self.mapper.parameters())
+        return self.mapper(features.to(param.dtype))
+
+    def _pick_media(self, media: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        given = {k: v for k, v in media.items() if v is not None}
+        want = self.modality
+        if not given:
+            raise ValueError(f"no media given: this model's encoder reads {want}; pass {_key_for(want)}=... or cached features=...")
+        if len(given) > 1:
+            raise ValueError(f"got several media inputs {sorted(given)}; pass exactly one")
+        (key, value), = given.items()
+        kind = MEDIA_KEYS.get(key)
+        if kind is None:
+            raise ValueError(f"unknown media input {key!r}; valid: {sorted(MEDIA_KEYS)} or features")
+        if kind != want:
+            enc = type(self.extractor.encoder.model).__name__
+            raise ValueError(
+                f"modality mismatch: the encoder ({enc}) reads {want} but the batch holds {kind} ({key}). "
+                f"Use an encoder for {kind} (image: CLIP/ViT/DINOv2/SigLIP; video: TimeSformer or an image "
+                f"encoder with model.video_frames; audio: AST), or data of modality {want}."
+            )
+        return value
+
+    def _check_features(self, features: torch.Tensor) -> None:
+        ex = self.extractor
+        want = (ex.n_levels, ex.n_tokens, ex.encoder.info.hidden_size)
+        if features.dim() != 4 or tuple(features.shape[1:]) != want:
+            raise ValueError(
+                f"cached features have shape {tuple(features.shape)}, this method extracts [batch, {want[0]} levels, "
+                f"{want[1]} tokens, {want[2]} dims]; re-run `scaling data cache-features` with this config"
+            )
+
+    # ------------------------------------------------------------------ sequence building
+    def _prefix(self, mapped: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, InjectionState]:
+        d, dtype = self.layout.hidden_size, self.llm_dtype
+        device = self.layout.embed_tokens.weight.device
+        state = InjectionState()
+        parts: list[torch.Tensor] = []
+        offset = 0
+        kind = getattr(self.injection, "kind", "none")
+        if mapped is not None and kind == "first-layer":
+            parts.append(mapped.flatten(1, 2))
+            offset += parts[-1].shape[1]
+        elif mapped is not None and kind == "inner":
+            n = mapped.shape[2]
+            state.slot_start, state.slot_count = offset, n
+            state.layer_tokens = {i: mapped[:, lvl] for i, lvl in self.plan.items()}
+            state.hide_layers = frozenset(i for i in range(self.layout.n_layers) if i not in self.plan)
+            parts.append(mapped.new_zeros(batch, n, d))
+            offset += n
+        elif mapped is not None and kind == "cross-attention":
+            state.xattn_tokens = {i: mapped[:, lvl] for i, lvl in self.plan.items()}
+        if self.deep_prompt is not None:
+            deep = self.deep_prompt()  # [L, n, d]
+            state.deep_start = offset
+            state.deep_tokens = deep[:, None].expand(-1, batch, -1, -1)
+            parts.append(state.deep_tokens[0])
+            offset += deep.shape[1]
+        if self.prompt is not None:
+            parts.append(self.prompt()[None].expand(batch, -1, -1))
+        if not parts:
+            return torch.zeros(batch, 0, d, dtype=dtype, device=device), state
+        return torch.cat([p.to(dtype) for p in parts], dim=1), state
+
+    def _pre_layer(self, idx: int, args: tuple, kwargs: dict):
+        state = self._state
+        if state is None:
+            return None
+        args = list(args)
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if state.prefill:
+            if idx in state.layer_tokens:
+                hidden = ops.overwrite_slots(hidden, state.layer_tokens[idx].to(hidden.dtype), state.slot_start, self.kernel_mode)
+            if state.deep_tokens is not None and idx > 0:
+                hidden = ops.overwrite_slots(hidden, state.deep_tokens[idx].to(hidden.dtype), state.deep_start, self.kernel_mode)
+        if idx in state.xattn_tokens:
+            hidden = self.injection.block(hidden, state.xattn_tokens[idx])
+        if args:
+            args[0] = hidden
+        else:
+            kwargs["hidden_states"] = hidden
+        if idx in state.hide_layers and state.hide_mask is not None:
+            if "attention_mask" in kwargs or self._mask_index is None or len(args) <= self._mask_index:
+                kwargs["attention_mask"] = state.hide_mask
+            else:
+                args[self._mask_index] = state.hide_mask
+        return tuple(args), kwargs
+
+    def _run(self, embeds, mask_2d, positions, state: InjectionState, cache=None, q_len: int | None = None):
+        """One pass of the LLM's decoder stack with the hooks armed; returns the last hidden states."""
+        if state.hide_layers:
+            state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count, embeds.dtype)
+        self._state = state
+        try:
+            out = self.layout.base(
+                inputs_embeds=embeds, attention_mask=mask_2d, position_ids=positions,
+                past_key_values=cache, use_cache=cache is not None,
+            )
+        finally:
+            self._state = None
+        return out.last_hidden_state
+
+    # ------------------------------------------------------------------ training forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        return_logits: bool = False,
+        **_: Any,
+    ) -> dict[str, torch.Tensor]:
+        """input_ids/attention_mask/labels ``[B, T]`` (labels -100 outside the answer) and one of
+        pixel_values ``[B, 3, H, W]``, video ``[B, F, 3, H, W]``, audio ``[B, frames, mel]``,
+        features ``[B, L, n_tok, d]`` → {"loss": scalar, "n_targets": int, "logits": ``[B, T, V]``}."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mapped = self.encode(features=features, pixel_values=pixel_values, video=video, audio=audio)
+        prefix, state = self._prefix(mapped, input_ids.shape[0])
+        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
+        hidden = self._run(embeds, mask, positions, state)
+        out: dict[str, torch.Tensor] = {}
+        p = prefix.shape[1]
+        if labels is not None:
+            targets = labels[:, 1:]
+            h = hidden[:, p : p + labels.shape[1] - 1]
+            selected = targets != -100
+            lm_head = self.layout.lm_head
+            if selected.any():
+                out["loss"] = ops.target_cross_entropy(
+                    h[selected], lm_head.weight, targets[selected], self.label_smoothing, lm_head.bias, self.kernel_mode
+                )
+            else:  # keep every trainable parameter in the graph (ZeRO expects a gradient for each)
+                out["loss"] = hidden.float().sum() * 0.0
+            out["n_targets"] = selected.sum()
+        if return_logits:
+            out["logits"] = self.layout.lm_head(hidden[:, p:])
+        return out
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        use_cache: bool = True,
+        length_penalty: float = 1.0,
+        **media: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Left-padded prompts ``[B, T]`` (+ media) → generated ids ``[B, ≤max_new_tokens]``
+        (padded with ``pad_token_id`` after EOS). Greedy when ``num_beams == 1``, else beam search."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+        pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
+        if num_beams > 1:
+            return self._beam_search(input_ids, attention_mask, max_new_tokens, num_beams, eos, pad, length_penalty, media)
+        features = media.pop("features", None)
+        mapped = self.encode(features=features, **media)
+        prefix, state = self._prefix(mapped, input_ids.shape[0])
+        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
+        b = input_ids.shape[0]
+        finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
+        out_tokens = []
+        cache = DynamicCache(config=self.llm.config) if use_cache else None
+        step_embeds, step_pos = embeds, positions
+        for step in range(max_new_tokens):
+            state.prefill = step == 0 or not use_cache
+            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
+            logits = self.layout.lm_head(hidden[:, -1]).float()
+            token = logits.argmax(-1)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            out_tokens.append(token)
+            finished |= torch.isin(token, torch.tensor(sorted(eos), device=token.device)) if eos else torch.zeros_like(finished)
+            if finished.all():
+                break
+            new_embed = self.layout.embed_tokens(token)[:, None]
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+            new_pos = positions[:, -1:] + 1
+            positions = torch.cat([positions, new_pos], dim=1)
+            if use_cache:
+                step_embeds, step_pos = new_embed, new_pos
+            else:
+                embeds = torch.cat([embeds, new_embed], dim=1)
+                step_embeds, step_pos = embeds, positions
+        return torch.stack(out_tokens, dim=1)
+
+    def _beam_search(self, input_ids, attention_mask, max_new_tokens, k, eos, pad, length_penalty, media):
+        b = input_ids.shape[0]
+        rep = lambda t: t.repeat_interleave(k, dim=0) if t is not None else None  # noqa: E731
+        features = rep(media.pop("features", None))
+        media = {key: rep(v) for key, v in media.items()}
+        mapped = self.encode(features=features, **media)
+        ids, am = rep(input_ids), rep(attention_mask)
+        prefix, state = self._prefix(mapped, ids.shape[0])
+        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, ids, am, prefix, self.kernel_mode)
+        device = ids.device
+        cache = DynamicCache(config=self.llm.config)
+        scores = torch.zeros(b, k, device=device)
+        scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
+        seqs = torch.zeros(b * k, 0, dtype=torch.long, device=device)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        done = [False] * b
+        step_embeds, step_pos = embeds, positions
+        for step in range(max_new_tokens):
+            state.prefill = step == 0
+            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
+            logp = torch.log_softmax(self.layout.lm_head(hidden[:, -1]).float(), dim=-1)  # [b*k, V]
+            vocab = logp.shape[-1]
+            total = (scores.view(b * k, 1) + logp).view(b, k * vocab)
+            top_scores, top_idx = total.topk(2 * k, dim=1)
+            next_beams = torch.zeros(b, k, dtype=torch.long, device=device)
+            next_tokens = torch.full((b, k), pad, dtype=torch.long, device=device)
+            next_scores = torch.full((b, k), float("-inf"), device=device)
+            for i in range(b):
+                j = 0
+                for s, idx in zip(top_scores[i].tolist(), top_idx[i].tolist()):
+                    beam, tok = divmod(idx, vocab)
+                    if done[i] or s == float("-inf"):
+                        break
+                    if tok in eos:
+                        hyp = seqs[i * k + beam].tolist() + [tok]
+                        finished[i].append((s / (len(hyp) ** length_penalty), hyp))
+                        continue
+                    next_beams[i, j], next_tokens[i, j], next_scores[i, j] = beam, tok, s
+                    j += 1
+                    if j == k:
+                        break
+                if len(finished[i]) >= k:
+                    done[i] = True
+            if all(done):
+                break
+            flat = (next_beams + torch.arange(b, device=device)[:, None] * k).view(-1)
+            cache.reorder_cache(flat)
+            seqs = torch.cat([seqs[flat], next_tokens.view(-1, 1)], dim=1)
+            scores = next_scores
+            mask = torch.cat([mask[flat], mask.new_ones(b * k, 1)], dim=1)
+            positions = positions[flat]
+            new_pos = positions[:, -1:] + 1
+            positions = torch.cat([positions, new_pos], dim=1)
+            step_embeds, step_pos = self.layout.embed_tokens(next_tokens.view(-1))[:, None], new_pos
+        results = []
+        for i in range(b):
+            hyps = list(finished[i])
+            if not done[i]:
+                for j in range(k):
+                    if scores[i, j] > float("-inf"):
+                        seq = seqs[i * k + j].tolist()
+                        hyps.append((scores[i, j].item() / (max(len(seq), 1) ** length_penalty), seq))
+            best = max(hyps, key=lambda h: h[0])[1] if hyps else []
+            results.append(best)
+        width = max(1, max(len(r) for r in results))
+        out = torch.full((b, width), pad, dtype=torch.long, device=device)
+        for i, r in enumerate(results):
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=device)
+        return out
+
+
+def _key_for(modality: str | None) -> str:
+    return {"image": "pixel_values", "video": "video", "audio": "audio"}.get(modality or "", "pixel_values")
