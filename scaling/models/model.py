@@ -56,7 +56,7 @@ def hidden_slot_mask(mask_2d: torch.Tensor, q_len: int, start: int, count: int, 
 
 def _argument_index(fn, name: str) -> int | None:
     params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    names = [p.name for p in params]
+    names = [p.name for p in params if p.name != "self"]
     return names.index(name) if name in names else None
 
 

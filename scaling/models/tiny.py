@@ -1,0 +1,82 @@
+"""Tiny random backbones saved as real Hugging Face directories (tests, smoke runs, the demo).
+
+``save_tiny_llm`` writes a small causal LM of a real architecture (LLaMA, OPT, GPT-2, Qwen2) and a
+word-level tokenizer; ``save_tiny_encoder`` writes a small encoder (ViT, CLIP vision, DINOv2,
+SigLIP vision, TimeSformer, AST) and its preprocessor config. Users' code then loads them from the
+directory, through exactly the path used for real weights. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from scaling.models.shapes import ENCODER_SHAPES, LLM_SHAPES
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "</a>"]
+
+DEFAULT_WORDS = (
+    "a an the of in on at to and with is are there what which how many color colour shape size left right "
+    "above below top bottom small big large red green blue yellow purple orange white black gray circle square "
+    "triangle star picture image photo video audio sound tone beep buzz high low short long moving up down "
+    "question answer caption yes no one two three four five six seven eight nine ten zero . , ? : "
+    "object objects scene background next near far"
+).split()
+
+
+def word_tokenizer(words: list[str] | None = None, model_max_length: int = 256) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (whitespace + punctuation split, lower-cased) over ``words``."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from tokenizers.processors import TemplateProcessing
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for w in words or DEFAULT_WORDS:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])])
+    from tokenizers import decoders
+
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["</a>"], model_max_length=model_max_length,
+    )
+
+
+def save_tiny_llm(out_dir: str, arch: str = "llama", words: list[str] | None = None, seed: int = 0, **config_overrides) -> str:
+    """Write a tiny random causal LM of ``arch`` (llama|opt|gpt2|qwen2) + tokenizer to ``out_dir``."""
+    tokenizer = word_tokenizer(words)
+    cfg = LLM_SHAPES[f"tiny-{arch}"]()
+    vocab = max(len(tokenizer), 8)
+    for key, value in dict(vocab_size=vocab, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, **config_overrides).items():
+        setattr(cfg, key, value)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def save_tiny_encoder(out_dir: str, arch: str = "vit", seed: int = 0, **config_overrides) -> str:
+    """Write a tiny random encoder (vit|clip|dinov2|siglip|timesformer|ast) + preprocessor config."""
+    import transformers
+
+    from scaling.models.backbones import ENCODER_TYPES
+
+    cfg = ENCODER_SHAPES[f"tiny-{arch}"]()
+    for key, value in config_overrides.items():
+        setattr(cfg, key, value)
+    cls = getattr(transformers, ENCODER_TYPES[cfg.model_type][0])
+    torch.manual_seed(seed)
+    kwargs = {"add_pooling_layer": False} if cfg.model_type == "vit" else {}
+    model = cls._from_config(cfg, **kwargs)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    return out_dir
