@@ -17,7 +17,7 @@ from scaling.config.base import ConfigError
 from scaling.config.model import ModelConfig
 from scaling.models.backbones import encoder_info, llm_layout, load_config_only, load_encoder, load_llm
 from scaling.models.extract import FeatureExtractor
-from scaling.models.finetune import DeepPrompt, PromptTuning, apply_lora, attach_adapters, enable_bias_tuning
+from scaling.models.finetune import UNUSED_ENCODER_HEADS, DeepPrompt, PromptTuning, apply_lora, attach_adapters, enable_bias_tuning
 from scaling.models.injection import build_injection
 from scaling.models.mapping import build_mapper
 from scaling.models.model import PerceptualLM
@@ -75,7 +75,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
     if ft.bias_tuning in ("encoder", "both"):
         if extractor is None:
             raise ConfigError("finetune.bias_tuning on the encoder needs a method with perception")
-        enable_bias_tuning(extractor.encoder)
+        enable_bias_tuning(extractor.encoder.model, exclude=UNUSED_ENCODER_HEADS)
     if ft.lora_rank > 0:
         targets = ft.lora_targets or list(layout.lora_targets)
         if not targets:

@@ -47,13 +47,21 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)) or name.endswith(("rmsnorm", "layernorm", "norm"))
 
 
-def enable_bias_tuning(backbone: nn.Module) -> list[str]:
+# Encoder modules applied after the layer stack: extraction reads layer outputs, so they get no
+# gradient; a trainable parameter without a gradient makes ZeRO-2 hang, so they are never tuned.
+UNUSED_ENCODER_HEADS = ("layernorm", "post_layernorm", "pooler", "head", "fc_norm")
+
+
+def enable_bias_tuning(backbone: nn.Module, exclude: tuple[str, ...] = ()) -> list[str]:
     """Make biases and norm weights of ``backbone`` trainable; add zero biases where absent.
 
+    Modules whose name (relative to ``backbone``) starts with one of ``exclude`` are skipped.
     Returns the names of the parameters made trainable. Added biases use the backbone's dtype.
     """
     names = []
     for mod_name, module in backbone.named_modules():
+        if any(mod_name == e or mod_name.startswith(e + ".") for e in exclude):
+            continue
         if isinstance(module, nn.Linear):
             if module.bias is None:
                 w = module.weight
@@ -109,8 +117,9 @@ def apply_lora(llm: nn.Module, rank: int, alpha: float, dropout: float, targets:
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    trainable_before = {id(p) for p in llm.parameters() if p.requires_grad}  # e.g. bias tuning
     inject_adapter_in_model(config, llm)
     names = [n for n, _ in llm.named_parameters() if "lora_" in n]
     for n, p in llm.named_parameters():
-        p.requires_grad_("lora_" in n or p.requires_grad)
+        p.requires_grad_("lora_" in n or id(p) in trainable_before)
     return names

@@ -80,3 +80,16 @@ def save_tiny_encoder(out_dir: str, arch: str = "vit", seed: int = 0, **config_o
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     return out_dir
+
+
+TINY_LLM_ARCHS = ["llama", "opt", "gpt2", "qwen2"]
+TINY_ENCODER_ARCHS = ["vit", "clip", "dinov2", "siglip", "timesformer", "ast"]
+
+
+def tiny_media(arch: str, batch: int = 2) -> dict[str, torch.Tensor]:
+    """Random media matching a tiny encoder's input (tiny ViT/CLIP/...: 32×32; TimeSformer: 4 frames; AST: 64×32)."""
+    if arch == "timesformer":
+        return {"video": torch.randn(batch, 4, 3, 32, 32)}
+    if arch == "ast":
+        return {"audio": torch.randn(batch, 64, 32)}
+    return {"pixel_values": torch.randn(batch, 3, 32, 32)}

@@ -1,0 +1,71 @@
+"""`scaling methods`: list every method preset with its trainable-parameter count, or show one.
+
+Backbones are given as local directories, hub ids or shape names (``llama-7b``, ``clip-vit-l14``...);
+models are built on ``meta`` tensors, so counting at 7B scale needs no memory and no weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from scaling.config.base import ConfigError, suggest, to_dict
+
+
+def register(sub) -> None:
+    p = sub.add_parser("methods", help="list method presets with trainable-parameter counts; --show NAME for one")
+    p.add_argument("--llm", default="llama-7b", help="LLM: local directory, hub id, or shape name (default llama-7b)")
+    p.add_argument("--encoder", default="clip-vit-l14", help="encoder: local directory, hub id, or shape name (default clip-vit-l14)")
+    p.add_argument("--show", metavar="METHOD", help="print the resolved configuration of one method")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("overrides", nargs="*", help="model overrides applied to every preset, e.g. map.n_queries=16")
+    p.set_defaults(func=run)
+
+
+def _count(method: str, llm: str, encoder: str, overrides: list[str]) -> tuple[int, dict]:
+    from scaling.config.base import apply_overrides
+    from scaling.config.model import model_config
+    from scaling.models.builder import build_model, count_trainable, parameter_table
+
+    data = apply_overrides({"method": method, "llm": llm, "encoder": encoder}, overrides)
+    cfg = model_config(data)
+    model = build_model(cfg, meta=True)
+    table = {k: {"trainable": t, "frozen": f} for k, (t, f) in parameter_table(model).items()}
+    return count_trainable(model), {"config": to_dict(cfg), "parameters": table}
+
+
+def run(args) -> int:
+    from scaling.models.presets import METHODS, PAPER_TABLE1_PARAMS
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if args.show:
+        if args.show not in METHODS:
+            raise ConfigError(f"unknown method {args.show!r}{suggest(args.show, METHODS)}; valid: {sorted(METHODS)}")
+        n, info = _count(args.show, args.llm, args.encoder, args.overrides)
+        info["trainable_parameters"] = n
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"# {args.show}: {METHODS[args.show]['about']}")
+            print(f"# trainable parameters with {args.llm} + {args.encoder}: {n:,}")
+            for comp, c in info["parameters"].items():
+                print(f"#   {comp:12s} trainable {c['trainable']:>14,d}   frozen {c['frozen']:>16,d}")
+            print(yaml.safe_dump({"model": info["config"]}, sort_keys=False), end="")
+        return 0
+    rows = []
+    for name, preset in METHODS.items():
+        n, _ = _count(name, args.llm, args.encoder, args.overrides)
+        rows.append({"method": name, "trainable_parameters": n, "about": preset["about"],
+                     "paper_table1": PAPER_TABLE1_PARAMS.get(name)})
+    if args.json:
+        print(json.dumps({"llm": args.llm, "encoder": args.encoder, "methods": rows}))
+        return 0
+    print(f"Method presets with LLM={args.llm}, encoder={args.encoder} (trainable parameters)\n")
+    print(f"{'method':20s} {'trainable':>14s}  description")
+    for r in rows:
+        print(f"{r['method']:20s} {r['trainable_parameters']:>14,d}  {r['about']}")
+    print("\n`scaling methods --show NAME` prints a preset's resolved configuration.")
+    return 0

@@ -1,0 +1,44 @@
+"""Shared fixtures: fixed seeds, quiet transformers, tiny real-architecture backbones on disk."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
+from scaling.models.tiny import TINY_ENCODER_ARCHS as ENCODER_ARCHS  # noqa: E402
+from scaling.models.tiny import TINY_LLM_ARCHS as LLM_ARCHS  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory) -> dict[str, str]:
+    """{'llama': dir, 'opt': dir, ..., 'vit': dir, ...}: tiny random models saved with save_pretrained."""
+    from scaling.models.tiny import save_tiny_encoder, save_tiny_llm
+
+    root = tmp_path_factory.mktemp("backbones")
+    dirs = {}
+    for arch in LLM_ARCHS:
+        dirs[arch] = save_tiny_llm(str(root / arch), arch)
+    for arch in ENCODER_ARCHS:
+        dirs[arch] = save_tiny_encoder(str(root / arch), arch)
+    return dirs
