@@ -1,0 +1,89 @@
+"""Extraction of encoder levels, and clear errors for bad input."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from scaling.config import load_config
+from scaling.config.base import ConfigError
+from scaling.config.model import model_config
+from scaling.models.backbones import load_encoder
+from scaling.models.builder import build_model
+from scaling.models.extract import FeatureExtractor
+from scaling.models.tiny import tiny_media
+
+
+@pytest.mark.parametrize("arch", ["vit", "clip", "dinov2", "siglip", "timesformer", "ast"])
+def test_extraction_returns_the_last_levels_of_the_encoder(backbones, arch):
+    enc = load_encoder(backbones[arch], "fp32")
+    media = next(iter(tiny_media(arch).values()))
+    ex = FeatureExtractor(enc, n_levels=2, tokens="all")
+    feats = ex(media)
+    key = {"timesformer": "pixel_values", "ast": "input_values"}.get(arch, "pixel_values")
+    hidden = enc.model(**{key: media}, output_hidden_states=True).hidden_states
+    info = enc.info
+    assert feats.shape == (2, 2, info.n_patches + int(info.has_cls), info.hidden_size)
+    for j, level in enumerate((-2, -1)):
+        h = hidden[level]
+        expected = torch.cat([h[:, :1], h[:, info.n_special:]], 1) if info.has_cls else h
+        assert torch.allclose(feats[:, j], expected, atol=1e-6)
+    cls = FeatureExtractor(enc, n_levels=1, tokens="cls")(media)
+    assert cls.shape == (2, 1, 1, info.hidden_size)
+    if not info.has_cls:  # SigLIP: the mean of the patch tokens stands in for CLS
+        assert torch.allclose(cls[:, 0, 0], hidden[-1].mean(1), atol=1e-6)
+
+
+def test_any_list_of_layers(backbones):
+    enc = load_encoder(backbones["vit"], "fp32")
+    ex = FeatureExtractor(enc, tokens="cls", layers=[0, 2])
+    feats = ex(tiny_media("vit")["pixel_values"])
+    assert feats.shape[1] == 2
+
+
+def test_image_encoder_per_frame_averages_cls_over_time(backbones):
+    enc = load_encoder(backbones["vit"], "fp32", video_frames=3)
+    assert enc.info.modality == "video" and enc.info.grid == (3, 4, 4)
+    video = torch.randn(2, 3, 3, 32, 32)
+    feats = FeatureExtractor(enc, tokens="cls")(video)
+    per_frame = enc.model(pixel_values=video.flatten(0, 1), output_hidden_states=True).hidden_states[-1][:, 0]
+    assert torch.allclose(feats[:, 0, 0], per_frame.view(2, 3, -1).mean(1), atol=1e-6)
+
+
+def test_unknown_method_and_blocks_list_the_valid_ones():
+    with pytest.raises(ConfigError, match="valid: .*depalm"):
+        load_config(None, ["model.method=dpalm"])
+    with pytest.raises(ConfigError, match="unknown mapper .*valid"):
+        load_config(None, ["model.map.name=qformer"])
+    with pytest.raises(ConfigError, match="unknown injection .*valid"):
+        load_config(None, ["model.inject.name=middle"])
+
+
+def test_missing_and_unsupported_backbones(tmp_path, backbones):
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_model(model_config(method="depalm", llm=str(tmp_path / "nope"), encoder="tiny-vit"))
+    # a directory with an architecture we do not support as encoder
+    bad = tmp_path / "bert"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="unsupported encoder type 'bert'; supported"):
+        build_model(model_config(method="depalm", llm=backbones["llama"], encoder=str(bad)))
+    # an encoder directory given as the LLM
+    with pytest.raises(ConfigError, match="not a causal LM"):
+        build_model(model_config(method="depalm", llm=backbones["vit"], encoder=backbones["vit"]))
+
+
+def test_modality_mismatch_is_a_clear_error(backbones):
+    model = build_model(model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="fp32", map={"d_embed": 32}))
+    ids = torch.randint(5, 90, (2, 4))
+    with pytest.raises(ValueError, match="modality mismatch: the encoder .* reads image but the batch holds audio"):
+        model(input_ids=ids, audio=torch.randn(2, 64, 32))
+    with pytest.raises(ValueError, match="no media given"):
+        model(input_ids=ids)
+    with pytest.raises(ValueError, match="cached features have shape"):
+        model(input_ids=ids, features=torch.randn(2, 1, 5, 32))
+
+
+def test_trust_remote_code_is_off_by_default():
+    assert load_config(None, []).model.trust_remote_code is False
