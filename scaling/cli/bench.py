@@ -1,0 +1,53 @@
+"""`scaling bench`: time the project's training step against a plain implementation (same process)."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="training-step throughput: the project's step vs a plain HF implementation")
+    p.add_argument("--llm-shape", default="llama-7b")
+    p.add_argument("--encoder-shape", default="clip-vit-l14")
+    p.add_argument("--method", default="depalm")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--text-len", type=int, default=24)
+    p.add_argument("--device", default="cuda", help="cuda or cpu (use tiny shapes on cpu)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--compare", choices=["plain", "none"], default="plain")
+    p.add_argument("--cached-features", action="store_true", help="read cached encoder features instead of running the encoder")
+    p.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
+    p.add_argument("--no-fused-llm", action="store_true", help="do not swap fused kernels into the frozen LLM")
+    p.add_argument("--fp8", action="store_true", help="FP8 weights for the frozen LLM's linear layers (Hopper)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import transformers
+
+    from scaling.bench.step import run_benchmark
+
+    transformers.utils.logging.set_verbosity_error()
+    res = run_benchmark(
+        args.llm_shape, args.encoder_shape, args.method, args.batch, args.text_len, args.device, args.dtype,
+        compare_plain=args.compare == "plain", cached=args.cached_features, warmup=args.warmup, steps=args.steps,
+        kernels=args.kernels, fused_llm=not args.no_fused_llm, fp8=args.fp8,
+    )
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    cfg = res["config"]
+    print(f"{cfg['method']} | {cfg['llm']} + {cfg['encoder']} | batch {cfg['batch']} × {cfg['text_len']} text tokens | "
+          f"{cfg['gpu']} {cfg['dtype']}{' | cached features' if cfg['cached_features'] else ''}")
+    cols = ["step_ms", "samples_s", "tokens_s", "tflops", "mfu", "peak_gb", "loss"]
+    print(f"{'':8s}" + "".join(f"{c:>12s}" for c in cols))
+    for name in ("plain", "ours"):
+        if name in res:
+            r = res[name]
+            print(f"{name:8s}" + "".join(f"{(r[c] if r[c] is not None else float('nan')):>12.3f}" for c in cols))
+    if "ratio_samples_s" in res:
+        print(f"speed-up (samples/s): {res['ratio_samples_s']:.2f}x   peak memory ratio: {res.get('peak_memory_ratio', float('nan')):.2f}")
+    return 0
