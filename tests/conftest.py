@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+# Triton kernels run under the CPU interpreter when there is no GPU; this must be set before
+# triton is first imported (transformers/torch._dynamo import it), hence here, at the very start.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

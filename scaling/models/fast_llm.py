@@ -1,0 +1,143 @@
+"""A fused training forward for the frozen LLaMA-family LLM (LLaMA, Qwen2, Mistral).
+
+The plain step spends more than half its time outside matrix multiplication: fp32 RMSNorm
+up-casts, rotary embeddings built from ``cat``/``neg``, SiLU·up, separate q/k/v and gate/up GEMMs
+(see shared PERF-NOTES). Because the LLM is frozen, its weights can be rearranged once:
+:func:`accelerate_llm` concatenates q/k/v and gate/up weights into single buffers (the original
+``nn.Linear`` weights become views of them, so memory does not grow) and gives each decoder layer a
+forward that runs
+
+    RMSNorm (Triton) → one QKV GEMM → rotary on q and k (one Triton kernel) → SDPA → o_proj
+    → residual → RMSNorm (Triton) → one gate|up GEMM → SwiGLU (Triton) → down_proj → residual
+
+with input-gradient backward through the kernels' autograd Functions (frozen weights get no weight
+gradients). Calls with a KV cache (generation) fall back to the original forward; everything else
+in the model is unchanged. ``mode="torch"`` uses the PyTorch references of the kernels (CPU tests).
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED = ("llama", "qwen2", "mistral")
+
+
+def _kernels():
+    from scaling.kernels.rms_norm import rms_norm
+    from scaling.kernels.rope import rope
+    from scaling.kernels.swiglu import swiglu
+
+    return rms_norm, rope, swiglu
+
+
+def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One [sum(out), in] buffer; each linear's weight (and bias) becomes a view into it."""
+    weight = torch.cat([l.weight.data for l in linears], dim=0)
+    bias = None
+    if all(l.bias is not None for l in linears):
+        bias = torch.cat([l.bias.data for l in linears], dim=0)
+    offset = 0
+    for l in linears:
+        n = l.weight.shape[0]
+        l.weight = nn.Parameter(weight[offset : offset + n], requires_grad=False)
+        if bias is not None:
+            l.bias = nn.Parameter(bias[offset : offset + n], requires_grad=False)
+        offset += n
+    return weight, bias
+
+
+def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
+                   use_cache=False, cache_position=None, position_embeddings=None, **kwargs):
+    if past_key_values is not None or use_cache or position_embeddings is None or torch.is_grad_enabled() is False and False:
+        return self._scaling_original_forward(
+            hidden_states, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+            use_cache=use_cache, cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
+        )
+    rms_norm, rope, swiglu = _kernels()
+    f = self._scaling_fused
+    mode = f["mode"]
+    b, t, _ = hidden_states.shape
+    hq, hk, hd = f["heads"], f["kv_heads"], f["head_dim"]
+    x = hidden_states
+    n = rms_norm(x, self.input_layernorm.weight, f["eps_in"], mode=mode)
+    qkv = F.linear(n, f["qkv_w"], f["qkv_b"])
+    q, k, v = qkv.split([hq * hd, hk * hd, hk * hd], dim=-1)
+    q = q.view(b, t, hq, hd).transpose(1, 2)
+    k = k.view(b, t, hk, hd).transpose(1, 2)
+    v = v.view(b, t, hk, hd).transpose(1, 2)
+    cos, sin = position_embeddings
+    q, k = rope(q, k, cos, sin, mode=mode)
+    mask = attention_mask
+    if mask is not None and mask.dim() == 4:
+        mask = mask[:, :, :, : k.shape[-2]]
+    attn = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=hq != hk,
+    )
+    attn = attn.transpose(1, 2).reshape(b, t, hq * hd)
+    x = x + self.self_attn.o_proj(attn)
+    n2 = rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"], mode=mode)
+    gate, up = F.linear(n2, f["gate_up_w"], f["gate_up_b"]).split(f["inter"], dim=-1)
+    x = x + self.mlp.down_proj(swiglu(gate, up, mode=mode))
+    return x
+
+
+def _eligible(layer: nn.Module) -> str | None:
+    attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    if attn is None or mlp is None:
+        return "no self_attn/mlp"
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        mod = getattr(attn, name, None)
+        if type(mod) is not nn.Linear or mod.weight.requires_grad:
+            return f"{name} is not a frozen nn.Linear (LoRA or bias tuning on it)"
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        mod = getattr(mlp, name, None)
+        if type(mod) is not nn.Linear or mod.weight.requires_grad:
+            return f"{name} is not a frozen nn.Linear"
+    act = getattr(mlp, "act_fn", None)
+    if act is None or type(act).__name__ not in ("SiLU", "SiLUActivation"):
+        return f"activation {type(act).__name__} is not SiLU"
+    for name in ("input_layernorm", "post_attention_layernorm"):
+        if getattr(layer, name).weight.requires_grad:
+            return f"{name} is trained (bias/norm tuning)"
+    if getattr(attn, "sliding_window", None):
+        return "sliding-window attention"
+    return None
+
+
+def accelerate_llm(llm: nn.Module, mode: str = "auto", fp8: bool = False) -> dict:
+    """Install the fused forward on every eligible decoder layer; returns a report dict."""
+    model_type = getattr(llm.config, "model_type", "?")
+    if model_type not in SUPPORTED:
+        return {"fused_layers": 0, "reason": f"model type {model_type!r} not in {SUPPORTED}"}
+    if fp8:
+        return {"fused_layers": 0, "reason": "fp8 is not implemented"}
+    layers = getattr(llm, llm.base_model_prefix).layers
+    cfg = llm.config
+    fused, skipped = 0, {}
+    for i, layer in enumerate(layers):
+        if hasattr(layer, "_scaling_fused"):
+            layer._scaling_fused["mode"] = mode
+            fused += 1
+            continue
+        why = _eligible(layer)
+        if why:
+            skipped[i] = why
+            continue
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv_w, qkv_b = _fuse_linear_weights([attn.q_proj, attn.k_proj, attn.v_proj])
+        gu_w, gu_b = _fuse_linear_weights([mlp.gate_proj, mlp.up_proj])
+        head_dim = getattr(attn, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+        layer._scaling_fused = {
+            "mode": mode, "qkv_w": qkv_w, "qkv_b": qkv_b, "gate_up_w": gu_w, "gate_up_b": gu_b,
+            "heads": attn.q_proj.weight.shape[0] // head_dim, "kv_heads": attn.k_proj.weight.shape[0] // head_dim,
+            "head_dim": head_dim, "inter": mlp.gate_proj.weight.shape[0],
+            "eps_in": layer.input_layernorm.variance_epsilon, "eps_post": layer.post_attention_layernorm.variance_epsilon,
+        }
+        layer._scaling_original_forward = layer.forward
+        layer.forward = types.MethodType(_fused_forward, layer)
+        fused += 1
+    return {"fused_layers": fused, "skipped": skipped, "mode": mode}

@@ -1,0 +1,67 @@
+"""The fused LLaMA-family training forward equals the Hugging Face layers (forward and input grads)."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from scaling.models.fast_llm import accelerate_llm
+
+CONFIGS = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),  # q/k/v biases
+}
+
+
+def _model(arch):
+    cfg_cls, model_cls = CONFIGS[arch]
+    cfg = cfg_cls(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=100, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = model_cls(cfg).eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("mode", ["torch", "triton"])
+def test_fused_forward_matches_hf(arch, mode):
+    model = _model(arch)
+    embeds = torch.randn(2, 9, 64, requires_grad=True)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, -2:] = 0
+    ref = model(inputs_embeds=embeds, attention_mask=mask).logits
+    (g_ref,) = torch.autograd.grad(ref[mask.bool()].square().mean(), embeds)
+    report = accelerate_llm(model, mode=mode)
+    assert report["fused_layers"] == 2 and not report["skipped"]
+    assert all(hasattr(l, "_scaling_fused") for l in model.model.layers)
+    # q/k/v weights now live in one buffer: memory did not grow
+    attn = model.model.layers[0].self_attn
+    assert attn.q_proj.weight.data_ptr() == model.model.layers[0]._scaling_fused["qkv_w"].data_ptr()
+    out = model(inputs_embeds=embeds, attention_mask=mask).logits
+    (g,) = torch.autograd.grad(out[mask.bool()].square().mean(), embeds)
+    valid = mask.bool()
+    assert torch.allclose(out[valid], ref[valid], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(g, g_ref, atol=1e-6, rtol=1e-4)
+
+
+def test_cached_generation_falls_back_to_the_original_layers():
+    model = _model("llama")
+    ids = torch.randint(0, 100, (1, 5))
+    ref = model.generate(ids, max_new_tokens=5, do_sample=False)
+    accelerate_llm(model, mode="torch")
+    assert torch.equal(model.generate(ids, max_new_tokens=5, do_sample=False), ref)
+
+
+def test_layers_with_trained_weights_are_left_alone():
+    model = _model("llama")
+    model.model.layers[1].self_attn.q_proj.weight.requires_grad_(True)
+    report = accelerate_llm(model, mode="torch")
+    assert report["fused_layers"] == 1 and 1 in report["skipped"]
+    assert accelerate_llm(_model_opt(), mode="torch")["fused_layers"] == 0
+
+
+def _model_opt():
+    from transformers import OPTConfig, OPTForCausalLM
+
+    return OPTForCausalLM(OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=50,
+                                    word_embed_proj_dim=32))
