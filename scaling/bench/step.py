@@ -107,6 +107,8 @@ def run_benchmark(
     fused_llm: bool = True,
     fp8: bool = False,
     overrides: dict | None = None,
+    compile_encoder: bool = False,
+    profile: str | None = None,
 ) -> dict:
     """Time warm training steps; returns {"ours": ..., "plain": ..., "ratio": ...} (dicts)."""
     dev = torch.device(device)
@@ -203,6 +205,8 @@ def run_benchmark(
             report = accelerate_llm(model.llm, mode=kernels, fp8=fp8)
         except ImportError:
             report = None
+    if compile_encoder and model.extractor is not None:
+        model.compile_encoder()
     opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.1, fused=dev.type == "cuda")
 
     def our_step():
@@ -218,6 +222,18 @@ def run_benchmark(
         mapped = model.encode(features=feats, **media)
     n_prefix = (mapped.shape[1] * mapped.shape[2] if mapped is not None else 0) + cfg.finetune.n_prompt
     measure("ours", our_step, n_prefix + text_len)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            for _ in range(3):
+                our_step()
+            _sync(dev)
+        key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+        with open(profile, "w") as fh:
+            fh.write(prof.key_averages().table(sort_by=key, row_limit=40))
     out = {"config": {"llm": llm_shape, "encoder": encoder_shape, "method": method, "batch": batch, "text_len": text_len,
                       "device": str(dev), "dtype": dtype, "cached_features": cached, "kernels": kernels,
                       "fused_llm": report, "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}}

@@ -123,6 +123,16 @@ class PerceptualLM(nn.Module):
             self.extractor.encoder.eval()
         return self
 
+    def compile_encoder(self, **compile_kwargs) -> None:
+        """torch.compile the frozen encoder's forward (inference only: it never needs gradients
+        unless the encoder's biases are tuned, in which case compiling is skipped)."""
+        if self.extractor is None:
+            return
+        enc = self.extractor.encoder.model
+        if any(p.requires_grad for p in enc.parameters()):
+            return
+        enc.forward = torch.compile(enc.forward, dynamic=False, **compile_kwargs)
+
     @property
     def modality(self) -> str | None:
         return self.extractor.encoder.info.modality if self.extractor is not None else None
