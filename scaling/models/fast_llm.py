@@ -8,7 +8,7 @@ up-casts, rotary embeddings built from ``cat``/``neg``, SiLU·up, separate q/k/v
 forward that runs
 
     RMSNorm (Triton) → one QKV GEMM → rotary on q and k (one Triton kernel) → SDPA → o_proj
-    → residual → RMSNorm (Triton) → one gate|up GEMM → SwiGLU (Triton) → down_proj → residual
+    → residual → RMSNorm (Triton) → one gate|up GEMM → packed SwiGLU (Triton) → down_proj → residual
 
 with input-gradient backward through the kernels' autograd Functions (frozen weights get no weight
 gradients). Calls with a KV cache (generation) fall back to the original forward; everything else
@@ -29,9 +29,9 @@ SUPPORTED = ("llama", "qwen2", "mistral")
 def _kernels():
     from scaling.kernels.rms_norm import rms_norm
     from scaling.kernels.rope import rope
-    from scaling.kernels.swiglu import swiglu
+    from scaling.kernels.swiglu_packed import swiglu_packed
 
-    return rms_norm, rope, swiglu
+    return rms_norm, rope, swiglu_packed
 
 
 def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -80,8 +80,7 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
     attn = attn.transpose(1, 2).reshape(b, t, hq * hd)
     x = x + self.self_attn.o_proj(attn)
     n2 = rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"], mode=mode)
-    gate, up = F.linear(n2, f["gate_up_w"], f["gate_up_b"]).split(f["inter"], dim=-1)
-    x = x + self.mlp.down_proj(swiglu(gate, up, mode=mode))
+    x = x + self.mlp.down_proj(swiglu(F.linear(n2, f["gate_up_w"], f["gate_up_b"]), mode=mode))
     return x
 
 
