@@ -104,15 +104,18 @@ def check_alignment(predictions: Mapping[Hashable, Any], references: Mapping[Has
         else:
             msg += f" ({len(predictions)} predictions, {len(references)} references; score the same split)"
         raise MetricsError(msg)
-    empty = [i for i, refs in references.items() if not isinstance(refs, str) and len(refs) == 0]
-    if empty:
-        raise MetricsError(f"{len(empty)} sample(s) have an empty reference list (e.g. {_examples(empty)})")
-    bad_refs = [i for i, refs in references.items() if isinstance(refs, str) or not all(isinstance(r, str) for r in refs)]
+    bad_refs = [
+        i for i, refs in references.items()
+        if not isinstance(refs, (list, tuple)) or not all(isinstance(r, str) for r in refs)
+    ]  # fmt: skip
     if bad_refs:
         raise MetricsError(
             f"references must be lists of strings; {len(bad_refs)} sample(s) are not (e.g. {_examples(bad_refs)}: "
             f"{references[bad_refs[0]]!r})"
         )
+    empty = [i for i, refs in references.items() if len(refs) == 0]
+    if empty:
+        raise MetricsError(f"{len(empty)} sample(s) have an empty reference list (e.g. {_examples(empty)})")
     bad_preds = [i for i, p in predictions.items() if not isinstance(p, str)]
     if bad_preds:
         raise MetricsError(
@@ -280,6 +283,16 @@ def qa_metrics(
     """``{'accuracy': fraction}``: official VQA accuracy (vqa) or normalised exact match (gqa, videoqa)."""
     check_task(task)
     ids = check_alignment(predictions, references)
+    if task == "vqa":
+        few = [i for i in ids if len(references[i]) < 4]
+        if few:
+            warnings.warn(
+                f"{len(few)} VQA sample(s) have fewer than 4 human answers (e.g. {_examples(few)}): the leave-one-out "
+                "VQA accuracy cannot reach 1 for them (1 answer always scores 0); for one-answer data use task 'gqa' "
+                "or 'videoqa' (exact match)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     score = vqa_accuracy if task == "vqa" else exact_match
     total = sum(score(predictions[i], references[i]) for i in ids)
     return {"accuracy": total / len(ids)}

@@ -5,7 +5,8 @@ cartesian product of the grid values times the seeds. ``write_sweep`` writes, fo
 ``SWEEP_DIR/<point_name>/config.yaml`` — the base config (``load_yaml``) with the grid values applied
 (``apply_overrides``), ``train.seed`` set to the seed and ``train.output_dir`` to the point's own
 directory (absolute), which is also the run directory that ``scaling report`` reads — plus a
-``points.json`` index. A point whose directory already holds ``metrics.json`` is finished: its
+``points.json`` index. Every grid combination is first validated with the project's config schema
+(``scaling.config.config_from_dict``), so a typo fails before anything is written or submitted. A point whose directory already holds ``metrics.json`` is finished: its
 config is left as it is, ``run_points`` skips it (so a sweep resumes), and the SLURM array task exits.
 
 Grid values are parsed as YAML (``[q_proj,v_proj]`` is one list value: commas inside brackets do not
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from scaling.config.base import ConfigError, apply_overrides, load_yaml, parse_override, suggest
+from scaling.config.base import ConfigError, apply_overrides, load_yaml, parse_override
 
 #: Keys the sweep sets itself; they cannot be grid keys.
 RESERVED_KEYS = ("train.seed", "train.output_dir")
@@ -172,21 +173,31 @@ def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
-def unknown_key_warnings(base: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """Grid keys absent from the base config (a typo, or a default the base file leaves out)."""
-    out = []
-    for key in keys:
-        found, _ = _get(base, key)
-        if found:
+def validate_points(base: dict[str, Any], points: Sequence[SweepPoint]) -> None:
+    """Build every grid combination's config with the project's schema; one ConfigError listing all problems."""
+    from scaling.config import config_from_dict
+
+    problems: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for point in points:
+        combo = json.dumps(point.raw, sort_keys=True)
+        if combo in seen:  # seeds do not change validity
             continue
-        parent, _, leaf = key.rpartition(".")
-        ok, section = _get(base, parent) if parent else (True, base)
-        if ok and isinstance(section, dict):
-            out.append(
-                f"grid key {key!r} is not in the base config{suggest(leaf, section)}; "
-                "fine if it is a default the file leaves out, otherwise check the spelling"
-            )
-    return out
+        seen.add(combo)
+        try:
+            config_from_dict(point_config(base, point))
+        except ConfigError as err:
+            for problem in err.problems:
+                problems.setdefault(problem, []).append(point.name.rsplit("__seed-", 1)[0])
+    if problems:
+        n = len(seen)
+        raise ConfigError(
+            [
+                f"{problem} ({'every grid point' if len(names) == n else 'grid points ' + ', '.join(names[:4]) + (', ...' if len(names) > 4 else '')})"
+                for problem, names in problems.items()
+            ]
+            + ["fix the base config or the --grid keys (or pass --no-validate for keys this version does not know)"]
+        )
 
 
 def point_config(base: dict[str, Any], point: SweepPoint) -> dict[str, Any]:
@@ -203,16 +214,17 @@ def point_config(base: dict[str, Any], point: SweepPoint) -> dict[str, Any]:
 
 
 def write_sweep(
-    base_config: str, grid_items: Sequence[str], seeds: Sequence[int] | None, out_dir: str
-) -> tuple[list[SweepPoint], list[str]]:
-    """Write every point's config.yaml and ``points.json``; returns (points, warnings)."""
+    base_config: str, grid_items: Sequence[str], seeds: Sequence[int] | None, out_dir: str, validate: bool = True
+) -> list[SweepPoint]:
+    """Write every point's config.yaml and ``points.json`` (after validating the configs) and return the points."""
     base = load_yaml(base_config)
     grid = parse_grid(grid_items)
     if seeds is None:
         found, seed = _get(base, "train.seed")
         seeds = [int(seed)] if found and seed is not None else [0]
     points = expand_sweep(grid, seeds, out_dir)
-    warnings = unknown_key_warnings(base, [k for k, _ in grid])
+    if validate:
+        validate_points(base, points)
     os.makedirs(out_dir, exist_ok=True)
     for point in points:
         os.makedirs(point.run_dir, exist_ok=True)
@@ -228,7 +240,7 @@ def write_sweep(
     }
     with open(os.path.join(out_dir, "points.json"), "w") as fh:
         json.dump(index, fh, indent=2)
-    return points, warnings
+    return points
 
 
 def load_points(sweep_dir: str) -> list[SweepPoint]:
