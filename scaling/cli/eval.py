@@ -1,0 +1,84 @@
+"""`scaling eval`: generate for every sample of a split (batched, KV cache, all ranks) and score it.
+
+Single process: ``scaling eval --checkpoint RUN_OR_ADAPTER --data 'shards/coco/test-{000000..000004}.tar'``.
+Many GPUs: the same command under ``torchrun``/``srun``; each rank reads its share of the shards and
+the predictions are gathered (every sample exactly once). Zero-shot / out-of-distribution: evaluate a
+VQAv2 checkpoint on GQA shards with ``--task gqa``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from scaling.config.base import ConfigError
+
+TASKS = ("caption", "vqa", "gqa", "videoqa")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="generate + score a split with the paper metrics (batched, sharded across ranks)")
+    p.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint directory, or an adapter .safetensors")
+    p.add_argument("--data", help="webdataset shards of the split (default: the data.val/data.test of the checkpoint's config)")
+    p.add_argument("--split", default="test", choices=["val", "test", "train"])
+    p.add_argument("--task", choices=TASKS, help="metric family (default: the checkpoint's data.task); another task = zero-shot / OOD")
+    p.add_argument("--out", help="output directory for predictions.jsonl and metrics.json (default: CHECKPOINT_DIR/eval_SPLIT)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    p.add_argument("--llm", help="the LLM directory, if it moved since training (fingerprints are checked)")
+    p.add_argument("--encoder", help="the encoder directory, if it moved since training")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its Java start is slow)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=4 model.frozen_dtype=fp16")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from scaling.data.stream import build_loader
+    from scaling.evaluation.evaluate import evaluate, write_results
+    from scaling.evaluation.metrics import format_table
+    from scaling.training import distributed
+    from scaling.training.checkpoint import load_adapter, read_adapter, resolve_adapter_path
+
+    transformers.utils.logging.set_verbosity_error()
+    env = distributed.read_env()
+    device = distributed.pick_device(env)
+    distributed.init(env, device)
+    adapter = resolve_adapter_path(args.checkpoint)
+    _, meta = read_adapter(adapter)
+    stored = meta.get("config") or {}
+    task = args.task or (stored.get("data") or {}).get("task")
+    if task not in TASKS:
+        raise ConfigError(f"checkpoint {args.checkpoint} records no task ({task!r}); pass --task {{{','.join(TASKS)}}}")
+    overrides = list(args.overrides) + [f"data.task={task}"]
+    if args.data:
+        overrides.append(f"data.{args.split}={args.data}")
+    for flag, key in (("batch_size", "eval.batch_size"), ("max_new_tokens", "eval.max_new_tokens"), ("num_beams", "eval.num_beams")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    model, cfg = load_adapter(adapter, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
+    if getattr(cfg.data, args.split, None) is None:
+        raise ConfigError(f"no data for split {args.split!r}: pass --data SHARDS")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.llm)
+    loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
+    metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}
+    result = evaluate(model, tokenizer, loader, task, max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
+                      media_dtype=half if device.type == "cuda" else None, **metric_options)
+    if env.is_main:
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(adapter)), f"eval_{args.split}")
+        pred_path, metrics_path = write_results(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
+                                                              "data": getattr(cfg.data, args.split)})
+        if args.json:
+            print(json.dumps({"task": task, "n_samples": len(result.predictions), "metrics": result.metrics}))
+        else:
+            print(format_table(task, result.metrics, len(result.predictions)))
+            print(f"{len(result.predictions)} samples · predictions: {pred_path} · metrics: {metrics_path}")
+    distributed.shutdown()
+    return 0

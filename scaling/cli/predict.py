@@ -1,0 +1,84 @@
+"""`scaling predict`: a caption or an answer for image, audio or video files, from a trained checkpoint.
+
+Files go through the same decoding and preprocessing as evaluation shards (no augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from scaling.config.base import ConfigError
+
+EXT_KEYS = {
+    "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp",
+    "wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
+    "mp4": "mp4", "avi": "avi", "mkv": "mkv", "webm": "webm", "mov": "mov",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="caption or answer a question about image/audio/video files")
+    p.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint directory, or an adapter .safetensors")
+    p.add_argument("files", nargs="+", help="media files (jpg/png, wav/flac, mp4...)")
+    p.add_argument("--question", help="ask a question (VQA) instead of captioning")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--llm", help="the LLM directory, if it moved since training")
+    p.add_argument("--encoder", help="the encoder directory, if it moved since training")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=run)
+
+
+def _raw_sample(path: str, question: str | None) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file")
+    ext = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if ext not in EXT_KEYS:
+        raise ConfigError(f"{path}: unsupported file type {ext!r}; supported: {sorted(EXT_KEYS)}")
+    record = {"id": path, "answers": []}
+    if question:
+        record["question"] = question
+    with open(path, "rb") as fh:
+        return {"__key__": path, EXT_KEYS[ext]: fh.read(), "json": json.dumps(record).encode()}
+
+
+def run(args) -> int:
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from scaling.data.collate import collate
+    from scaling.data.decode import SampleDecoder, SampleError
+    from scaling.data.preprocess import media_spec
+    from scaling.data.text import TextEncoder, template_for
+    from scaling.evaluation.evaluate import generate_batch
+    from scaling.training.checkpoint import load_adapter
+
+    transformers.utils.logging.set_verbosity_error()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = list(args.overrides)
+    if args.question:
+        overrides.append("data.task=vqa")
+    model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
+    task = "vqa" if args.question else cfg.data.task
+    if task != "caption" and not args.question:
+        raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.llm)
+    text = TextEncoder(tokenizer, cfg.data.max_text_len, template_for(task, cfg.data.prompt_template))
+    decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task=task, cfg=cfg.data)
+    samples = []
+    for path in args.files:
+        try:
+            samples.append(decoder(_raw_sample(path, args.question), random.Random(0)))
+        except SampleError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    batch = collate(samples, text, train=False)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
+    texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or cfg.eval.max_new_tokens,
+                           args.num_beams or cfg.eval.num_beams, media_dtype=half if device.type == "cuda" else None)
+    for path, out in zip(args.files, texts):
+        print(json.dumps({"file": path, "prediction": out}) if args.json else f"{path}: {out}")
+    return 0

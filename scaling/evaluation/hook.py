@@ -1,0 +1,60 @@
+"""The trainer's periodic evaluation hook: generate on (a subset of) the validation split and score.
+
+``build_evaluate_fn(cfg)`` returns ``evaluate_fn(model, step) -> metrics`` that the training loop
+calls every ``train.eval_every`` steps and at the end (it keeps the best checkpoint by
+``eval.metric``). It reads ``eval.subset`` samples of ``data.val`` (all when None), generates in
+batches on every rank and gathers. METEOR is skipped here (its Java start costs ~10 s per call);
+``scaling eval`` computes every metric. Under ZeRO-3 the ranks would run different numbers of
+generation steps, which partitioned parameters cannot allow, so the hook returns nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _zero_stage(cfg) -> int:
+    path = cfg.train.deepspeed
+    if not path:
+        return 0
+    try:
+        with open(path) as fh:
+            return int(json.load(fh).get("zero_optimization", {}).get("stage", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def build_evaluate_fn(cfg):
+    if not cfg.data.val:
+        return None
+    if _zero_stage(cfg) == 3:
+        log.warning("ZeRO-3: periodic generation-based evaluation is disabled (ranks would diverge); "
+                    "run `scaling eval` on the checkpoints instead")
+        return None
+    state: dict = {}
+
+    def evaluate_fn(model, step: int) -> dict:
+        import torch
+        from transformers import AutoTokenizer
+
+        from scaling.data.stream import build_loader
+        from scaling.evaluation.evaluate import evaluate
+        from scaling.training import distributed
+
+        if "tokenizer" not in state:
+            state["tokenizer"] = AutoTokenizer.from_pretrained(cfg.model.llm)
+        tok = state["tokenizer"]
+        rank, world = distributed.rank(), distributed.world_size()
+        loader = build_loader(cfg, tok, "val", rank, world, train=False, limit=cfg.eval.subset)
+        device = next(model.parameters()).device
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
+        options = {"meteor": False} if cfg.data.task == "caption" else {}
+        result = evaluate(model, tok, loader, cfg.data.task, max_new_tokens=cfg.eval.max_new_tokens,
+                          num_beams=cfg.eval.num_beams, progress=False,
+                          media_dtype=half if device.type == "cuda" else None, **options)
+        return {k: v for k, v in result.metrics.items() if v is not None}
+
+    return evaluate_fn
