@@ -1,9 +1,24 @@
-"""The ``data`` config section: where shards are, the task, subsets, augmentation, text templates."""
+"""The ``data`` config section: where shards are, the task, subsets, augmentation, text templates.
+
+A split source (``train`` / ``val`` / ``test``) is one or several sources joined by ``::``; each is
+an index reference (``shards/coco`` or ``shards/coco/index.json``, optionally ``#split`` to read
+another split of that index) or a webdataset URL pattern (``shards/coco/train-{000000..000031}.tar``,
+``pipe:curl -s https://host/train-{000000..000031}.tar``, ``https://...``). Sample counts always come
+from the shards' ``index.json`` (found next to the shards, one folder up, or at ``data.index``).
+See docs/data.md for the shard format.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+from scaling.config.base import ConfigError
+
+RANDAUGMENT_OPS = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+    "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+)
 
 
 @dataclasses.dataclass
@@ -23,3 +38,51 @@ class DataConfig:
     video_frames: int = 8
     augment: bool = True
     samples_per_epoch: int | None = None  # default: read from the shards' index
+    # ---- added with the streaming pipeline (scaling/data) ----
+    index: str | None = None  # explicit index.json (path or URL) when it cannot be found next to the shards
+    features: str | None = None  # folder of cached feature shards (its index.json); used when use_features=true
+    hflip: float = 0.5  # horizontal flip probability at training (images, videos)
+    crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])  # random resized crop area range
+    crop_ratio: list[float] = dataclasses.field(default_factory=lambda: [3 / 4, 4 / 3])  # aspect ratio range
+    randaugment_n: int = 2  # RandAugment: ops per image (0 disables)
+    randaugment_m: int = 9  # RandAugment: magnitude in 0..30
+    randaugment_ops: list[str] | None = None  # default: all 14 ops (see scaling.data.augment)
+    freq_mask: int = 24  # audio: max frequency-mask width (mel bins) at training
+    time_mask: int = 96  # audio: max time-mask width (frames) at training
+    length_bucketing: bool = False  # group samples of similar text length into batches (training)
+    bucket_batches: int = 8  # bucketing window, in batches
+    prefetch_factor: int = 2  # batches prefetched per dataloader worker
+    pin_memory: bool = True  # pin batches when CUDA is available
+
+    def __post_init__(self):
+        problems = []
+        if not 0.0 < self.fraction <= 1.0:
+            problems.append(f"data.fraction must be in (0, 1], got {self.fraction} (e.g. 0.01 for the 1% setting)")
+        if self.shuffle_buffer < 1:
+            problems.append("data.shuffle_buffer must be >= 1 (1 = no shuffling inside shards)")
+        if self.num_workers < 0:
+            problems.append("data.num_workers must be >= 0 (0 = load in the training process)")
+        if self.max_text_len < 2:
+            problems.append("data.max_text_len must be >= 2 (a prompt token and an answer token)")
+        if self.video_frames < 1:
+            problems.append("data.video_frames must be >= 1")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            problems.append(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}")
+        if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            problems.append(f"data.crop_ratio must be [low, high] with 0 < low <= high, got {self.crop_ratio}")
+        if not 0 <= self.randaugment_m <= 30:
+            problems.append(f"data.randaugment_m must be in 0..30, got {self.randaugment_m}")
+        if self.randaugment_ops is not None:
+            bad = [op for op in self.randaugment_ops if op not in RANDAUGMENT_OPS]
+            if bad:
+                problems.append(f"data.randaugment_ops: unknown {bad}; valid: {list(RANDAUGMENT_OPS)}")
+        if not 0 <= self.hflip <= 1:
+            problems.append(f"data.hflip is a probability, got {self.hflip}")
+        if self.freq_mask < 0 or self.time_mask < 0:
+            problems.append("data.freq_mask and data.time_mask must be >= 0")
+        if self.bucket_batches < 1:
+            problems.append("data.bucket_batches must be >= 1")
+        if self.prefetch_factor < 1:
+            problems.append("data.prefetch_factor must be >= 1")
+        if problems:
+            raise ConfigError(problems)

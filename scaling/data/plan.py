@@ -1,0 +1,219 @@
+"""Epoch plans: which samples each (rank, worker) reads and in which order.
+
+A plan is a pure function of the index (shard sample counts, subset positions) and
+``(seed, epoch, rank, world_size, worker, num_workers, batch_size)``, which is what makes the loader
+reproducible and exactly resumable without any saved shuffle state.
+
+Training: the shard order is shuffled with ``(seed, epoch)`` (the same on every rank); the resulting
+sequence of samples is cut into ``world_size`` contiguous, balanced ranges (so a shard straddling a
+boundary is read partly by two ranks, nobody sees a sample twice, and every rank holds at least
+``floor(N / world_size)`` samples); each range is cut again per dataloader worker. Every rank then
+produces exactly ``batches_per_rank = floor(N / (world_size * batch_size))`` batches, spread over its
+workers round-robin. Inside a worker, samples come out in the order of a seeded shuffle buffer
+(simulated on positions here, replayed on data by :mod:`scaling.data.stream`), optionally regrouped by
+text length (length bucketing).
+
+Evaluation: shards in index order, contiguous balanced ranges per rank and worker, every sample
+exactly once, no padding, no shuffling.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import random
+from typing import Sequence
+
+
+def derive_seed(*parts) -> int:
+    """A 64-bit seed from any printable parts (stable across processes and Python versions)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode("utf-8")).digest()[:8], "big")
+
+
+def balanced_ranges(total: int, parts: int) -> list[tuple[int, int]]:
+    """Cut ``range(total)`` into ``parts`` contiguous ranges whose sizes differ by at most one."""
+    return [(i * total // parts, (i + 1) * total // parts) for i in range(parts)]
+
+
+def batches_per_rank(total: int, world_size: int, batch_size: int) -> int:
+    """Training batches every rank yields per epoch (the same number on every rank)."""
+    return total // (world_size * batch_size)
+
+
+def worker_quota(batches: int, worker: int, num_workers: int) -> int:
+    """Batches of a rank's ``batches`` produced by ``worker`` (round-robin: batch i is worker i % K)."""
+    return batches // num_workers + (1 if worker < batches % num_workers else 0)
+
+
+def batches_done_by(worker: int, batches_done: int, num_workers: int) -> int:
+    """How many of the first ``batches_done`` round-robin batches came from ``worker``."""
+    return max(0, -(-(batches_done - worker) // num_workers))
+
+
+@dataclasses.dataclass
+class Segment:
+    shard: int  # index into the split's shard list
+    positions: list[int]  # raw sample positions inside that shard (ascending)
+
+
+@dataclasses.dataclass
+class WorkerPlan:
+    """What one (rank, worker) reads: ``segments`` in stream order and the output ``order`` (a
+    permutation of stream positions ``0..size-1``)."""
+
+    segments: list[Segment]
+    order: list[int]
+    quota: int | None  # batches to produce (training) or None (evaluation: everything once)
+    seed: int  # per-sample random streams derive from (seed, cursor)
+
+    def __post_init__(self):
+        self._starts = [0]
+        for seg in self.segments:
+            self._starts.append(self._starts[-1] + len(seg.positions))
+
+    @property
+    def size(self) -> int:
+        return self._starts[-1]
+
+    def locate(self, stream_pos: int) -> tuple[int, int]:
+        """stream position → (segment index, raw position inside its shard)."""
+        i = bisect.bisect_right(self._starts, stream_pos) - 1
+        return i, self.segments[i].positions[stream_pos - self._starts[i]]
+
+    def segment_range(self, i: int) -> tuple[int, int]:
+        return self._starts[i], self._starts[i + 1]
+
+
+def _cut(order: Sequence[int], kept: Sequence[Sequence[int]], start: int, stop: int) -> list[Segment]:
+    """Segments covering samples ``start..stop-1`` of the concatenation of ``kept`` in shard ``order``
+    (``kept[s]`` may be a ``range``: only the covered part is materialised)."""
+    out = []
+    offset = 0
+    for shard in order:
+        n = len(kept[shard])
+        lo, hi = max(start, offset), min(stop, offset + n)
+        if lo < hi:
+            out.append(Segment(shard, list(kept[shard][lo - offset : hi - offset])))
+        offset += n
+        if offset >= stop:
+            break
+    return out
+
+
+def shuffle_buffer_order(size: int, buffer: int, rng: random.Random) -> list[int]:
+    """Output order of a shuffle buffer of ``buffer`` items fed positions ``0..size-1``.
+
+    The buffer fills to ``buffer`` items, then each new item swaps with a random buffered one, which
+    is emitted; at the end the rest is drained at random. Output k is always a position < k + buffer,
+    so replaying it on data holds at most ``buffer`` samples in memory.
+    """
+    if buffer <= 1:
+        return list(range(size))
+    out: list[int] = []
+    buf: list[int] = []
+    for pos in range(size):
+        buf.append(pos)
+        if len(buf) >= buffer:
+            j = rng.randrange(len(buf))
+            buf[j], buf[-1] = buf[-1], buf[j]
+            out.append(buf.pop())
+    while buf:
+        j = rng.randrange(len(buf))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        out.append(buf.pop())
+    return out
+
+
+def bucket_order(order: list[int], lengths: list[int], batch_size: int, window_batches: int, rng: random.Random) -> list[int]:
+    """Within consecutive windows of ``window_batches`` batches, sort by text length, cut into
+    batches and shuffle the batches (similar lengths → less padding; order still random)."""
+    window = batch_size * window_batches
+    out: list[int] = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        noise = {p: rng.random() for p in chunk}
+        chunk = sorted(chunk, key=lambda p: (lengths[p], noise[p]))
+        batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(batches)
+        for b in batches:
+            out.extend(b)
+    return out
+
+
+def plan_rank(
+    kept: Sequence[Sequence[int]],
+    *,
+    train: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    batch_size: int,
+    shuffle_buffer: int = 1000,
+    lengths: Sequence[Sequence[int]] | None = None,
+    bucket_batches: int = 0,
+    samples_per_epoch: int | None = None,
+    limit: int | None = None,
+    worker: int | None = None,
+) -> tuple[list[WorkerPlan], int]:
+    """Plans of every worker of ``rank`` (indexed by logical worker id) and the rank's batch count.
+
+    ``kept[s]`` lists the raw positions of shard ``s`` that belong to the split (all of them, or a
+    low-data subset). ``lengths[s][p]`` (optional) is the text length of raw position ``p`` of shard
+    ``s`` (length bucketing). ``samples_per_epoch`` overrides the epoch length (training; workers cycle
+    through their samples again when it exceeds the data). ``limit`` evaluates the first samples only.
+    ``worker`` given: only that worker's order is computed (the others get an empty ``order``; their
+    segments and quotas are still exact).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    k = max(1, num_workers)
+    total = sum(len(x) for x in kept)
+    if train:
+        shard_order = list(range(len(kept)))
+        random.Random(derive_seed("shards", seed, epoch)).shuffle(shard_order)
+        a, b = balanced_ranges(total, world_size)[rank]
+        epoch_total = samples_per_epoch if samples_per_epoch else total
+        n_batches = batches_per_rank(epoch_total, world_size, batch_size)
+        quotas = [worker_quota(n_batches, w, k) for w in range(k)]
+        n_rank = b - a
+        if samples_per_epoch:  # workers cycle over their share: split it in proportion to their quotas
+            cum = [0]
+            for q in quotas:
+                cum.append(cum[-1] + q)
+            bounds = [(n_rank * c + n_batches // 2) // max(1, n_batches) for c in cum] if n_batches else [n_rank * w // k for w in range(k + 1)]
+            sizes = [bounds[w + 1] - bounds[w] for w in range(k)]
+        else:
+            spare = n_rank - n_batches * batch_size
+            sizes = [q * batch_size + spare // k + (1 if w < spare % k else 0) for w, q in enumerate(quotas)]
+        plans = []
+        start = a
+        for w in range(k):
+            segs = _cut(shard_order, kept, start, start + sizes[w])
+            start += sizes[w]
+            wseed = derive_seed("worker", seed, epoch, rank, world_size, w, k)
+            plan = WorkerPlan(segs, [], quotas[w], wseed)
+            plans.append(plan)
+            if worker is not None and w != worker:
+                continue
+            rng = random.Random(derive_seed("buffer", wseed))
+            order = shuffle_buffer_order(plan.size, shuffle_buffer, rng)
+            if lengths is not None and bucket_batches > 0:
+                flat = [lengths[s.shard][p] for s in segs for p in s.positions]
+                order = bucket_order(order, flat, batch_size, bucket_batches, rng)
+            plan.order = order
+        return plans, n_batches
+    shard_order = list(range(len(kept)))
+    if limit is not None:
+        total = min(total, limit)
+    a, b = balanced_ranges(total, world_size)[rank]
+    plans = []
+    for w, (lo, hi) in enumerate(balanced_ranges(b - a, k)):
+        segs = _cut(shard_order, kept, a + lo, a + hi)
+        plan = WorkerPlan(segs, [], None, derive_seed("eval-worker", seed, rank, w))
+        plan.order = list(range(plan.size))
+        plans.append(plan)
+    n_batches = sum(-(-p.size // batch_size) for p in plans)
+    return plans, n_batches

@@ -1,0 +1,143 @@
+"""What the frozen encoder expects as input: :class:`MediaSpec` (modality, sizes, normalisation).
+
+Built from the model config without loading weights: the encoder's ``EncoderInfo`` gives the
+modality, image size, frame count, mel bins and max length; ``preprocessor_config.json`` in the
+encoder's directory (when present) gives the resize mode, mean/std and resampling filter. Without
+one, the defaults of the transformers image processor of that model type are used:
+
+========== ====================================== ================================ =========
+type       mean / std                             resize                           resample
+========== ====================================== ================================ =========
+clip       OpenAI CLIP                            shortest edge = size, crop       bicubic
+vit        0.5 / 0.5                              size x size                      bilinear
+dinov2     ImageNet (0.485.. / 0.229..)           shortest edge = size*256/224,crop bicubic
+siglip     0.5 / 0.5                              size x size                      bicubic
+timesformer ImageNet (0.485.. / 0.229..)          shortest edge = size, crop       bilinear
+========== ====================================== ================================ =========
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from scaling.config.base import ConfigError
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+AST_MEAN = -4.2677393
+AST_STD = 4.5689974
+SAMPLE_RATE = 16000
+
+BILINEAR, BICUBIC = 2, 3  # PIL.Image.Resampling values
+
+# model_type -> (mean, std, resize mode, shortest-edge / crop ratio, resample)
+IMAGE_DEFAULTS: dict[str, tuple[tuple, tuple, str, float, int]] = {
+    "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "shortest_edge", 1.0, BICUBIC),
+    "clip_vision_model": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "shortest_edge", 1.0, BICUBIC),
+    "vit": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "square", 1.0, BILINEAR),
+    "dinov2": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "shortest_edge", 256 / 224, BICUBIC),
+    "siglip": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "square", 1.0, BICUBIC),
+    "siglip_vision_model": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "square", 1.0, BICUBIC),
+    "timesformer": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "shortest_edge", 1.0, BILINEAR),
+}
+
+
+@dataclasses.dataclass
+class MediaSpec:
+    """Input format of the encoder (one modality)."""
+
+    modality: str  # image | video | audio
+    image_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_STANDARD_MEAN
+    std: tuple[float, ...] = IMAGENET_STANDARD_STD
+    resize: str = "square"  # square: resize to size x size | shortest_edge: resize + center crop
+    resize_ratio: float = 1.0  # shortest edge = image_size * resize_ratio before the center crop
+    resample: int = BICUBIC
+    frames: int = 8
+    num_mel_bins: int = 128
+    max_length: int = 1024
+    sample_rate: int = SAMPLE_RATE
+    audio_mean: float = AST_MEAN
+    audio_std: float = AST_STD
+    encoder_type: str | None = None
+
+    @property
+    def media_key(self) -> str:
+        return {"image": "pixel_values", "video": "video", "audio": "audio"}[self.modality]
+
+
+def _read_preprocessor(encoder: str) -> dict[str, Any] | None:
+    path = os.path.join(os.path.expanduser(encoder), "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}; fix or delete it (defaults per encoder type are used without it)") from None
+
+
+def spec_from_preprocessor(spec: MediaSpec, pre: dict[str, Any]) -> MediaSpec:
+    """Override image defaults with a transformers ``preprocessor_config.json``."""
+    out = dataclasses.replace(spec)
+    if spec.modality == "audio":
+        out.audio_mean = float(pre.get("mean", spec.audio_mean))
+        out.audio_std = float(pre.get("std", spec.audio_std))
+        out.sample_rate = int(pre.get("sampling_rate", spec.sample_rate))
+        return out
+    if pre.get("image_mean") is not None:
+        out.mean = tuple(float(x) for x in pre["image_mean"])
+    if pre.get("image_std") is not None:
+        out.std = tuple(float(x) for x in pre["image_std"])
+    if pre.get("resample") is not None:
+        out.resample = int(pre["resample"])
+    size = pre.get("size")
+    crop = pre.get("crop_size")
+    do_crop = pre.get("do_center_crop", crop is not None)
+    if isinstance(size, dict) and "shortest_edge" in size:
+        out.resize = "shortest_edge"
+        crop_side = (crop.get("height") if isinstance(crop, dict) else crop) if do_crop and crop else size["shortest_edge"]
+        out.resize_ratio = float(size["shortest_edge"]) / float(crop_side or size["shortest_edge"])
+    elif isinstance(size, (dict, int)):
+        out.resize = "shortest_edge" if do_crop and crop else "square"
+        if out.resize == "shortest_edge":
+            side = size.get("height") if isinstance(size, dict) else size
+            crop_side = crop.get("height") if isinstance(crop, dict) else crop
+            out.resize_ratio = float(side) / float(crop_side)
+    return out
+
+
+def media_spec(model_cfg, data_cfg=None) -> MediaSpec:
+    """The :class:`MediaSpec` of ``model_cfg.encoder`` (no weights loaded)."""
+    from scaling.models.backbones import encoder_info, load_config_only
+
+    enc_cfg = load_config_only(model_cfg.encoder, "encoder", getattr(model_cfg, "trust_remote_code", False))
+    info = encoder_info(enc_cfg, getattr(model_cfg, "video_frames", None))
+    model_type = enc_cfg.model_type
+    if info.modality == "audio":
+        spec = MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=model_type)
+    else:
+        mean, std, resize, ratio, resample = IMAGE_DEFAULTS.get(model_type, IMAGE_DEFAULTS["vit"])
+        frames = info.num_frames or (data_cfg.video_frames if data_cfg is not None else 8)
+        spec = MediaSpec(info.modality, image_size=int(info.image_size), mean=mean, std=std, resize=resize,
+                         resize_ratio=ratio, resample=resample, frames=int(frames), encoder_type=model_type)
+    pre = _read_preprocessor(model_cfg.encoder)
+    if pre:
+        spec = spec_from_preprocessor(spec, pre)
+    return spec
+
+
+def default_spec(modality: str, data_cfg=None) -> MediaSpec:
+    """A spec without a model (inspect, bench): 224 px CLIP-like images, AST-base audio."""
+    if modality == "audio":
+        return MediaSpec("audio")
+    frames = data_cfg.video_frames if data_cfg is not None else 8
+    mean, std, resize, ratio, resample = IMAGE_DEFAULTS["clip"]
+    return MediaSpec(modality if modality in ("image", "video") else "image", 224, mean, std, resize, ratio, resample, frames=frames)

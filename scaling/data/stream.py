@@ -1,0 +1,437 @@
+"""Streaming loader: shards → decoded, augmented, collated batches for one rank.
+
+``build_loader(cfg, tokenizer, split, rank, world_size, train, epoch)`` returns a :class:`StreamLoader`:
+iterate it for one epoch of batches of ``cfg.train.micro_batch`` (training) or ``cfg.eval.batch_size``
+(evaluation) samples. Shards are read from local disk, a shared filesystem or any URL webdataset's
+``gopen`` opens (``pipe:``, ``http(s)://``, ...).
+
+Guarantees (see :mod:`scaling.data.plan` for how):
+
+* training: no sample twice in an epoch across ranks and workers; every rank yields exactly
+  ``len(loader) = floor(N / (world_size * micro_batch))`` batches, however uneven the shards (N from
+  the index, after the ``data.fraction`` subset); order reproducible from ``(train.seed, epoch)``;
+* evaluation: every sample exactly once across ranks (no padding/duplicates; counts may differ by one
+  sample between ranks; the evaluator gathers lists);
+* exact resume: ``state_dict()`` / ``load_state_dict()`` (:mod:`scaling.data.resume`);
+* bad samples (corrupt/missing media, unreadable shard) are skipped, counted (``loader.skipped``) and
+  their keys logged; a training rank still yields its full batch count (it takes the next samples and,
+  if its share runs out, cycles through it again).
+
+Training loaders are a stream: iterating again after a ``break`` continues where it stopped, the
+epoch advances by itself after a complete pass (so ``for epoch ...: for batch in loader`` works), and
+``set_epoch(e)`` jumps to epoch ``e`` (a no-op for the current epoch, which keeps a resumed position).
+Evaluation loaders start a full pass on every iteration (unless a state was just loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from scaling.config.base import ConfigError
+from scaling.data.collate import collate
+from scaling.data.decode import SampleDecoder, SampleError
+from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_rank
+from scaling.data.resume import LoaderState, reconcile
+from scaling.data.shards import ShardRef, read_positions, resolve_split
+from scaling.data.subset import kept_positions
+from scaling.data.text import TextEncoder, template_for
+
+log = logging.getLogger(__name__)
+MAX_LOGGED_SKIPS = 20
+
+
+def iter_plan(plan: WorkerPlan, shards: list[ShardRef], start: int = 0) -> Iterator[tuple[int, dict | None, str]]:
+    """Replay ``plan.order[start:]`` on data: yields ``(k, raw_sample_or_None, key_or_reason)``.
+
+    Shards are read in stream order, only at the positions still needed (earlier ones are never
+    read: no decoding, and no I/O at all for shards that are entirely behind); a reorder buffer holds
+    the samples read ahead, at most about ``shuffle_buffer`` of them.
+    """
+    needed = plan.order[start:]
+    need = set(needed)
+
+    def reader():
+        for si, seg in enumerate(plan.segments):
+            s0, s1 = plan.segment_range(si)
+            wanted = [(sp, seg.positions[sp - s0]) for sp in range(s0, s1) if sp in need]
+            if not wanted:
+                continue
+            to_stream = {rp: sp for sp, rp in wanted}
+            for rp, sample, key in read_positions(shards[seg.shard].url, [rp for _, rp in wanted]):
+                if rp in to_stream:
+                    yield to_stream[rp], sample, key
+
+    source = reader()
+    pending: dict[int, tuple[dict | None, str]] = {}
+    for k, sp in enumerate(needed, start=start):
+        while sp not in pending:
+            try:
+                got, sample, key = next(source)
+            except StopIteration:
+                pending[sp] = (None, f"stream position {sp} was not delivered by its shard")
+                break
+            pending[got] = (sample, key)
+        sample, key = pending.pop(sp)
+        yield k, sample, key
+    source.close()
+
+
+class ShardStream(IterableDataset):
+    """The per-worker part of the loader (runs inside dataloader workers). Yields collated batches
+    with a ``_meta`` entry (worker, cursor, skipped keys) that :class:`StreamLoader` strips."""
+
+    def __init__(self, shards: list[ShardRef], kept: list[list[int]], decoder: SampleDecoder, text: TextEncoder, *,
+                 train: bool, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int,
+                 shuffle_buffer: int, lengths: list[list[int]] | None = None, bucket_batches: int = 0,
+                 samples_per_epoch: int | None = None, limit: int | None = None):
+        self.shards = shards
+        self.kept = kept
+        self.decoder = decoder
+        self.text = text
+        self.train = train
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = max(1, num_workers)
+        self.shuffle_buffer = shuffle_buffer
+        self.lengths = lengths
+        self.bucket_batches = bucket_batches
+        self.samples_per_epoch = samples_per_epoch
+        self.limit = limit
+        # set by StreamLoader before each pass
+        self.epoch = 0
+        self.cursors = [0] * self.num_workers
+        self.batches_done = 0
+
+    def plans(self, epoch: int, worker: int | None = None) -> tuple[list[WorkerPlan], int]:
+        return plan_rank(
+            self.kept, train=self.train, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+            num_workers=self.num_workers, batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer,
+            lengths=self.lengths, bucket_batches=self.bucket_batches if self.train else 0,
+            samples_per_epoch=self.samples_per_epoch, limit=self.limit, worker=worker,
+        )
+
+    def __iter__(self):
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        if info is not None and info.num_workers != self.num_workers:
+            raise RuntimeError(f"dataloader has {info.num_workers} workers, the plan {self.num_workers}")
+        k = self.num_workers
+        worker = (physical + self.batches_done) % k  # rotation keeps the round-robin order on resume
+        plans, _ = self.plans(self.epoch, worker)
+        plan = plans[worker]
+        cursor = self.cursors[worker] if worker < len(self.cursors) else 0
+        if self.train:
+            quota = plan.quota - batches_done_by(worker, self.batches_done, k)
+            yield from self._train_batches(plan, worker, cursor, quota)
+        else:
+            yield from self._eval_batches(plan, worker, cursor)
+
+    def _decode(self, raw, key, cursor_seed: int, skipped: list[str]):
+        if raw is None:
+            skipped.append(key)
+            return None
+        try:
+            return self.decoder(raw, random.Random(cursor_seed))
+        except SampleError as err:
+            skipped.append(f"{raw.get('__url__')}:{raw.get('__key__')} ({err})")
+            return None
+
+    def _train_batches(self, plan: WorkerPlan, worker: int, cursor: int, quota: int):
+        size = plan.size
+        if quota <= 0:
+            return
+        if size == 0:
+            raise RuntimeError(f"rank {self.rank} worker {worker} has no samples but must yield {quota} batches")
+        batch: list[dict] = []
+        skipped: list[str] = []
+        while quota > 0:
+            lap, k0 = divmod(cursor, size)
+            good_in_lap = 0
+            for k, raw, key in iter_plan(plan, self.shards, k0):
+                cursor = lap * size + k + 1
+                sample = self._decode(raw, key, derive_seed(plan.seed, cursor - 1), skipped)
+                if sample is None:
+                    continue
+                good_in_lap += 1
+                batch.append(sample)
+                if len(batch) == self.batch_size:
+                    out = collate(batch, self.text, train=True)
+                    out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
+                    yield out
+                    batch, skipped = [], []
+                    quota -= 1
+                    if quota == 0:
+                        return
+            if good_in_lap == 0 and k0 == 0:
+                raise RuntimeError(
+                    f"rank {self.rank} worker {worker}: none of its {size} samples could be decoded "
+                    f"(last problems: {skipped[-3:]}); check the shards with `scaling data inspect`")
+            cursor = (lap + 1) * size
+
+    def _eval_batches(self, plan: WorkerPlan, worker: int, cursor: int):
+        batch: list[dict] = []
+        skipped: list[str] = []
+        for k, raw, key in iter_plan(plan, self.shards, cursor):
+            cursor = k + 1
+            sample = self._decode(raw, key, derive_seed(plan.seed, k), skipped)
+            if sample is not None:
+                batch.append(sample)
+            if len(batch) == self.batch_size:
+                out = collate(batch, self.text, train=False)
+                out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
+                yield out
+                batch, skipped = [], []
+        if batch:
+            out = collate(batch, self.text, train=False)
+            out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
+            yield out
+        elif skipped:  # report skips even without a last batch
+            yield {"_meta": {"worker": worker, "cursor": cursor, "skipped": skipped}, "_empty": True}
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+class StreamLoader:
+    """Iterable over one epoch of batches for one rank, with ``state_dict``/``load_state_dict``.
+
+    Attributes: ``epoch``, ``skipped`` (bad samples skipped so far), ``skipped_keys`` (the last
+    100 of them), ``num_samples`` (samples of the split after the subset), ``meta`` (the split's
+    index entry).
+    """
+
+    def __init__(self, dataset: ShardStream, *, train: bool, num_workers: int, epoch: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int = 2, num_samples: int = 0,
+                 fraction: float = 1.0, subset_seed: int = 0, meta: dict | None = None):
+        self.dataset = dataset
+        self.train = train
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.num_samples = num_samples
+        self.fraction = fraction
+        self.subset_seed = subset_seed
+        self.meta = meta or {}
+        self.skipped = 0
+        self.skipped_keys: list[str] = []
+        self._k = max(1, num_workers)
+        self._resumed = False
+        self._num_batches = dataset.plans(0, worker=-1)[1]
+        self._reset(epoch)
+
+    # ------------------------------------------------------------------ epoch bookkeeping
+    def _reset(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches = 0
+        self.samples = 0
+        self.cursors = [0] * self._k
+
+    def set_epoch(self, epoch: int) -> None:
+        """Go to the start of ``epoch`` (no-op when already in it: a resumed position is kept)."""
+        if epoch != self.epoch:
+            self._reset(epoch)
+
+    def __len__(self) -> int:
+        """Training: batches per epoch on every rank. Evaluation: batches on this rank (fewer if
+        samples are skipped)."""
+        return self._num_batches
+
+    @property
+    def batch_size(self) -> int:
+        return self.dataset.batch_size
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> LoaderState:
+        ds = self.dataset
+        return LoaderState(
+            epoch=self.epoch, batches=self.batches, samples=self.samples, cursors=list(self.cursors), seed=ds.seed,
+            rank=ds.rank, world_size=ds.world_size, num_workers=self._k, batch_size=ds.batch_size,
+            num_samples=self.num_samples, fraction=self.fraction, subset_seed=self.subset_seed, skipped=self.skipped,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Small JSON-able dict: epoch, batches/samples yielded this epoch, per-worker cursors, layout."""
+        return self._state().to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly after the last batch the saved loader yielded (see :func:`reconcile`)."""
+        st = reconcile(LoaderState.from_dict(state), self._state())
+        self.epoch, self.batches, self.samples = st.epoch, st.batches, st.samples
+        self.cursors = list(st.cursors) or [0] * self._k
+        self.skipped = st.skipped
+        self._resumed = True
+
+    # ------------------------------------------------------------------ iteration
+    def _note_skips(self, keys: list[str]) -> None:
+        for key in keys:
+            self.skipped += 1
+            self.skipped_keys = (self.skipped_keys + [key])[-100:]
+            if self.skipped <= MAX_LOGGED_SKIPS:
+                log.warning("skipped a bad sample: %s", key)
+            elif self.skipped == MAX_LOGGED_SKIPS + 1:
+                log.warning("more bad samples skipped; see loader.skipped / loader.skipped_keys")
+
+    def __iter__(self):
+        if self.train and self.batches >= self._num_batches:
+            self._reset(self.epoch + 1)
+        if not self.train and not self._resumed:
+            self._reset(self.epoch)  # every evaluation pass covers the whole split
+        self._resumed = False
+        ds = self.dataset
+        ds.epoch, ds.cursors, ds.batches_done = self.epoch, list(self.cursors), self.batches
+        if self.num_workers > 0:
+            loader = DataLoader(
+                ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
+                pin_memory=self.pin_memory and torch.cuda.is_available(), prefetch_factor=self.prefetch_factor,
+                persistent_workers=False,
+            )
+            it = iter(loader)
+        else:
+            it = iter(ds)
+        completed = False
+        try:
+            for batch in it:
+                meta = batch.pop("_meta")
+                self.cursors[meta["worker"]] = meta["cursor"]
+                self._note_skips(meta["skipped"])
+                if batch.pop("_empty", False):
+                    continue
+                self.batches += 1
+                self.samples += len(batch["ids"])
+                yield batch
+                if self.train and self.batches >= self._num_batches:
+                    break
+            completed = True
+        finally:
+            del it
+        if completed:
+            if self.train:
+                if self.batches < self._num_batches:
+                    raise RuntimeError(f"rank {ds.rank} yielded {self.batches} of {self._num_batches} batches")
+                self._reset(self.epoch + 1)
+            else:
+                self._reset(self.epoch)
+
+
+def _source_for(cfg, split: str) -> tuple[str, str]:
+    data = cfg.data
+    if data.use_features and data.features:
+        return data.features, split
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    source = getattr(data, split)
+    if not source:
+        raise ConfigError(
+            f"data.{split} is not set: point it at converted shards, e.g. data.{split}=shards/coco "
+            f"(the folder with index.json) or 'shards/coco/{split}-{{000000..000031}}.tar' "
+            f"(create them with `scaling data convert`)")
+    return source, split
+
+
+def check_features_meta(meta: dict[str, Any], model_cfg) -> None:
+    """Refuse cached features made with another encoder / extraction than the model config's."""
+    feats = meta.get("features")
+    if not feats:
+        raise ConfigError("data.use_features=true but these shards hold no cached features; create them with "
+                          "`scaling data cache-features --config CFG --out DIR` and set data.features=DIR")
+    want = feature_signature(model_cfg)
+    have = {k: feats.get(k) for k in want}
+    diff = [f"{k}: cached {have[k]!r}, config {want[k]!r}" for k in want if have[k] != want[k]]
+    if diff:
+        raise ConfigError("the cached features do not match the model config (" + "; ".join(diff) +
+                          "); re-run `scaling data cache-features` with this config")
+
+
+def feature_signature(model_cfg) -> dict[str, Any]:
+    """What cached features depend on (compared at load time)."""
+    ex = model_cfg.extract
+    return {
+        "encoder": os.path.basename(os.path.normpath(os.path.expanduser(model_cfg.encoder))),
+        "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
+        "video_frames": model_cfg.video_frames,
+    }
+
+
+def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, epoch: int = 0, *,
+                 limit: int | None = None, num_workers: int | None = None) -> StreamLoader:
+    """A :class:`StreamLoader` over ``cfg.data.<split>`` for ``rank`` of ``world_size``.
+
+    ``train=True``: shuffled, augmented, ``cfg.train.micro_batch`` per batch, ``data.fraction`` subset,
+    the same number of batches on every rank. ``train=False``: generation batches of
+    ``cfg.eval.batch_size`` (left-padded prompts, ids, answers, task), each sample once across ranks;
+    ``limit`` keeps the first ``limit`` samples of the split (e.g. ``cfg.eval.subset``).
+    ``num_workers`` overrides ``cfg.data.num_workers``.
+    """
+    from scaling.data.preprocess import media_spec
+
+    data = cfg.data
+    if tokenizer is None:
+        raise ConfigError(f"model.llm={cfg.model.llm!r} has no tokenizer (a shape name?); the data pipeline needs the "
+                          "LLM's tokenizer: point model.llm at a model folder")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} / world_size {world_size} is not a valid process layout")
+    source, index_split = _source_for(cfg, split)
+    fraction = data.fraction if train else 1.0
+    need_ids = train and (fraction < 1.0 or data.length_bucketing)
+    src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}")
+    meta = src.meta
+    if need_ids:
+        kept = [kept_positions(sh.ids, fraction, data.subset_seed) for sh in src.shards]
+    else:
+        kept = [range(sh.num_samples) for sh in src.shards]  # ranges: no per-sample memory at scale
+    total = sum(len(k) for k in kept)
+    if total == 0:
+        raise ConfigError(f"data.{split}: no samples{f' in the {fraction:.2%} subset (data.fraction)' if fraction < 1 else ''}")
+    lengths = [list(sh.lengths or [0] * sh.num_samples) for sh in src.shards] if (train and data.length_bucketing) else None
+    for sh in src.shards:  # ids were only needed for the subset; don't copy them into every worker
+        sh.ids = sh.lengths = None
+
+    shard_task = meta.get("task")
+    if shard_task and shard_task != data.task and shard_task in ("caption", "vqa", "gqa", "videoqa"):
+        log.warning("data.task is %r but the shards of data.%s are %r; using the shards' prompt template",
+                    data.task, split, shard_task)
+    task = shard_task or data.task
+    if data.use_features:
+        check_features_meta(meta, cfg.model)
+        spec = None
+    else:
+        spec = media_spec(cfg.model, data)
+        modality = meta.get("modality")
+        if modality and modality != spec.modality:
+            raise ConfigError(
+                f"data.{split} holds {modality} samples but model.encoder ({cfg.model.encoder}) reads {spec.modality}; "
+                f"use an encoder for {modality} or shards of modality {spec.modality}")
+        if spec.modality == "video" and spec.frames != data.video_frames:
+            log.info("video clips are sampled at %d frames (the encoder's), not data.video_frames=%d",
+                     spec.frames, data.video_frames)
+    decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features)
+    text = TextEncoder(tokenizer, data.max_text_len, template_for(task, data.prompt_template))
+    batch_size = cfg.train.micro_batch if train else cfg.eval.batch_size
+    workers = data.num_workers if num_workers is None else num_workers
+    if workers > 0:  # HF tokenizers warn (and may deadlock) when forked after using their thread pool
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stream = ShardStream(
+        src.shards, kept, decoder, text, train=train, batch_size=batch_size, seed=cfg.train.seed, rank=rank,
+        world_size=world_size, num_workers=workers, shuffle_buffer=data.shuffle_buffer, lengths=lengths,
+        bucket_batches=data.bucket_batches if data.length_bucketing else 0,
+        samples_per_epoch=data.samples_per_epoch if train else None, limit=limit,
+    )
+    loader = StreamLoader(stream, train=train, num_workers=workers, epoch=epoch, pin_memory=data.pin_memory,
+                          prefetch_factor=data.prefetch_factor, num_samples=total, fraction=fraction,
+                          subset_seed=data.subset_seed, meta=meta)
+    if train and len(loader) == 0:
+        raise ConfigError(f"data.{split}: {total} samples is less than one batch per rank "
+                          f"(world_size {world_size} x micro_batch {batch_size}); lower train.micro_batch or use more data")
+    return loader
+
+
+__all__ = ["ShardStream", "StreamLoader", "build_loader", "iter_plan", "resolve_split"]
