@@ -28,7 +28,12 @@ def _zero_stage(cfg) -> int:
 
 
 def build_evaluate_fn(cfg):
-    if not cfg.data.val:
+    from scaling.models.shapes import LLM_SHAPES
+
+    if not cfg.data.val or str(cfg.data.val).startswith("toy://"):
+        return None  # the synthetic CPU task has no references to generate against (val loss only)
+    if cfg.model.llm in LLM_SHAPES:
+        log.warning("model.llm=%s is a shape name without a tokenizer: no generation-based evaluation", cfg.model.llm)
         return None
     if _zero_stage(cfg) == 3:
         log.warning("ZeRO-3: periodic generation-based evaluation is disabled (ranks would diverge); "
