@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from scaling.config.base import ConfigError
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -27,3 +29,40 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int | None = None  # steps; None = at the end only
     resume: Literal["auto", "never"] = "auto"
+    # --- added with the trainer (scaling/training) ---
+    decay_1d: bool = False  # also weight-decay biases, norm scales and other 1-D parameters
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:LOCAL_RANK when CUDA exists, else CPU
+    dist_backend: str | None = None  # default: nccl on GPU, gloo on CPU
+    val_batches: int | None = 50  # batches per rank for the periodic validation loss (None = the whole split)
+    log_samples: int = 4  # generated samples written to TensorBoard/the log at each evaluation
+    tensorboard: bool = True
+    progress_bar: bool = True  # tqdm with ETA on rank 0
+    requeue_exit_code: int = 124  # exit code after a preemption checkpoint (launch/*.sbatch requeue on it)
+
+    def __post_init__(self):
+        problems = []
+        if self.lr <= 0:
+            problems.append(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.clip < 0:
+            problems.append(f"train.clip must be >= 0 (0 disables clipping), got {self.clip}")
+        for name in ("global_batch", "micro_batch", "save_every", "keep_last", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps is None:
+            problems.append(f"train.epochs must be > 0 (or set train.max_steps), got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"train.max_steps must be >= 1, got {self.max_steps}")
+        if self.eval_every is not None and self.eval_every < 1:
+            problems.append(f"train.eval_every must be >= 1 or null, got {self.eval_every}")
+        if self.val_batches is not None and self.val_batches < 0:
+            problems.append(f"train.val_batches must be >= 0 or null, got {self.val_batches}")
+        if not 1 <= self.requeue_exit_code <= 255:
+            problems.append(f"train.requeue_exit_code must be in 1..255, got {self.requeue_exit_code}")
+        if problems:
+            raise ConfigError(problems)

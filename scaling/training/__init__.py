@@ -1,1 +1,12 @@
-"""scaling.training"""
+"""scaling.training: the trainer (one loop for CPU, DDP and DeepSpeed ZeRO-2/3), checkpoints, adapters.
+
+Modules, one purpose each: ``distributed`` (rank/world size from any launcher, process groups),
+``validate`` (everything checkable before a model loads), ``ds_config`` (DeepSpeed JSON ↔ training
+config), ``optim`` (AdamW over trainable parameters), ``schedule`` (warm-up + cosine), ``strategy``
+(torch/DDP vs DeepSpeed: the only place that knows how a step is distributed), ``recompute``
+(gradient checkpointing of the frozen layers), ``loop`` (the training loop), ``checkpoint``
+(atomic checkpoints, RNG states, adapters, :func:`~scaling.training.checkpoint.load_adapter`),
+``fingerprint`` (backbone fingerprints), ``signals`` (preemption), ``monitor`` (TensorBoard, logs,
+MFU), ``convert`` (adapter/peft/consolidated, inspect), ``loaders`` + ``toy`` (the data protocol and
+a synthetic task). See docs/training.md.
+"""

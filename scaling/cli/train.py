@@ -1,0 +1,87 @@
+"""``scaling train``: train the interface of a config (CPU, one GPU, DDP or DeepSpeed; resumable).
+
+    scaling train --config configs/coco_depalm.yaml [key=value ...]
+    torchrun --nproc_per_node 8 -m scaling train --config ... train.deepspeed=ds_configs/zero2_bf16.json
+    deepspeed --no_local_rank --hostfile HOSTFILE --module scaling train --config ...
+    sbatch launch/slurm_train.sbatch          (srun + torchrun on every node; requeued on preemption)
+
+Rank and world size come from the launcher's environment. ``--check`` validates the config for the
+world size of the environment (or ``--world-size N``) and exits before loading any model.
+Exit codes: 0 done, 2 configuration problem, 124 (``train.requeue_exit_code``) checkpointed after
+SIGTERM/SIGUSR1 and should be requeued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train (or resume) the interface of a config", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", "-c", metavar="YAML", help="experiment config (configs/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=4e-4 model.frozen_dtype=fp16")
+    p.add_argument("--check", action="store_true", help="validate config, batch geometry, precision and DeepSpeed JSON; load nothing")
+    p.add_argument("--world-size", type=int, default=None, help="with --check: validate for this many ranks")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.set_defaults(func=run)
+
+
+def _evaluate_fn(cfg):
+    """The evaluation hook ``scaling.evaluation.hook.build_evaluate_fn(cfg)``, where it applies.
+
+    Not for the synthetic ``toy://`` task or a shape-name LLM (no tokenizer): the hook reads real
+    shards and decodes text. Validation loss and samples are logged either way.
+    """
+    from scaling.models.shapes import LLM_SHAPES
+    from scaling.training.toy import is_toy
+
+    if is_toy(cfg.data.val) or cfg.model.llm in LLM_SHAPES:
+        return None
+    try:
+        from scaling.evaluation.hook import build_evaluate_fn
+    except ImportError:
+        return None
+    return build_evaluate_fn(cfg)
+
+
+def run(args) -> int:
+    import yaml
+
+    from scaling.config import load_config, to_dict
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    if args.check:
+        import torch
+
+        from scaling.training import distributed, validate
+
+        env = distributed.read_env()
+        world = args.world_size or env.world_size
+        device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+        plan = validate.plan_run(cfg, world, device)
+        print(json.dumps({
+            "world_size": plan.world_size, "accumulation": plan.accumulation, "precision": plan.precision,
+            "device": plan.device_type, "zero_stage": plan.zero_stage if plan.deepspeed else None,
+            "deepspeed": plan.deepspeed, "notes": plan.notes,
+        }, indent=2))
+        return 0
+
+    from scaling.training import distributed
+    from scaling.training.loop import train
+
+    try:
+        result = train(cfg, evaluate_fn=_evaluate_fn(cfg))
+    finally:
+        distributed.shutdown()
+    if result.preempted:
+        print(f"checkpointed at step {result.state.step} after a preemption signal; exit {result.exit_code} "
+              f"(requeue: the job resumes from {result.output_dir}/checkpoints/latest)", file=sys.stderr)
+    return result.exit_code

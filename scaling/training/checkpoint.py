@@ -1,0 +1,357 @@
+"""Training checkpoints (small, atomic, exactly resumable) and adapter files.
+
+Layout of a run directory::
+
+    RUN/config.yaml                     the resolved config
+    RUN/checkpoints/latest              text: the name of the newest complete checkpoint
+    RUN/checkpoints/step_000500/
+        adapter.safetensors             trainable weights (fp32) + metadata: resolved config,
+                                        backbone fingerprints, step, method, last metrics
+        trainer_state.json              step, epoch, position in the epoch, world size, skipped
+                                        steps, samples/tokens seen, train seconds, metrics, best
+        rng_rank00000.pt ...            python / numpy / torch / cuda RNG states, one file per rank
+        data_rank00000.pt ...           the loader's state_dict() (exact mid-epoch position), per rank
+        optimizer.pt scheduler.pt       without DeepSpeed: AdamW, LambdaLR and GradScaler states
+        scaler.pt
+        deepspeed/                      with DeepSpeed: engine.save_checkpoint (ZeRO partitions of the
+                                        optimizer and trainable weights; frozen weights excluded)
+    RUN/best/adapter.safetensors        the adapter at the best value of the selection metric
+
+A checkpoint is written into ``step_000500.tmp/`` and renamed once every rank has written its part,
+then ``latest`` is replaced atomically and all but the newest ``train.keep_last`` are deleted: a job
+killed while saving leaves the previous checkpoint intact. Everything is read back with
+``safetensors`` or ``torch.load(weights_only=True)`` (DeepSpeed's own files included: its loader is
+routed through a weights-only load that allows its three bookkeeping classes). The directory must be
+on a file system that every node sees.
+
+:func:`load_adapter` rebuilds a model from an adapter (backbone paths overridable), refuses backbones
+whose fingerprints differ from the ones it was trained on, and loads the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from scaling.config.base import ConfigError
+
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter.safetensors"
+STATE = "trainer_state.json"
+LATEST = "latest"
+ADAPTER_FORMAT = "scaling-adapter/1"
+
+
+# ------------------------------------------------------------------------------------ small I/O
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def checkpoints_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, CHECKPOINTS)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def save_pt(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_pt(path: str, map_location: str | torch.device = "cpu") -> Any:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def rank_file(kind: str, rank: int) -> str:
+    return f"{kind}_rank{rank:05d}.pt"
+
+
+# ------------------------------------------------------------------------------------ RNG states
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and CUDA RNG states as weights-only-loadable objects."""
+    py = random.getstate()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # another GPU count per node: keep this process's own device state
+            torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
+
+
+# ------------------------------------------------------------------------------------ adapters
+
+
+def save_adapter(path: str, tensors: dict[str, torch.Tensor], config: dict, fingerprints: dict, **info: Any) -> None:
+    """One safetensors file: fp32 trainable weights; metadata holds config, fingerprints and ``info``."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": ADAPTER_FORMAT,
+        "config": json.dumps(config, default=str),
+        "fingerprints": json.dumps(fingerprints),
+        "method": str((config.get("model") or {}).get("method")),
+    }
+    meta.update({k: json.dumps(v, default=str) for k, v in info.items()})
+    clean = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    tmp = f"{path}.tmp"
+    save_file(clean, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_adapter(path: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata with JSON values decoded)."""
+    from safetensors import safe_open
+
+    path = resolve_adapter_path(path)
+    tensors = {}
+    with safe_open(path, framework="pt", device=str(device)) as fh:
+        raw = fh.metadata() or {}
+        for key in fh.keys():
+            tensors[key] = fh.get_tensor(key)
+    if raw.get("format") != ADAPTER_FORMAT:
+        raise ConfigError(f"{path} is not a scaling adapter (metadata format {raw.get('format')!r}, expected {ADAPTER_FORMAT!r})")
+    meta: dict[str, Any] = {"format": raw["format"]}
+    for key, value in raw.items():
+        if key == "format":
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return tensors, meta
+
+
+def resolve_adapter_path(path: str) -> str:
+    """An adapter file, a checkpoint directory, a ``checkpoints/`` directory or a run directory → the adapter file."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isfile(os.path.join(path, ADAPTER)):
+        return os.path.join(path, ADAPTER)
+    ckpt = find_latest(path) if os.path.isdir(path) else None
+    if ckpt and os.path.isfile(os.path.join(ckpt, ADAPTER)):
+        return os.path.join(ckpt, ADAPTER)
+    raise ConfigError(
+        f"no adapter at {path!r}: pass an adapter .safetensors file, a checkpoint directory (RUN/checkpoints/step_N) "
+        f"or a run directory with checkpoints (convert other formats with `scaling convert CKPT --to adapter OUT`)"
+    )
+
+
+def load_adapter(
+    path: str,
+    device: str | torch.device = "cpu",
+    llm: str | None = None,
+    encoder: str | None = None,
+    overrides: Iterable[str] = (),
+    check_fingerprints: bool = True,
+):
+    """Build the model an adapter was trained with and load its weights → ``(model, cfg)``.
+
+    ``llm``/``encoder`` replace the stored backbone paths (same weights elsewhere on disk);
+    ``overrides`` are ``model.*``/``eval.*`` ``key=value`` strings (e.g. ``model.frozen_dtype=fp32``).
+    Backbones whose fingerprints differ from the training ones are refused with what differs.
+    """
+    from scaling.config import config_from_dict
+    from scaling.config.base import apply_overrides
+    from scaling.models.builder import build_model
+    from scaling.training.fingerprint import compare, model_fingerprints
+
+    tensors, meta = read_adapter(path)
+    data = meta["config"]
+    extra = list(overrides)
+    if llm:
+        extra.append(f"model.llm={llm}")
+    if encoder:
+        extra.append(f"model.encoder={encoder}")
+    cfg = config_from_dict(apply_overrides(data, extra))
+    torch.manual_seed(cfg.train.seed)  # shape-name backbones: the same random weights as in training
+    model = build_model(cfg.model, device)
+    if check_fingerprints:
+        diffs = compare(meta.get("fingerprints") or {}, model_fingerprints(model))
+        if diffs:
+            raise ConfigError(
+                [f"adapter {path} was trained on other backbones than model.llm={cfg.model.llm!r}, "
+                 f"model.encoder={cfg.model.encoder!r}:"] + diffs
+                + ["pass the backbones it was trained on (load_adapter(..., llm=PATH, encoder=PATH) or "
+                   "model.llm=/model.encoder= overrides); `scaling inspect ADAPTER` shows them"]
+            )
+    load_trainable(model, tensors, source=path)
+    model.eval()
+    return model, cfg
+
+
+def load_trainable(model, tensors: dict[str, torch.Tensor], source: str = "the adapter") -> None:
+    """Copy trainable weights into ``model``; every trainable parameter must be present, nothing else."""
+    own = dict(model.trainable_named_parameters())
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    problems = []
+    if missing:
+        problems.append(f"{source} lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{source} holds {len(unexpected)} weight(s) this model does not train, e.g. {unexpected[:3]}")
+    for name in sorted(set(own) & set(tensors)):
+        if tuple(own[name].shape) != tuple(tensors[name].shape):
+            problems.append(f"{name}: shape {tuple(tensors[name].shape)} in {source}, {tuple(own[name].shape)} in the model")
+    if problems:
+        raise ConfigError(problems + ["the method or its sizes differ from the ones the weights were trained with"])
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(tensors[name].to(p.device, p.dtype))
+
+
+# ------------------------------------------------------------------------------------ directories
+
+
+def list_checkpoints(root: str) -> list[tuple[int, str]]:
+    """Complete checkpoints under ``root`` (a ``checkpoints/`` directory), oldest first."""
+    if not os.path.isdir(root):
+        return []
+    out = []
+    for name in os.listdir(root):
+        if name.startswith("step_") and not name.endswith(".tmp") and os.path.isfile(os.path.join(root, name, STATE)):
+            try:
+                out.append((int(name[5:]), os.path.join(root, name)))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def find_latest(path: str) -> str | None:
+    """The newest complete checkpoint of a run directory or ``checkpoints/`` directory (``latest`` first)."""
+    for root in (checkpoints_dir(path), path):
+        pointer = os.path.join(root, LATEST)
+        if os.path.isfile(pointer):
+            with open(pointer) as fh:
+                name = fh.read().strip()
+            cand = os.path.join(root, name)
+            if name and os.path.isfile(os.path.join(cand, STATE)):
+                return cand
+        found = list_checkpoints(root)
+        if found:
+            return found[-1][1]
+    return None
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint directory from a checkpoint, ``checkpoints/`` or run directory."""
+    if os.path.isfile(os.path.join(path, STATE)):
+        return path
+    found = find_latest(path)
+    if found is None:
+        raise ConfigError(f"no checkpoint found at {path!r} (expected RUN/checkpoints/step_N/{STATE})")
+    return found
+
+
+def prune(root: str, keep_last: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the newest ``keep_last`` checkpoints (never one in ``protect``)."""
+    keep = {os.path.abspath(p) for p in protect}
+    found = list_checkpoints(root)
+    removed = []
+    for _, path in found[: max(0, len(found) - keep_last)]:
+        if os.path.abspath(path) not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def clean_partial(root: str) -> None:
+    """Remove ``*.tmp`` directories left by a job killed while saving."""
+    if not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        if name.endswith(".tmp") and os.path.isdir(os.path.join(root, name)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def begin(root: str, step: int) -> str:
+    """Create (empty) the temporary directory of the checkpoint of ``step``; returns its path."""
+    tmp = os.path.join(root, step_name(step) + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    return tmp
+
+
+def commit(root: str, step: int, keep_last: int) -> str:
+    """Rename the temporary directory into place, point ``latest`` at it, prune old ones."""
+    tmp = os.path.join(root, step_name(step) + ".tmp")
+    final = os.path.join(root, step_name(step))
+    if os.path.isdir(final):  # the same step saved again (e.g. preemption right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_text_atomic(os.path.join(root, LATEST), step_name(step) + "\n")
+    prune(root, keep_last, protect=[final])
+    return final
+
+
+def write_rank_files(ckpt_dir: str, rank: int, loader_state: Any) -> None:
+    save_pt(rng_state(), os.path.join(ckpt_dir, rank_file("rng", rank)))
+    save_pt(loader_state, os.path.join(ckpt_dir, rank_file("data", rank)))
+
+
+def read_rank_files(ckpt_dir: str, rank: int) -> tuple[dict, Any]:
+    rng = load_pt(os.path.join(ckpt_dir, rank_file("rng", rank)))
+    data = load_pt(os.path.join(ckpt_dir, rank_file("data", rank)))
+    return rng, data
+
+
+# ------------------------------------------------------------------------------------ DeepSpeed files
+
+
+def deepspeed_safe_globals() -> list:
+    """The only non-tensor classes DeepSpeed pickles into its checkpoints (allowed for weights-only loads)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def weights_only_deepspeed_load(path: str, map_location=None):
+    """Drop-in for DeepSpeed's checkpoint-engine ``load``: ``torch.load(weights_only=True)`` + a small allowlist."""
+    with torch.serialization.safe_globals(deepspeed_safe_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,615 @@
+"""The training loop: one code path for a CPU, one GPU, DDP and DeepSpeed ZeRO-2/3.
+
+:func:`train` runs a whole job:
+
+1. read the rank/world size (:mod:`~scaling.training.distributed`), validate everything before
+   loading a model (:func:`~scaling.training.validate.plan_run`: one error listing all problems);
+2. build the data loader (to know the steps per epoch), the model, the AdamW over trainable
+   parameters only, the warm-up/cosine schedule and the strategy (torch/DDP or DeepSpeed);
+3. resume from ``RUN/checkpoints/latest`` when ``train.resume=auto`` (exactly: weights, optimizer,
+   schedule, loss scaler, RNG states and the loader's position inside the epoch);
+4. loop over optimizer steps: ``accumulation`` micro batches (``global_batch / (micro_batch ×
+   world)``), then a clipped step that is skipped (and counted) when the gradient is not finite;
+   log every ``train.log_every`` steps, evaluate every ``train.eval_every`` steps (validation
+   loss, generated samples, and the ``evaluate_fn`` hook), checkpoint every ``train.save_every``;
+5. on SIGTERM/SIGUSR1, checkpoint at the next step boundary, write ``RUN/requeue`` and return
+   ``train.requeue_exit_code``; at the end write ``train_summary.json`` (and ``metrics.json`` when
+   the hook produced metrics).
+
+The evaluation hook is ``evaluate_fn(model, step) -> dict``: called on every rank with the
+unwrapped :class:`~scaling.models.model.PerceptualLM` in eval mode under ``torch.no_grad()``; it
+returns metrics (rank 0's are used). Under ZeRO-3 it must run the same number of forward calls on
+every rank. The best adapter by ``eval.metric`` (default CIDEr for captioning, accuracy for QA; a
+name containing "loss" is minimised) is kept in ``RUN/best/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from scaling.config import to_dict
+from scaling.config.base import ConfigError
+from scaling.training import checkpoint as ckpt
+from scaling.training import distributed, loaders, recompute, validate
+from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
+from scaling.training.signals import REQUEUE_FILE, StopFlag
+
+EvaluateFn = Callable[[Any, int], dict]
+MEDIA_KEYS = ("pixel_values", "video", "audio")
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """What ``trainer_state.json`` holds (besides what the strategy and RNG files hold)."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    total_steps: int = 0
+    world_size: int = 1
+    accumulation: int = 1
+    skipped_steps: int = 0
+    samples_seen: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+    strategy: str = "torch"
+    zero_stage: int = 0
+    precision: str = "fp32"
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    best: dict | None = None  # {"metric", "value", "step"}
+    last_loss: float | None = None
+
+
+@dataclasses.dataclass
+class TrainResult:
+    exit_code: int
+    state: TrainerState
+    output_dir: str
+    preempted: bool = False
+
+
+def default_metric(cfg) -> str:
+    return cfg.eval.metric or ("CIDEr" if cfg.data.task == "caption" else "accuracy")
+
+
+def _better(name: str, value: float, best: dict | None) -> bool:
+    if best is None or best.get("value") is None:
+        return True
+    return value < best["value"] if "loss" in name.lower() else value > best["value"]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _log(is_main: bool, message: str) -> None:
+    if is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+class Trainer:
+    """Holds one job's objects; :func:`train` is the entry point."""
+
+    def __init__(self, cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None = None,
+                 on_step: Callable[[int, dict], None] | None = None):
+        self.cfg = cfg
+        self.evaluate_fn = evaluate_fn
+        self.loader_fn = loader_fn or loaders.build
+        self.on_step = on_step
+        self.started = time.time()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        # DeepSpeed 0.19 calls collectives torch 2.13 deprecates, once per call: keep the logs readable
+        warnings.filterwarnings("ignore", message=r".*`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+                                category=FutureWarning)
+        self.env = distributed.read_env()
+        self.device = distributed.pick_device(self.env, t.device)
+        self.plan = validate.plan_run(cfg, self.env.world_size, self.device.type)
+        self.main = self.env.is_main
+        self.stop = StopFlag().install()
+        distributed.init(self.env, self.device, deepspeed=self.plan.deepspeed is not None, backend=t.dist_backend)
+        if distributed.world_size() != self.env.world_size:
+            raise RuntimeError(f"process group has {distributed.world_size()} ranks, the environment says {self.env.world_size}")
+        for note in self.plan.notes:
+            _log(self.main, f"note: {note}")
+        self.out = t.output_dir
+        self.root = ckpt.checkpoints_dir(self.out)
+        self.cfg_dict = to_dict(cfg)
+        if self.main:
+            os.makedirs(self.root, exist_ok=True)
+            ckpt.clean_partial(self.root)
+            marker = os.path.join(self.out, REQUEUE_FILE)
+            if os.path.exists(marker):
+                os.remove(marker)
+            with open(os.path.join(self.out, "config.yaml"), "w") as fh:
+                yaml.safe_dump(self.cfg_dict, fh, sort_keys=False)
+        distributed.barrier()
+
+        self.tokenizer = loaders.load_tokenizer(cfg.model.llm)
+        self.accum = self.plan.accumulation
+        first = self.loader_fn(cfg, self.tokenizer, "train", self.env.rank, self.env.world_size, True, epoch=0)
+        self.steps_per_epoch = len(first) // self.accum
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the training split gives {len(first)} micro batches per rank per epoch, fewer than the {self.accum} "
+                f"needed for one optimizer step (global batch {t.global_batch}); lower train.global_batch or add data"
+            )
+        self._first_loader = first
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
+
+        from scaling.models.builder import build_model, parameter_table
+        from scaling.training.fingerprint import model_fingerprints
+        from scaling.training.optim import build_optimizer
+        from scaling.training.schedule import build_scheduler
+
+        _seed_all(t.seed)  # identical trainable initialisation on every rank
+        self.model = build_model(cfg.model, self.device)
+        self.fingerprints = model_fingerprints(self.model)
+        if self.main:
+            table = parameter_table(self.model)
+            rows = ", ".join(f"{k} {tr:,} trainable / {fr:,} frozen" for k, (tr, fr) in table.items())
+            _log(True, f"model: {rows}")
+        if t.gradient_checkpointing:
+            recompute.enable(self.model)
+        named = self.model.trainable_named_parameters()
+        offload = bool(self.plan.deepspeed) and _offloads(self.plan.deepspeed)
+        optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, cpu_offload=offload)
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        assert in_opt == {id(p) for _, p in named}, "the optimizer must hold exactly the trainable parameters"
+
+        def scheduler_fn(opt):
+            return build_scheduler(opt, self.total_steps, t.warmup_fraction, t.min_lr_ratio)
+
+        if self.plan.deepspeed is not None:
+            from scaling.training.strategy import DeepSpeedStrategy
+
+            self.strategy = DeepSpeedStrategy(self.model, optimizer, scheduler_fn, self.plan.deepspeed, self.plan.precision, self.device)
+        else:
+            from scaling.training.strategy import TorchStrategy
+
+            self.strategy = TorchStrategy(self.model, optimizer, scheduler_fn(optimizer), self.plan.precision,
+                                          self.device, self.env.world_size, t.clip)
+        self.state = TrainerState(
+            total_steps=self.total_steps, world_size=self.env.world_size, accumulation=self.accum,
+            strategy=self.strategy.kind, zero_stage=self.strategy.zero_stage, precision=self.plan.precision,
+        )
+        self._write_rank_file()
+        _seed_all(t.seed * 1000 + self.env.rank)  # per-rank streams (dropout) from here on
+        self.data_state = None
+        self.resumed_from = self._maybe_resume()
+        self.gpu, self.peak = gpu_type(self.device)
+        _log(self.main, (
+            f"world {self.env.world_size} ({self.env.source}), device {self.device} ({self.gpu}), "
+            f"strategy {self.strategy.kind}{f' ZeRO-{self.strategy.zero_stage}' if self.strategy.kind == 'deepspeed' else ''}, "
+            f"precision {self.plan.precision}, micro batch {t.micro_batch} × accumulation {self.accum} × {self.env.world_size} "
+            f"= {t.global_batch}; {self.steps_per_epoch} steps/epoch, {self.total_steps} steps"
+            + (f"; resumed from {self.resumed_from} (step {self.state.step})" if self.resumed_from else "")
+        ))
+
+    def _write_rank_file(self) -> None:
+        """``RUN/ranks/rankNNNNN.json``: who this process was (debugging multi-node jobs; read by the tests)."""
+        local = total = 0
+        for _, p in self.model.named_parameters():
+            if not p.requires_grad:
+                total += getattr(p, "ds_numel", p.numel())
+                local += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+        info = {
+            "rank": self.env.rank, "world_size": self.env.world_size, "local_rank": self.env.local_rank,
+            "launcher_env": self.env.source, "process_group_size": distributed.world_size(),
+            "process_group_rank": distributed.rank(), "host": os.uname().nodename, "pid": os.getpid(),
+            "device": str(self.device), "strategy": self.strategy.kind, "zero_stage": self.strategy.zero_stage,
+            "frozen_params_total": total, "frozen_params_local": local, "accumulation": self.accum,
+        }
+        os.makedirs(os.path.join(self.out, "ranks"), exist_ok=True)
+        ckpt.write_json_atomic(os.path.join(self.out, "ranks", f"rank{self.env.rank:05d}.json"), info)
+
+    def _maybe_resume(self) -> str | None:
+        if self.cfg.train.resume != "auto":
+            return None
+        found = ckpt.find_latest(self.out) if self.main else None
+        found = distributed.broadcast_object(found)
+        if found is None:
+            return None
+        saved = ckpt.read_json(os.path.join(found, ckpt.STATE))
+        if saved.get("world_size") != self.env.world_size:
+            raise ConfigError(
+                f"{found} was written by {saved.get('world_size')} ranks, this job has {self.env.world_size}: the data "
+                f"position and the ZeRO partitions are per rank. Resume with {saved.get('world_size')} ranks, or start "
+                f"afresh in another train.output_dir (or with train.resume=never)"
+            )
+        if saved.get("strategy") != self.strategy.kind or saved.get("zero_stage", 0) != self.strategy.zero_stage:
+            raise ConfigError(
+                f"{found} was written by {saved.get('strategy')} (ZeRO stage {saved.get('zero_stage', 0)}), this job runs "
+                f"{self.strategy.kind} (stage {self.strategy.zero_stage}); resume with the same train.deepspeed"
+            )
+        self.strategy.load(found)
+        known = {f.name for f in dataclasses.fields(TrainerState)}
+        self.state = TrainerState(**{k: v for k, v in saved.items() if k in known})
+        if self.state.total_steps != self.total_steps:
+            _log(self.main, f"note: total steps changed from {self.state.total_steps} to {self.total_steps} "
+                            f"(the schedule follows the new total)")
+            self.state.total_steps = self.total_steps
+        rng, self.data_state = ckpt.read_rank_files(found, self.env.rank)
+        ckpt.set_rng_state(rng)
+        return found
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, loader, step_in_epoch_done: bool) -> str:
+        """Write a checkpoint of the current step (collective)."""
+        st = self.state
+        tmp = os.path.join(self.root, ckpt.step_name(st.step) + ".tmp")
+        if self.main:
+            ckpt.begin(self.root, st.step)
+        distributed.barrier()
+        tensors = self.strategy.trainable_state()
+        if self.main:
+            ckpt.save_adapter(os.path.join(tmp, ckpt.ADAPTER), tensors, self.cfg_dict, self.fingerprints,
+                              step=st.step, metrics=st.last_metrics)
+        self.strategy.save(tmp, self.main)
+        saved = dataclasses.replace(st, train_seconds=st.train_seconds + (time.time() - self.started))
+        if step_in_epoch_done:  # the epoch is finished: resume at the start of the next one
+            saved.epoch, saved.step_in_epoch = st.epoch + 1, 0
+            data = None
+        else:
+            data = loader.state_dict()
+        ckpt.write_rank_files(tmp, self.env.rank, data)
+        if self.main:
+            ckpt.write_json_atomic(os.path.join(tmp, ckpt.STATE), dataclasses.asdict(saved))
+        distributed.barrier()
+        final = os.path.join(self.root, ckpt.step_name(st.step))
+        if self.main:
+            ckpt.commit(self.root, st.step, self.cfg.train.keep_last)
+        distributed.barrier()
+        return final
+
+    def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
+        if not self.main:
+            return
+        best_dir = os.path.join(self.out, "best")
+        os.makedirs(best_dir, exist_ok=True)
+        ckpt.save_adapter(os.path.join(best_dir, ckpt.ADAPTER), tensors, self.cfg_dict, self.fingerprints,
+                          step=self.state.step, metrics=self.state.last_metrics, best=self.state.best)
+        ckpt.write_json_atomic(os.path.join(best_dir, "metrics.json"), {"step": self.state.step, **(self.state.best or {}),
+                                                                       "metrics": self.state.last_metrics})
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        cfg = self.cfg
+        if not cfg.data.val:
+            return None
+        # training-format batches (labels) of the val split: the same number on every rank (ZeRO-3 needs
+        # it) and the same samples at every evaluation (epoch 0); augmentation and data.fraction apply
+        loader = self.loader_fn(cfg, self.tokenizer, "val", self.env.rank, self.env.world_size, True, epoch=0)
+        limit = len(loader) if cfg.train.val_batches is None else min(len(loader), cfg.train.val_batches)
+        total, count = 0.0, 0.0
+        for i, batch in enumerate(loader):
+            if i >= limit:
+                break
+            out = self.strategy.forward(self.strategy.to_device(batch))
+            n = float(out["n_targets"])
+            if n > 0 and torch.isfinite(out["loss"]):
+                total += float(out["loss"]) * n
+                count += n
+        total, count = distributed.all_reduce([total, count], "sum", self._comm_device())
+        return total / count if count > 0 else None
+
+    @torch.no_grad()
+    def samples(self) -> str | None:
+        """A few generated texts from the first validation batch (rank 0's; all ranks compute under ZeRO-3)."""
+        cfg, n = self.cfg, self.cfg.train.log_samples
+        if n <= 0 or not cfg.data.val:
+            return None
+        batch = None
+        if self.main or self.strategy.partitioned:
+            loader = self.loader_fn(cfg, self.tokenizer, "val", self.env.rank, self.env.world_size, False, epoch=0)
+            batch = next(iter(loader), None) if self.main else None
+        if self.strategy.partitioned:
+            batch = distributed.broadcast_object(batch)
+        if batch is None:
+            return None
+        if "labels" in batch:  # training format: cut the prompts out
+            prompts, refs, media = prompts_from_batch(batch, n, pad_id=_pad_id(self.tokenizer))
+        else:  # generation format (scaling.data): left-padded prompts + reference answers
+            prompts = {"input_ids": batch["input_ids"][:n], "attention_mask": batch["attention_mask"][:n]}
+            refs = [" | ".join(a) for a in batch.get("answers", [[]] * n)[:n]]
+            media = {k: batch[k][:n] for k in (*MEDIA_KEYS, "features") if batch.get(k) is not None}
+        prompts = self.strategy.to_device(prompts)
+        media = self.strategy.to_device(media)
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(self.model.llm.config, "eos_token_id", None)
+        with self.strategy.gathered_for_generation():
+            out = self.model.generate(
+                prompts["input_ids"], prompts["attention_mask"], max_new_tokens=cfg.eval.max_new_tokens,
+                num_beams=1, eos_token_id=eos, pad_token_id=_pad_id(self.tokenizer), **media,
+            )
+        lines = []
+        for i in range(out.shape[0]):
+            lines.append(f"- generated: {_decode(self.tokenizer, out[i])!r} | reference: {_decode(self.tokenizer, refs[i])!r}")
+        return "\n".join(lines)
+
+    def evaluate(self) -> dict:
+        """Validation loss, samples and the hook's metrics; keeps the best adapter. Collective."""
+        st = self.state
+        self.strategy.train(False)
+        metrics: dict[str, Any] = {}
+        try:
+            val = self.validation_loss()
+            if val is not None:
+                metrics["val_loss"] = val
+            text = self.samples() if (self.main or self.strategy.partitioned) else None
+            if text and self.main:
+                self.monitor.text(st.step, "samples", text)
+                self.monitor.write(f"step {st.step} samples:\n{text}")
+            if self.evaluate_fn is not None:
+                with torch.no_grad():
+                    extra = self.evaluate_fn(self.model, st.step) or {}
+                metrics.update({k: v for k, v in extra.items()})
+        finally:
+            self.strategy.train(True)
+        metrics = distributed.broadcast_object(metrics)
+        st.last_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numeric:
+            tags = {k: ("val/loss" if k == "val_loss" else k if "/" in k else f"eval/{k}") for k in numeric}
+            self.monitor.scalars(st.step, {tags[k]: v for k, v in numeric.items()}, prefix="eval")
+            self.monitor.write(f"step {st.step} eval: {summarize(numeric)}")
+        name = default_metric(self.cfg)
+        if name in numeric and _better(name, numeric[name], st.best):
+            st.best = {"metric": name, "value": numeric[name], "step": st.step}
+            self.save_best(self.strategy.trainable_state())
+        return metrics
+
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors
+        return self.device if (self.device.type == "cuda" and distributed.is_initialized()) else torch.device("cpu")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg, t, st = self.cfg, self.cfg.train, self.state
+        self.monitor = Monitor(self.out, self.main, self.total_steps, st.step, t.tensorboard, t.progress_bar)
+        flops = FlopCounter(self.model)
+        self.strategy.train(True)
+        comm = self._comm_device()
+        window = _Window()
+        preempted = False
+        last_saved = st.step if self.resumed_from else None
+        t0 = time.time()
+        try:
+            while st.step < self.total_steps:
+                if st.epoch == 0 and self._first_loader is not None:
+                    loader = self._first_loader
+                else:
+                    loader = self.loader_fn(cfg, self.tokenizer, "train", self.env.rank, self.env.world_size, True, epoch=st.epoch)
+                self._first_loader = None
+                if self.data_state is not None:
+                    loader.load_state_dict(self.data_state)
+                    self.data_state = None
+                steps_this_epoch = len(loader) // self.accum
+                if steps_this_epoch < 1:
+                    raise RuntimeError(f"epoch {st.epoch} of the training loader has {len(loader)} batches, fewer than one "
+                                       f"optimizer step ({self.accum} micro batches)")
+                batches = iter(loader)
+                while st.step_in_epoch < steps_this_epoch and st.step < self.total_steps:
+                    if self.stop.agreed(comm):
+                        preempted = True
+                        break
+                    for micro in range(self.accum):
+                        batch = next(batches)
+                        boundary = micro == self.accum - 1
+                        with self.strategy.no_sync(boundary):
+                            out = self.strategy.forward(self.strategy.to_device(batch))
+                            self.strategy.backward(out["loss"], self.accum, boundary)
+                        window.add_micro(out, batch)
+                    window.lr = self.strategy.lr()  # the rate this step applies
+                    info = self.strategy.step()
+                    st.step += 1
+                    st.step_in_epoch += 1
+                    st.skipped_steps += 0 if info.applied else 1
+                    window.add_step(info)
+                    if st.step % t.log_every == 0 or st.step == self.total_steps:
+                        self._log_window(window, flops, comm)
+                        window = _Window()
+                    epoch_done = st.step_in_epoch >= steps_this_epoch
+                    if (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps:
+                        self.evaluate()
+                    if st.step % t.save_every == 0 or st.step == self.total_steps:
+                        self.save(loader, epoch_done)
+                        last_saved = st.step
+                    self.monitor.advance()
+                    if self.on_step is not None:
+                        self.on_step(st.step, {"loss": st.last_loss, "applied": info.applied})
+                if preempted:
+                    break
+                if st.step_in_epoch >= steps_this_epoch:
+                    st.epoch += 1
+                    st.step_in_epoch = 0
+            if preempted:
+                self.monitor.write(f"preemption signal ({self.stop.name or 'on another rank'}): checkpointing step {st.step}")
+                if last_saved != st.step:
+                    self.save(loader, st.step_in_epoch >= steps_this_epoch)
+                if self.main:
+                    ckpt.write_text_atomic(os.path.join(self.out, REQUEUE_FILE), f"{st.step}\n")
+                code = t.requeue_exit_code
+            else:
+                code = 0
+        finally:
+            flops.close()
+            self.monitor.close()
+            self.stop.uninstall()
+        st.train_seconds += time.time() - self.started
+        self._write_summary(preempted, time.time() - t0)
+        return TrainResult(code, st, self.out, preempted)
+
+    def _log_window(self, w: "_Window", flops: FlopCounter, comm) -> None:
+        st = self.state
+        model_flops, llm_tokens = flops.take(w.media)
+        sums = distributed.all_reduce(
+            [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, float(llm_tokens), model_flops], "sum", comm,
+        )
+        loss_sum, loss_count, nonfinite, samples, targets, tokens, total_flops = sums
+        dt = max(1e-9, time.time() - w.start)
+        st.samples_seen += int(samples)
+        st.tokens_seen += int(tokens)
+        loss = loss_sum / loss_count if loss_count else None
+        st.last_loss = loss
+        values = {
+            "loss": loss,
+            "lr": w.lr,
+            "grad_norm": w.grad_norm_mean(),
+            "loss_scale": w.loss_scale,
+            "skipped_steps": float(st.skipped_steps),
+            "nonfinite_losses": nonfinite,
+            "epoch": st.epoch + st.step_in_epoch / max(1, self.steps_per_epoch),
+            "perf/samples_per_s": samples / dt,
+            "perf/tokens_per_s": tokens / dt,
+            "perf/targets_per_s": targets / dt,
+            "perf/mfu": (total_flops / dt / (self.peak * 1e12 * self.env.world_size)) if self.peak else None,
+            "perf/tflops_per_gpu": total_flops / dt / 1e12 / self.env.world_size,
+            "perf/peak_mem_gb": peak_memory_gb(self.device),
+        }
+        self.monitor.scalars(st.step, values)
+        if not self.cfg.train.progress_bar:
+            self.monitor.write(f"step {st.step}/{self.total_steps} | " + summarize({k: v for k, v in values.items() if "/" not in k}))
+
+    def _write_summary(self, preempted: bool, loop_seconds: float) -> None:
+        if not self.main:
+            return
+        st = self.state
+        summary = {
+            "train_seconds": round(st.train_seconds, 3),
+            "gpu_type": self.gpu,
+            "n_gpus": self.env.world_size if self.device.type == "cuda" else 0,
+            "steps": st.step,
+            "total_steps": self.total_steps,
+            "finished": st.step >= self.total_steps and not preempted,
+            "skipped_steps": st.skipped_steps,
+            "samples_seen": st.samples_seen,
+            "world_size": self.env.world_size,
+            "strategy": st.strategy,
+            "zero_stage": st.zero_stage,
+            "precision": st.precision,
+            "final_loss": st.last_loss,
+            "this_job_loop_seconds": round(loop_seconds, 3),
+        }
+        ckpt.write_json_atomic(os.path.join(self.out, "train_summary.json"), summary)
+        hook_metrics = {k: v for k, v in st.last_metrics.items() if k != "val_loss"}
+        if self.evaluate_fn is not None and hook_metrics and not preempted:
+            ckpt.write_json_atomic(os.path.join(self.out, "metrics.json"), {
+                "task": self.cfg.data.task, "step": st.step, "metrics": hook_metrics, "best": st.best,
+            })
+
+
+class _Window:
+    """Sums over the steps between two log lines (local to this rank)."""
+
+    def __init__(self):
+        self.start = time.time()
+        self.loss_sum = self.loss_count = self.nonfinite = 0.0
+        self.samples = self.targets = 0.0
+        self.media = 0
+        self.norms: list[float] = []
+        self.loss_scale = None
+        self.lr: float | None = None
+
+    def add_micro(self, out: dict, batch: dict) -> None:
+        loss = float(out["loss"].detach())
+        if math.isfinite(loss):
+            self.loss_sum += loss
+            self.loss_count += 1
+        else:
+            self.nonfinite += 1
+        self.targets += float(out.get("n_targets", 0))
+        n = int(batch["input_ids"].shape[0])
+        self.samples += n
+        if any(batch.get(k) is not None for k in MEDIA_KEYS):
+            self.media += n
+
+    def add_step(self, info) -> None:
+        if info.grad_norm is not None:
+            self.norms.append(info.grad_norm)
+        if info.loss_scale is not None:
+            self.loss_scale = info.loss_scale
+
+    def grad_norm_mean(self) -> float | None:
+        return sum(self.norms) / len(self.norms) if self.norms else None
+
+
+def _offloads(ds: dict) -> bool:
+    from scaling.training.ds_config import offloads_optimizer
+
+    return offloads_optimizer(ds)
+
+
+def _pad_id(tokenizer) -> int:
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return 0
+
+
+def _decode(tokenizer, ids) -> str:
+    if isinstance(ids, str):
+        return ids
+    ids = [int(i) for i in ids.tolist()]
+    if tokenizer is None:
+        return " ".join(map(str, ids))
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def prompts_from_batch(batch: dict, n: int, pad_id: int = 0) -> tuple[dict, list[torch.Tensor], dict]:
+    """Training-format batch → (left-padded prompts, reference target ids, media) for the first ``n`` rows.
+
+    The prompt of a row is its tokens before the first target (``labels != -100``).
+    """
+    ids, mask, labels = batch["input_ids"][:n], batch["attention_mask"][:n], batch["labels"][:n]
+    prompts, refs = [], []
+    for row in range(ids.shape[0]):
+        target = (labels[row] != -100).nonzero()
+        start = int(target[0]) if len(target) else int(mask[row].sum())
+        keep = mask[row, :start].bool()
+        prompts.append(ids[row, :start][keep])
+        refs.append(labels[row][labels[row] != -100])
+    width = max(1, max(len(p) for p in prompts))
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for row, p in enumerate(prompts):
+        if len(p):
+            input_ids[row, width - len(p):] = p
+            attention[row, width - len(p):] = 1
+    media = {k: batch[k][:n] for k in (*MEDIA_KEYS, "features") if batch.get(k) is not None}
+    return {"input_ids": input_ids, "attention_mask": attention}, refs, media
+
+
+def train(cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None = None,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Run (or resume) the training job described by ``cfg`` (see the module docstring)."""
+    trainer = Trainer(cfg, evaluate_fn, loader_fn, on_step)
+    trainer.setup()
+    return trainer.run()
+
+
+def read_log(output_dir: str, kind: str = "train") -> list[dict]:
+    """Rows of ``train_log.jsonl`` of one kind (``train`` or ``eval``)."""
+    path = os.path.join(output_dir, "train_log.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [r for r in rows if r.get("kind") == kind]

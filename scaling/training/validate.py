@@ -1,0 +1,143 @@
+"""Check a run before anything heavy loads; report every problem at once, each with its fix.
+
+:func:`plan_run` looks at the config, the world size and the hardware, and returns a
+:class:`RunPlan` (gradient accumulation, effective precision, the resolved DeepSpeed config) or
+raises one :class:`~scaling.config.base.ConfigError` listing all problems:
+
+* the global batch must equal micro batch × accumulation × world size;
+* the precision must exist on the hardware (no bf16 on V100: ``torch.cuda.is_bf16_supported()``),
+  and half-precision training must match the frozen backbones' dtype;
+* a DeepSpeed JSON must agree with the training config (see :mod:`scaling.training.ds_config`);
+* backbones must be a local directory with ``config.json``, a hub id or a shape name (the
+  configs of ``configs/`` hold placeholders such as ``/path/to/llama-7b`` to set);
+* ``data.train`` must be set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from scaling.config.base import ConfigError
+from scaling.training import ds_config as dsc
+
+
+@dataclasses.dataclass
+class RunPlan:
+    world_size: int
+    accumulation: int  # micro batches per optimizer step on each rank
+    precision: str  # effective compute precision: fp32 | bf16 | fp16
+    device_type: str  # cpu | cuda
+    deepspeed: dict[str, Any] | None = None  # resolved DeepSpeed config (None: plain DDP / one process)
+    zero_stage: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)  # non-fatal remarks for the log
+
+
+def _divisors_note(global_batch: int, world: int) -> str:
+    ok = [m for m in range(1, global_batch + 1) if global_batch % (m * world) == 0]
+    return f"micro batches that work with {world} rank(s): {ok[:12]}" if ok else (
+        f"no micro batch works: {global_batch} is not a multiple of {world} ranks; choose train.global_batch as a multiple of {world}"
+    )
+
+
+def check_batch(global_batch: int, micro_batch: int, world: int) -> list[str]:
+    if global_batch % (micro_batch * world) == 0:
+        return []
+    return [
+        f"train.global_batch={global_batch} is not divisible by train.micro_batch × world size = {micro_batch} × {world} "
+        f"= {micro_batch * world}: gradient accumulation would not be a whole number. Change train.micro_batch "
+        f"({_divisors_note(global_batch, world)}) or train.global_batch, or the number of GPUs"
+    ]
+
+
+def check_precision(precision: str, frozen_dtype: str, device_type: str, bf16_supported: bool | None = None) -> tuple[list[str], str, list[str]]:
+    """(problems, effective precision, notes)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    if device_type != "cuda":
+        if precision != "fp32":
+            notes.append(f"train.precision={precision} on CPU: computing in fp32 (mixed precision needs a GPU)")
+        return problems, "fp32", notes
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "this GPU"
+    if not bf16_supported and "bf16" in (precision, frozen_dtype):
+        problems.append(
+            f"{gpu} has no bfloat16 (train.precision={precision}, model.frozen_dtype={frozen_dtype}): on V100 use "
+            f"train.precision=fp16 model.frozen_dtype=fp16 (and train.deepspeed=ds_configs/zero2_fp16.json with DeepSpeed)"
+        )
+    elif precision in ("fp16", "bf16") and frozen_dtype != precision:
+        problems.append(
+            f"train.precision={precision} but model.frozen_dtype={frozen_dtype}: the frozen backbones would be cast "
+            f"at every matmul (or by DeepSpeed at start); set model.frozen_dtype={precision} (or train.precision={frozen_dtype})"
+        )
+    return problems, precision, notes
+
+
+def check_backbone(name: str, kind: str) -> list[str]:
+    """A placeholder or missing local path is a problem; shape names and hub ids pass here."""
+    from scaling.models.shapes import ENCODER_SHAPES, LLM_SHAPES
+
+    shapes = LLM_SHAPES if kind == "llm" else ENCODER_SHAPES
+    if name in shapes:
+        return []
+    key = "model.llm" if kind == "llm" else "model.encoder"
+    path = os.path.expanduser(name)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") >= 2
+    if looks_local and not os.path.isdir(path):
+        hint = " (a placeholder of the shipped configs: set it to your local copy)" if name.startswith("/path/to/") else ""
+        return [f"{key}={name!r} does not exist{hint}; pass a local Hugging Face directory, e.g. {key}=/data/models/llama-7b"]
+    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
+        return [f"{key}={name!r} has no config.json: point it at a Hugging Face model directory (save_pretrained output)"]
+    return []
+
+
+def check_data(cfg) -> list[str]:
+    if not cfg.data.train:
+        return ["data.train is not set: give the training shards (e.g. data.train='shards/coco/train-{000000..000031}.tar') or toy://colours for the synthetic CPU task"]
+    return []
+
+
+def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None = None, check_paths: bool = True) -> RunPlan:
+    """Validate ``cfg`` for ``world_size`` ranks on ``device_type``; raise one ConfigError listing all problems."""
+    t = cfg.train
+    problems = check_batch(t.global_batch, t.micro_batch, world_size)
+    p_problems, precision, notes = check_precision(t.precision, cfg.model.frozen_dtype, device_type, bf16_supported)
+    problems += p_problems
+    if check_paths:
+        problems += check_backbone(cfg.model.llm, "llm")
+        if cfg.model.inject.get("name") != "none":
+            problems += check_backbone(cfg.model.encoder, "encoder")
+        problems += check_data(cfg)
+    ds_resolved, stage = None, 0
+    if t.deepspeed:
+        try:
+            raw = dsc.load(t.deepspeed)
+        except ConfigError as err:
+            problems += err.problems
+            raw = None
+        if raw is not None:
+            owned = dsc.owned_values(t.global_batch, t.micro_batch, world_size, t.clip, precision)
+            problems += dsc.check(raw, owned, f"train.deepspeed={t.deepspeed}")
+            ds_resolved = dsc.resolve(raw, owned)
+            stage = dsc.zero_stage(raw)
+            if precision == "fp32" and t.precision != "fp32":
+                notes.append("DeepSpeed runs in fp32 here (fp16/bf16 sections filled as disabled)")
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            problems.append("train.deepspeed is set but DeepSpeed is not installed: pip install deepspeed (or drop train.deepspeed for DDP)")
+    if problems:
+        raise ConfigError(problems)
+    return RunPlan(
+        world_size=world_size,
+        accumulation=t.global_batch // (t.micro_batch * world_size),
+        precision=precision,
+        device_type=device_type,
+        deepspeed=ds_resolved,
+        zero_stage=stage,
+        notes=notes,
+    )

@@ -1,0 +1,92 @@
+"""scaling convert / inspect: adapter, peft and consolidated forms give the trained model back exactly."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scaling.cli.main import main as cli
+from scaling.config import ConfigError, load_config
+from scaling.models.tiny import save_tiny_encoder, save_tiny_llm
+from scaling.training import checkpoint as ckpt
+from scaling.training.convert import convert, describe
+from scaling.training.loop import Trainer
+from scaling.training.toy import tiny_run_overrides
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bb")
+    return save_tiny_llm(str(root / "llama"), "llama"), save_tiny_encoder(str(root / "vit"), "vit")
+
+
+def trained(out_dir, llm, vit, *extra):
+    cfg = load_config(None, tiny_run_overrides(out_dir, 3) + [f"model.llm={llm}", f"model.encoder={vit}", *extra])
+    trainer = Trainer(cfg)
+    trainer.setup()
+    trainer.run()
+    trainer.model.eval()
+    return trainer.model
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 40, (2, 6), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.rand(2, 3, 32, 32, generator=g)}
+
+
+def test_adapter_and_consolidated_round_trip(tmp_path, backbones):
+    run = str(tmp_path / "run")
+    model = trained(run, *backbones)
+    with torch.no_grad():
+        expected = model(**batch(), return_logits=True)["logits"]
+
+    out = convert(run, "adapter", str(tmp_path / "exported" / "a.safetensors"))
+    fresh, cfg = ckpt.load_adapter(out, "cpu")
+    with torch.no_grad():
+        assert torch.equal(fresh(**batch(), return_logits=True)["logits"], expected)
+    assert cfg.model.llm == backbones[0]
+
+    cons = load_file(convert(run, "consolidated", str(tmp_path / "c.safetensors")))
+    assert cons.keys() == model.trainable_state_dict().keys()
+    for name, value in model.trainable_state_dict().items():
+        assert torch.equal(cons[name], value.float())
+
+    with pytest.raises(ConfigError, match="no LoRA weights"):
+        convert(run, "peft", str(tmp_path / "peft"))
+
+
+def test_peft_export_loads_with_peft(tmp_path, backbones):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = str(tmp_path / "lora")
+    model = trained(run, *backbones, "model.finetune.lora_rank=4")
+    out = convert(run, "peft", str(tmp_path / "peft"))
+    assert {"adapter_config.json", "adapter_model.safetensors", "scaling_adapter.safetensors"} <= set(os.listdir(out))
+    base = AutoModelForCausalLM.from_pretrained(backbones[0], dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, out).eval()
+    ids = batch()["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(input_ids=ids).logits, model.llm(input_ids=ids).logits, rtol=0, atol=0)
+    # the LoRA weights really moved during training (B starts at zero)
+    lora_b = [v for k, v in load_file(os.path.join(out, "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+
+
+def test_inspect_prints_method_backbones_step_counts(tmp_path, backbones, capsys):
+    run = str(tmp_path / "run")
+    trained(run, *backbones)
+    assert cli(["inspect", run, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["method"] == "depalm" and info["step"] == 3
+    assert info["backbones"]["llm"] == backbones[0] and "LlamaForCausalLM" in info["backbones"]["llm_architecture"]
+    assert info["trainable_parameters"] == sum(info["parameters_by_component"].values()) > 0
+    assert info["checkpoint"]["format"] == "torch" and info["checkpoint"]["world_size"] == 1
+    assert "val_loss" in info["metrics"]
+    assert cli(["inspect", os.path.join(ckpt.find_latest(run), "adapter.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert "method: depalm" in text and "trainable parameters" in text
+    assert describe(run)["step"] == 3
