@@ -400,7 +400,10 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
         log.warning("data.task is %r but the shards of data.%s are %r; using the shards' prompt template",
                     data.task, split, shard_task)
     task = shard_task or data.task
-    if data.use_features:
+    perceives = (cfg.model.inject or {}).get("name") != "none"
+    if not perceives:  # a model without perception (the blind baseline) reads the text only
+        spec = None
+    elif data.use_features:
         check_features_meta(meta, cfg.model)
         spec = None
     else:
@@ -413,7 +416,7 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
         if spec.modality == "video" and spec.frames != data.video_frames:
             log.info("video clips are sampled at %d frames (the encoder's), not data.video_frames=%d",
                      spec.frames, data.video_frames)
-    decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features)
+    decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features and perceives)
     text = TextEncoder(tokenizer, data.max_text_len, template_for(task, data.prompt_template))
     batch_size = cfg.train.micro_batch if train else cfg.eval.batch_size
     workers = data.num_workers if num_workers is None else num_workers

@@ -231,3 +231,15 @@ def test_http_shards_find_their_index(shards, tok):
         assert batches == local
     finally:
         server.shutdown()
+
+
+def test_a_model_without_perception_reads_text_only(shards, tok):
+    """The blind baseline (inject 'none') trains on the same shards: no media decoded, none batched."""
+    seeing = next(iter(build_loader(cfg_for(shards, **{"data.num_workers": 0}), tok, "train", 0, 1, True)))
+    assert "pixel_values" in seeing
+    blind_cfg = cfg_for(shards, **{"data.num_workers": 0, "model.method": "blind"})
+    batch = next(iter(build_loader(blind_cfg, tok, "train", 0, 1, True)))
+    assert not {"pixel_values", "video", "audio", "features"} & set(batch)
+    assert batch["input_ids"].shape == batch["labels"].shape and (batch["labels"] != -100).any()
+    evals = next(iter(build_loader(blind_cfg, tok, "val", 0, 1, False)))
+    assert "pixel_values" not in evals and len(evals["ids"]) == 3
