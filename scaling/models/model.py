@@ -194,6 +194,28 @@ class PerceptualLM(nn.Module):
             )
 
     # ------------------------------------------------------------------ sequence building
+    @property
+    def max_positions(self) -> int | None:
+        """The LLM's position limit (``max_position_embeddings``; GPT-2's ``n_positions``), if it has one."""
+        limit = getattr(self.llm.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def check_length(self, n_prefix: int, n_text: int, n_new: int = 0) -> None:
+        """Refuse a sequence longer than the LLM's positions before it reaches the position table.
+
+        Past the limit, learned position embeddings (OPT, GPT-2) index out of range (a device-side
+        assert on GPU, which hangs the other ranks); rotary models silently degrade. Uses shapes only
+        (no device sync)."""
+        limit = self.max_positions
+        total = n_prefix + n_text + n_new
+        if limit is not None and total > limit:
+            new = f" + {n_new} generated" if n_new else ""
+            raise ValueError(
+                f"the LLM's input needs {total} positions ({n_prefix} perceptual/prompt tokens + {n_text} text tokens{new}) "
+                f"but {type(self.llm).__name__} has max_position_embeddings={limit}; shorten the text (data.max_text_len), "
+                f"use fewer perceptual tokens (model.map.n_queries, a resampler, model.extract.tokens=cls) or fewer "
+                f"prompt tokens (model.finetune.n_prompt){', or lower eval.max_new_tokens' if n_new else ''}")
+
     def _prefix(self, mapped: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, InjectionState]:
         d, dtype = self.layout.hidden_size, self.llm_dtype
         device = self.layout.embed_tokens.weight.device
@@ -283,6 +305,7 @@ class PerceptualLM(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         mapped = self.encode(features=features, pixel_values=pixel_values, video=video, audio=audio)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
+        self.check_length(prefix.shape[1], input_ids.shape[1])
         embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
         hidden = self._run(embeds, mask, positions, state)
         out: dict[str, torch.Tensor] = {}
@@ -328,6 +351,7 @@ class PerceptualLM(nn.Module):
         features = media.pop("features", None)
         mapped = self.encode(features=features, **media)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
+        self.check_length(prefix.shape[1], input_ids.shape[1], max_new_tokens)
         embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
         b = input_ids.shape[0]
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
@@ -363,6 +387,7 @@ class PerceptualLM(nn.Module):
         mapped = self.encode(features=features, **media)
         ids, am = rep(input_ids), rep(attention_mask)
         prefix, state = self._prefix(mapped, ids.shape[0])
+        self.check_length(prefix.shape[1], ids.shape[1], max_new_tokens)
         embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, ids, am, prefix, self.kernel_mode)
         device = ids.device
         cache = DynamicCache(config=self.llm.config)

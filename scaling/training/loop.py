@@ -64,7 +64,7 @@ class TrainerState:
     samples_seen: int = 0
     tokens_seen: int = 0
     train_seconds: float = 0.0
-    strategy: str = "torch"
+    strategy: str = "accelerate"
     zero_stage: int = 0
     precision: str = "fp32"
     last_metrics: dict = dataclasses.field(default_factory=dict)
@@ -181,9 +181,9 @@ class Trainer:
 
             self.strategy = DeepSpeedStrategy(self.model, optimizer, scheduler_fn, self.plan.deepspeed, self.plan.precision, self.device)
         else:
-            from scaling.training.strategy import TorchStrategy
+            from scaling.training.strategy import AccelerateStrategy
 
-            self.strategy = TorchStrategy(self.model, optimizer, scheduler_fn(optimizer), self.plan.precision,
+            self.strategy = AccelerateStrategy(self.model, optimizer, scheduler_fn(optimizer), self.plan.precision,
                                           self.device, self.env.world_size, t.clip)
         self.state = TrainerState(
             total_steps=self.total_steps, world_size=self.env.world_size, accumulation=self.accum,

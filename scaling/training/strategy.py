@@ -2,10 +2,13 @@
 
 The loop (:mod:`scaling.training.loop`) calls the same methods whatever runs underneath:
 
-* :class:`TorchStrategy` — one process or torch DDP (NCCL on GPU, gloo on CPU). Mixed precision
-  with ``torch.autocast`` on GPU (bf16, or fp16 with a dynamic ``GradScaler``); fp32 on CPU.
-  Trainable weights stay fp32. DDP syncs only trainable parameters (frozen ones are loaded
-  identically on every rank and never broadcast).
+* :class:`AccelerateStrategy` — one process or DDP (NCCL on GPU, gloo on CPU) through Hugging Face
+  Accelerate: ``Accelerator.prepare`` wraps the model in DDP and the optimizer, ``accelerator.autocast``
+  / ``backward`` / ``clip_grad_norm_`` / ``no_sync`` give mixed precision on GPU (bf16, or fp16 with
+  Accelerate's dynamic loss scaler) and gradient accumulation; fp32 on CPU. Trainable weights stay
+  fp32. DDP syncs only trainable parameters (frozen ones are loaded identically on every rank and
+  never broadcast). The process group itself comes from the launcher's environment
+  (:mod:`scaling.training.distributed`), and the strategy checks that Accelerate sees the same world.
 * :class:`DeepSpeedStrategy` — ``deepspeed.initialize(model, optimizer=AdamW(trainable only))``.
   ZeRO-2 partitions the optimizer state and gradients of the trainable weights while the frozen
   backbones stay replicated; ZeRO-3 also partitions the frozen weights (at ``initialize``), and
@@ -62,63 +65,59 @@ class Strategy:
         yield
 
 
-class TorchStrategy(Strategy):
-    """One process or DDP (see the module docstring)."""
+class AccelerateStrategy(Strategy):
+    """One process or DDP through Hugging Face Accelerate (see the module docstring)."""
 
-    kind = "torch"
+    kind = "accelerate"
 
     def __init__(self, model, optimizer, scheduler, precision: str, device: torch.device, world_size: int, clip: float):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.model, self.scheduler = model, scheduler
         self.device, self.precision, self.clip = device, precision, clip
         self.params = [p for _, p in model.trainable_named_parameters()]
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler("cuda") if (precision == "fp16" and device.type == "cuda") else None
-        self.wrapped = model
-        if world_size > 1:
+        mixed = {"bf16": "bf16", "fp16": "fp16"}.get(precision, "no") if device.type == "cuda" else "no"
+        _reset_accelerate_state()  # several trainings in one process (tests, the demo) may use other precisions
+        self.accelerator = Accelerator(
+            mixed_precision=mixed, cpu=device.type == "cpu", step_scheduler_with_optimizer=False,
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=False)],
+        )
+        acc_world = self.accelerator.num_processes
+        if acc_world != world_size:
+            raise RuntimeError(
+                f"Accelerate sees {acc_world} process(es) but the launcher environment says {world_size}; "
+                f"launch with torchrun, accelerate launch (--multi_gpu), deepspeed --no_local_rank or srun"
+            )
+        if world_size > 1:  # frozen weights are loaded identically on every rank: DDP neither broadcasts nor reduces them
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
             frozen += [n for n, _ in model.named_buffers()]
             DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)
-            self.wrapped = DDP(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=False,
-            )
-
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        self.wrapped, self.optimizer = self.accelerator.prepare(model, optimizer, device_placement=[False, False])
+        self.scaler = self.accelerator.scaler  # fp16 on GPU: dynamic loss scaling
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        with self.autocast():
+        with self.accelerator.autocast():
             return self.wrapped(**batch)
 
     def no_sync(self, boundary: bool):
         """Skip DDP's gradient all-reduce on micro batches before the accumulation boundary."""
         if boundary or self.wrapped is self.model:
             return contextlib.nullcontext()
-        return self.wrapped.no_sync()
+        return self.accelerator.no_sync(self.wrapped)
 
     def backward(self, loss: torch.Tensor, accumulation: int, boundary: bool) -> None:  # noqa: ARG002
-        loss = loss / accumulation
-        if self.scaler is not None:
-            loss = self.scaler.scale(loss)
-        loss.backward()
+        self.accelerator.backward(loss / accumulation)
 
     def step(self) -> StepInfo:
-        scale = None
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-            scale = float(self.scaler.get_scale())
+        scale = float(self.scaler.get_scale()) if self.scaler is not None else None
         max_norm = self.clip if self.clip > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm, error_if_nonfinite=False))
+        norm = float(self.accelerator.clip_grad_norm_(self.params, max_norm))  # unscales fp16 gradients first
         finite = math.isfinite(norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)  # skipped by the scaler itself when gradients hold inf/nan
-            self.scaler.update()
-        elif finite:
-            self.optimizer.step()
+        if finite or self.scaler is not None:
+            self.optimizer.step()  # with a scaler: skipped by the scaler itself when gradients hold inf/nan
         if finite:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -154,6 +153,14 @@ class TorchStrategy(Strategy):
         scaler_path = os.path.join(directory, "scaler.pt")
         if self.scaler is not None and os.path.isfile(scaler_path):
             self.scaler.load_state_dict(ckpt.load_pt(scaler_path))
+
+
+def _reset_accelerate_state() -> None:
+    """Forget the precision an earlier ``Accelerator`` in this process fixed (the process group stays)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 class DeepSpeedStrategy(Strategy):

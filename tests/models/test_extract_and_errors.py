@@ -87,3 +87,23 @@ def test_modality_mismatch_is_a_clear_error(backbones):
 
 def test_trust_remote_code_is_off_by_default():
     assert load_config(None, []).model.trust_remote_code is False
+
+
+@pytest.mark.parametrize("arch", ["opt", "gpt2"])
+def test_a_sequence_longer_than_the_position_table_is_refused(tmp_path, backbones, arch):
+    """OPT/GPT-2 have learned positions: past the table they would index out of range (a device assert on GPU)."""
+    from scaling.models.tiny import save_tiny_llm
+
+    key = "n_positions" if arch == "gpt2" else "max_position_embeddings"
+    llm = save_tiny_llm(str(tmp_path / arch), arch, **{key: 24})
+    model = build_model(model_config(method="limber-1", llm=llm, encoder=backbones["vit"], frozen_dtype="fp32"))
+    assert model.max_positions == 24
+    media = tiny_media("vit")
+    n_prefix = model._prefix(model.encode(**media), 2)[0].shape[1]
+    fits = torch.randint(5, 60, (2, 24 - n_prefix))
+    assert torch.isfinite(model(input_ids=fits, labels=fits, **media)["loss"])
+    too_long = torch.randint(5, 60, (2, 25 - n_prefix))
+    with pytest.raises(ValueError, match=rf"needs 25 positions \({n_prefix} perceptual/prompt tokens .* max_position_embeddings=24.*data.max_text_len"):
+        model(input_ids=too_long, labels=too_long, **media)
+    with pytest.raises(ValueError, match=r"\+ 3 generated.*eval.max_new_tokens"):
+        model.generate(fits[:, :-2], max_new_tokens=3, **media)

@@ -100,7 +100,7 @@ def assert_same_run(a, b, steps, rel=1e-5):
 def test_ddp_two_ranks_on_gloo(tmp_path):
     out = tmp_path / "ddp"
     torchrun(out, 10, "train.lr=5e-3")
-    ranks = assert_two_ranks(out, "torch", 0)
+    ranks = assert_two_ranks(out, "accelerate", 0)
     assert all(r["launcher_env"] == "torch" and r["accumulation"] == 1 for r in ranks)  # 16 = 8 x 1 x 2
     assert_learns(by_step(out))
     assert json.load(open(out / "train_summary.json"))["world_size"] == 2

@@ -53,7 +53,7 @@ def test_learns_and_writes_the_run_files(tmp_path):
     assert [s for s, _ in ckpt.list_checkpoints(os.path.join(out, "checkpoints"))] == [10, 14]  # keep_last=2
     assert ckpt.find_latest(out).endswith("step_000014")
     ranks = json.load(open(os.path.join(out, "ranks", "rank00000.json")))
-    assert ranks["world_size"] == 1 and ranks["rank"] == 0 and ranks["strategy"] == "torch"
+    assert ranks["world_size"] == 1 and ranks["rank"] == 0 and ranks["strategy"] == "accelerate"
     evals = read_log(out, "eval")
     assert evals and "val/loss" in evals[-1]
     assert {"lr", "grad_norm", "perf/samples_per_s", "perf/tokens_per_s", "perf/peak_mem_gb"} <= set(rows[14])
