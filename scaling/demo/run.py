@@ -69,8 +69,8 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(
-    n_train=1200, n_test=150, audio=False, encoder_steps=400, encoder_pool=2000, lm_steps=200,
-    steps={"caption": 200, "vqa": 200, "audio": 150}, blind_steps={"caption": 50, "vqa": 50, "audio": 50},
+    n_train=1200, n_test=150, audio=False, encoder_steps=800, encoder_pool=2000, lm_steps=200,
+    steps={"caption": 200, "vqa": 300, "audio": 150}, blind_steps={"caption": 50, "vqa": 50, "audio": 50},
 )
 
 TASKS = {  # task name → (dataset jsonl key, metric task, encoder kind, metrics shown)
