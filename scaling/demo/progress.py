@@ -70,10 +70,19 @@ class LocalBar(tqdm):
     """A plain tqdm bar (same API as :class:`RemoteBar`)."""
 
 
+def redraw_interval() -> float:
+    """Seconds between redraws: live on a terminal; every 15 s into a log file (CI, SLURM, ``| tee``)."""
+    try:
+        return 0.1 if sys.stderr.isatty() else 15.0
+    except (AttributeError, ValueError):
+        return 15.0
+
+
 def make_bar(total: int, desc: str, reporter: Reporter | None = None, progress: bool = True, unit: str = "step"):
     if reporter is not None:
         return reporter.bar(total, desc, unit)
-    return LocalBar(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True, leave=True)
+    return LocalBar(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True, leave=True,
+                    mininterval=redraw_interval())
 
 
 def _worker_init(threads: int) -> None:
@@ -179,7 +188,8 @@ class JobRunner:
                     if job not in pos_of:
                         pos_of[job] = free_pos.pop(0) if free_pos else 0
                     bars[job] = tqdm(total=p["total"], desc=p["desc"], unit=p["unit"], position=pos_of[job],
-                                     disable=not self.progress, dynamic_ncols=True, leave=False)
+                                     disable=not self.progress, dynamic_ncols=True, leave=False,
+                                     mininterval=redraw_interval())
                 elif event == "update" and job in bars:
                     b = bars[job]
                     b.update(p["n"] - b.n)
