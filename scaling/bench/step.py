@@ -105,7 +105,6 @@ def run_benchmark(
     steps: int = 10,
     kernels: str = "auto",
     fused_llm: bool = True,
-    fp8: bool = False,
     overrides: dict | None = None,
     compile_encoder: bool = False,
     profile: str | None = None,
@@ -114,7 +113,10 @@ def run_benchmark(
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = model_config(method=method, llm=llm_shape, encoder=encoder_shape, frozen_dtype=dtype, kernels=kernels, **(overrides or {}))
+    # fused_llm=off: the plain reference must run the unmodified HF layers; the fused forward is installed
+    # below, after the plain measurement
+    cfg = model_config(method=method, llm=llm_shape, encoder=encoder_shape, frozen_dtype=dtype, kernels=kernels,
+                       **{"fused_llm": "off", **(overrides or {})})
     torch.manual_seed(0)
     model = build_model(cfg, device=dev)
     model.train()
@@ -202,7 +204,7 @@ def run_benchmark(
         try:
             from scaling.models.fast_llm import accelerate_llm
 
-            report = accelerate_llm(model.llm, mode=kernels, fp8=fp8)
+            report = accelerate_llm(model.llm, mode=kernels)
         except ImportError:
             report = None
     if compile_encoder and model.extractor is not None:

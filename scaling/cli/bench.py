@@ -18,7 +18,6 @@ def register(sub) -> None:
     p.add_argument("--cached-features", action="store_true", help="read cached encoder features instead of running the encoder")
     p.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
     p.add_argument("--no-fused-llm", action="store_true", help="do not swap fused kernels into the frozen LLM")
-    p.add_argument("--fp8", action="store_true", help="FP8 weights for the frozen LLM's linear layers (Hopper)")
     p.add_argument("--compile-encoder", action="store_true", help="torch.compile the frozen encoder's forward")
     p.add_argument("--profile", metavar="FILE", help="write a torch.profiler table of 3 of the project's steps")
     p.add_argument("--steps", type=int, default=10)
@@ -36,7 +35,7 @@ def run(args) -> int:
     res = run_benchmark(
         args.llm_shape, args.encoder_shape, args.method, args.batch, args.text_len, args.device, args.dtype,
         compare_plain=args.compare == "plain", cached=args.cached_features, warmup=args.warmup, steps=args.steps,
-        kernels=args.kernels, fused_llm=not args.no_fused_llm, fp8=args.fp8,
+        kernels=args.kernels, fused_llm=not args.no_fused_llm,
         compile_encoder=args.compile_encoder, profile=args.profile,
     )
     if args.json:

@@ -43,6 +43,9 @@ class ModelConfig:
     frozen_dtype: Literal["fp32", "fp16", "bf16"] = "bf16"  # V100 has no bf16: use fp16 there
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     kernels: Literal["auto", "triton", "torch"] = "auto"
+    # fused training forward of the frozen LLaMA/Qwen2/Mistral layers (scaling/models/fast_llm.py):
+    # auto = on CUDA; on = everywhere (CPU runs the kernels' PyTorch references); off = the HF layers
+    fused_llm: Literal["auto", "on", "off"] = "auto"
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     label_smoothing: float = 0.002
     trust_remote_code: bool = False

@@ -25,11 +25,12 @@ from scaling.models.model import PerceptualLM
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool = False) -> PerceptualLM:
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool = False, fuse: bool = True) -> PerceptualLM:
     """Load (or, for shape names / ``meta``, construct) the backbones and build the method's blocks.
 
     Trainable blocks are fp32; the frozen backbones are in ``cfg.frozen_dtype``. With ``meta=True``
-    nothing is allocated (parameter counting at real scale).
+    nothing is allocated (parameter counting at real scale). ``fuse=False`` never installs the fused
+    LLM forward (the trainer passes it under ZeRO-3, which partitions the frozen weights itself).
     """
     ctx = torch.device("meta") if meta else torch.device(device)
     llm = load_llm(cfg.llm, cfg.frozen_dtype, device, cfg.attn_implementation, cfg.trust_remote_code, meta=meta)
@@ -88,7 +89,27 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
     if inject_name in ("inner", "cross-attention") and cfg.attn_implementation not in ("sdpa", "eager"):
         raise ConfigError("inner/cross-attention injection needs model.attn_implementation sdpa or eager")
     freeze_and_mark(model)
+    if fuse and not meta:
+        fuse_llm(model, cfg, torch.device(device))
     return model
+
+
+def fuse_llm(model: PerceptualLM, cfg: ModelConfig, device: torch.device) -> dict | None:
+    """Install the fused training forward on the frozen LLM's eligible layers (``cfg.fused_llm``).
+
+    Runs after LoRA, bias tuning and adapters exist: layers they touch are left to Hugging Face.
+    Returns the report of :func:`scaling.models.fast_llm.accelerate_llm`, or None when off."""
+    if cfg.fused_llm == "off" or (cfg.fused_llm == "auto" and device.type != "cuda"):
+        return None
+    from scaling.models.fast_llm import accelerate_llm
+
+    report = accelerate_llm(model.llm, mode=cfg.kernels)
+    if report.get("fused_layers"):
+        log.info("fused LLM forward on %d layer(s)%s", report["fused_layers"],
+                 f"; left to Hugging Face: {report['skipped']}" if report.get("skipped") else "")
+    elif cfg.fused_llm == "on":
+        log.info("model.fused_llm=on but no layer qualifies: %s", report.get("reason") or report.get("skipped"))
+    return report
 
 
 def freeze_and_mark(model: PerceptualLM) -> "OrderedDict[str, tuple[int, int]]":

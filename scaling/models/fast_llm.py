@@ -52,7 +52,7 @@ def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.
 
 def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
                    use_cache=False, cache_position=None, position_embeddings=None, **kwargs):
-    if past_key_values is not None or use_cache or position_embeddings is None or torch.is_grad_enabled() is False and False:
+    if past_key_values is not None or use_cache or position_embeddings is None:
         return self._scaling_original_forward(
             hidden_states, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
             use_cache=use_cache, cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
@@ -99,6 +99,9 @@ def _eligible(layer: nn.Module) -> str | None:
     act = getattr(mlp, "act_fn", None)
     if act is None or type(act).__name__ not in ("SiLU", "SiLUActivation"):
         return f"activation {type(act).__name__} is not SiLU"
+    for name, mod in (("self_attn", attn), ("mlp", mlp)):
+        if mod._forward_hooks or mod._forward_pre_hooks:
+            return f"{name} has forward hooks (adapters): the fused forward would bypass them"
     for name in ("input_layernorm", "post_attention_layernorm"):
         if getattr(layer, name).weight.requires_grad:
             return f"{name} is trained (bias/norm tuning)"
@@ -107,13 +110,11 @@ def _eligible(layer: nn.Module) -> str | None:
     return None
 
 
-def accelerate_llm(llm: nn.Module, mode: str = "auto", fp8: bool = False) -> dict:
+def accelerate_llm(llm: nn.Module, mode: str = "auto") -> dict:
     """Install the fused forward on every eligible decoder layer; returns a report dict."""
     model_type = getattr(llm.config, "model_type", "?")
     if model_type not in SUPPORTED:
         return {"fused_layers": 0, "reason": f"model type {model_type!r} not in {SUPPORTED}"}
-    if fp8:
-        return {"fused_layers": 0, "reason": "fp8 is not implemented"}
     layers = getattr(llm, llm.base_model_prefix).layers
     cfg = llm.config
     fused, skipped = 0, {}

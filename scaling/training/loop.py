@@ -42,7 +42,7 @@ import yaml
 from scaling.config import to_dict
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
-from scaling.training import distributed, loaders, recompute, validate
+from scaling.training import distributed, ds_config, loaders, recompute, validate
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
 from scaling.training.signals import REQUEUE_FILE, StopFlag
 
@@ -159,7 +159,8 @@ class Trainer:
         from scaling.training.schedule import build_scheduler
 
         _seed_all(t.seed)  # identical trainable initialisation on every rank
-        self.model = build_model(cfg.model, self.device)
+        zero3 = self.plan.deepspeed is not None and ds_config.zero_stage(self.plan.deepspeed) == 3
+        self.model = build_model(cfg.model, self.device, fuse=not zero3)  # ZeRO-3 partitions the frozen weights itself
         self.fingerprints = model_fingerprints(self.model)
         if self.main:
             table = parameter_table(self.model)
