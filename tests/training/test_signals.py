@@ -90,6 +90,9 @@ def test_sigusr1_to_one_rank_stops_both_at_the_same_step(tmp_path):
     # both ranks checkpoint the same step and exit 124; torchrun reports the first as a failed child
     # (and may SIGTERM the other one after its checkpoint) and exits non-zero itself
     assert proc.returncode != 0
+    ranks = [json.load(open(os.path.join(out, "ranks", name))) for name in sorted(os.listdir(os.path.join(out, "ranks")))]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    assert {r["process_group_size"] for r in ranks} == {2} and len({r["pid"] for r in ranks}) == 2
     step = _checkpointed_step(out)
     assert stderr.count(f"checkpointed at step {step} after a preemption signal; exit 124") == 2, stderr[-4000:]
     assert "exitcode: 124" in stderr
