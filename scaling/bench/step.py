@@ -108,8 +108,15 @@ def run_benchmark(
     overrides: dict | None = None,
     compile_encoder: bool = False,
     profile: str | None = None,
+    fp8: bool = False,
 ) -> dict:
-    """Time warm training steps; returns {"ours": ..., "plain": ..., "ratio": ...} (dicts)."""
+    """Time warm training steps; returns {"ours": ..., "plain": ..., "ratio": ...} (dicts).
+
+    ``fp8``: afterwards quantise the fused LLM's weights to FP8 (``model.fp8_llm``) and time that step
+    too (``ours_fp8``); ``fp8_effect`` compares loss and trainable gradients of one batch, same
+    parameters and dropout masks, before and after quantising."""
+    if fp8 and not fused_llm:
+        raise ValueError("--fp8 quantises the fused LLM layers: drop --no-fused-llm")
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -200,7 +207,7 @@ def run_benchmark(
 
     # ---------------------------------------------------------------- the project's step
     report = None
-    if fused_llm and dev.type == "cuda":
+    if fused_llm and (dev.type == "cuda" or fp8):
         try:
             from scaling.models.fast_llm import accelerate_llm
 
@@ -224,6 +231,28 @@ def run_benchmark(
         mapped = model.encode(features=feats, **media)
     n_prefix = (mapped.shape[1] * mapped.shape[2] if mapped is not None else 0) + cfg.finetune.n_prompt
     measure("ours", our_step, n_prefix + text_len)
+    if fp8:
+        from scaling.models.fast_llm import accelerate_llm
+
+        def probe():
+            opt.zero_grad(set_to_none=True)
+            torch.manual_seed(1234)  # the same dropout masks before and after quantising
+            with autocast:
+                loss = model(input_ids=ids, labels=labels, features=feats, **media)["loss"]
+            loss.backward()
+            grad = torch.cat([p.grad.flatten().double() for p in trainable if p.grad is not None])
+            opt.zero_grad(set_to_none=True)
+            return loss.item(), grad
+
+        loss_dense, grad_dense = probe()
+        report = accelerate_llm(model.llm, mode=kernels, fp8=True)
+        loss_fp8, grad_fp8 = probe()
+        measure("ours_fp8", our_step, n_prefix + text_len)
+        results["fp8_effect"] = {
+            "loss": loss_dense, "loss_fp8": loss_fp8, "loss_rel_diff": abs(loss_fp8 - loss_dense) / abs(loss_dense),
+            "grad_cosine": F.cosine_similarity(grad_dense, grad_fp8, dim=0).item(),
+            "grad_rel_diff": ((grad_fp8 - grad_dense).norm() / grad_dense.norm()).item(),
+        }
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -244,4 +273,8 @@ def run_benchmark(
         out["ratio_samples_s"] = results["ours"]["samples_s"] / results["plain"]["samples_s"]
         if results["plain"]["peak_gb"] is not None:
             out["peak_memory_ratio"] = results["ours"]["peak_gb"] / results["plain"]["peak_gb"]
+        if "ours_fp8" in results:
+            out["ratio_fp8_samples_s"] = results["ours_fp8"]["samples_s"] / results["plain"]["samples_s"]
+            if results["plain"]["peak_gb"] is not None:
+                out["peak_memory_ratio_fp8"] = results["ours_fp8"]["peak_gb"] / results["plain"]["peak_gb"]
     return out

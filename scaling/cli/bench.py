@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
     p.add_argument("--no-fused-llm", action="store_true", help="do not swap fused kernels into the frozen LLM")
     p.add_argument("--compile-encoder", action="store_true", help="torch.compile the frozen encoder's forward")
+    p.add_argument("--fp8", action="store_true",
+                   help="also time the step with the frozen LLM's weights in FP8 (model.fp8_llm) and report its effect on the loss")
     p.add_argument("--profile", metavar="FILE", help="write a torch.profiler table of 3 of the project's steps")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -36,7 +38,7 @@ def run(args) -> int:
         args.llm_shape, args.encoder_shape, args.method, args.batch, args.text_len, args.device, args.dtype,
         compare_plain=args.compare == "plain", cached=args.cached_features, warmup=args.warmup, steps=args.steps,
         kernels=args.kernels, fused_llm=not args.no_fused_llm,
-        compile_encoder=args.compile_encoder, profile=args.profile,
+        compile_encoder=args.compile_encoder, profile=args.profile, fp8=args.fp8,
     )
     if args.json:
         print(json.dumps(res))
@@ -46,10 +48,17 @@ def run(args) -> int:
           f"{cfg['gpu']} {cfg['dtype']}{' | cached features' if cfg['cached_features'] else ''}")
     cols = ["step_ms", "samples_s", "tokens_s", "tflops", "mfu", "peak_gb", "loss"]
     print(f"{'':8s}" + "".join(f"{c:>12s}" for c in cols))
-    for name in ("plain", "ours"):
+    for name in ("plain", "ours", "ours_fp8"):
         if name in res:
             r = res[name]
             print(f"{name:8s}" + "".join(f"{(r[c] if r[c] is not None else float('nan')):>12.3f}" for c in cols))
     if "ratio_samples_s" in res:
         print(f"speed-up (samples/s): {res['ratio_samples_s']:.2f}x   peak memory ratio: {res.get('peak_memory_ratio', float('nan')):.2f}")
+    if "ratio_fp8_samples_s" in res:
+        print(f"speed-up with FP8 (samples/s): {res['ratio_fp8_samples_s']:.2f}x   "
+              f"peak memory ratio: {res.get('peak_memory_ratio_fp8', float('nan')):.2f}")
+    if "fp8_effect" in res:
+        e = res["fp8_effect"]
+        print(f"FP8 effect on one batch: loss {e['loss']:.5f} → {e['loss_fp8']:.5f} (relative {e['loss_rel_diff']:.2e}), "
+              f"trainable-gradient cosine {e['grad_cosine']:.5f}, relative difference {e['grad_rel_diff']:.3f}")
     return 0

@@ -46,6 +46,9 @@ class ModelConfig:
     # fused training forward of the frozen LLaMA/Qwen2/Mistral layers (scaling/models/fast_llm.py):
     # auto = on CUDA; on = everywhere (CPU runs the kernels' PyTorch references); off = the HF layers
     fused_llm: Literal["auto", "on", "off"] = "auto"
+    # quantise the fused layers' frozen projection weights to row-wise FP8 (scaling/models/fp8.py):
+    # FP8 GEMMs forward and backward; on CUDA needs compute capability >= 8.9 (H100/L40) and frozen_dtype bf16
+    fp8_llm: bool = False
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     label_smoothing: float = 0.002
     trust_remote_code: bool = False
@@ -76,6 +79,8 @@ class ModelConfig:
             problems.append("model.map.name 'none' and model.inject.name 'none' go together (the blind baseline)")
         if self.extract.n_levels < 1:
             problems.append("model.extract.n_levels must be >= 1")
+        if self.fp8_llm and self.fused_llm == "off":
+            problems.append("model.fp8_llm quantises the fused frozen-LLM layers: set model.fused_llm to auto or on")
         if problems:
             raise ConfigError(problems)
 

@@ -98,17 +98,24 @@ def fuse_llm(model: PerceptualLM, cfg: ModelConfig, device: torch.device) -> dic
     """Install the fused training forward on the frozen LLM's eligible layers (``cfg.fused_llm``).
 
     Runs after LoRA, bias tuning and adapters exist: layers they touch are left to Hugging Face.
-    Returns the report of :func:`scaling.models.fast_llm.accelerate_llm`, or None when off."""
-    if cfg.fused_llm == "off" or (cfg.fused_llm == "auto" and device.type != "cuda"):
+    With ``cfg.fp8_llm`` the fused layers' weights are also quantised to FP8 (also on CPU, where
+    ``fused_llm=auto`` otherwise leaves the layers alone). Returns the report of :func:`scaling.models.fast_llm.accelerate_llm`, or None when off."""
+    if cfg.fused_llm == "off" or (cfg.fused_llm == "auto" and device.type != "cuda" and not cfg.fp8_llm):
         return None
     from scaling.models.fast_llm import accelerate_llm
 
-    report = accelerate_llm(model.llm, mode=cfg.kernels)
+    report = accelerate_llm(model.llm, mode=cfg.kernels, fp8=cfg.fp8_llm)
     if report.get("fused_layers"):
         log.info("fused LLM forward on %d layer(s)%s", report["fused_layers"],
                  f"; left to Hugging Face: {report['skipped']}" if report.get("skipped") else "")
     elif cfg.fused_llm == "on":
         log.info("model.fused_llm=on but no layer qualifies: %s", report.get("reason") or report.get("skipped"))
+    if cfg.fp8_llm:
+        if not report.get("fp8_layers"):
+            why = report.get("reason") or report.get("fp8_skipped") or report.get("skipped")
+            raise ConfigError(f"model.fp8_llm: no layer of the LLM could run in FP8 ({why}); set model.fp8_llm=false")
+        log.info("FP8 weights on %d layer(s)%s", report["fp8_layers"],
+                 f"; kept in {cfg.frozen_dtype}: {report['fp8_skipped']}" if report.get("fp8_skipped") else "")
     return report
 
 

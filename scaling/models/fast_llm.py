@@ -13,6 +13,8 @@ forward that runs
 with input-gradient backward through the kernels' autograd Functions (frozen weights get no weight
 gradients). Calls with a KV cache (generation) fall back to the original forward; everything else
 in the model is unchanged. ``mode="torch"`` uses the PyTorch references of the kernels (CPU tests).
+With ``fp8=True`` the four projections of each fused layer run as row-wise FP8 GEMMs
+(:mod:`scaling.models.fp8`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
     hq, hk, hd = f["heads"], f["kv_heads"], f["head_dim"]
     x = hidden_states
     n = rms_norm(x, self.input_layernorm.weight, f["eps_in"], mode=mode)
-    qkv = F.linear(n, f["qkv_w"], f["qkv_b"])
+    qkv = f["qkv_fp8"](n) if "qkv_fp8" in f else F.linear(n, f["qkv_w"], f["qkv_b"])
     q, k, v = qkv.split([hq * hd, hk * hd, hk * hd], dim=-1)
     q = q.view(b, t, hq, hd).transpose(1, 2)
     k = k.view(b, t, hk, hd).transpose(1, 2)
@@ -80,7 +82,8 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
     attn = attn.transpose(1, 2).reshape(b, t, hq * hd)
     x = x + self.self_attn.o_proj(attn)
     n2 = rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"], mode=mode)
-    x = x + self.mlp.down_proj(swiglu(F.linear(n2, f["gate_up_w"], f["gate_up_b"]), mode=mode))
+    gate_up = f["gate_up_fp8"](n2) if "gate_up_fp8" in f else F.linear(n2, f["gate_up_w"], f["gate_up_b"])
+    x = x + self.mlp.down_proj(swiglu(gate_up, mode=mode))
     return x
 
 
@@ -110,8 +113,11 @@ def _eligible(layer: nn.Module) -> str | None:
     return None
 
 
-def accelerate_llm(llm: nn.Module, mode: str = "auto") -> dict:
-    """Install the fused forward on every eligible decoder layer; returns a report dict."""
+def accelerate_llm(llm: nn.Module, mode: str = "auto", fp8: bool = False) -> dict:
+    """Install the fused forward on every eligible decoder layer; returns a report dict.
+
+    ``fp8``: also quantise the fused layers' projection weights to row-wise FP8
+    (:mod:`scaling.models.fp8`); the report's ``fp8_layers`` counts them, ``fp8_skipped`` says why not."""
     model_type = getattr(llm.config, "model_type", "?")
     if model_type not in SUPPORTED:
         return {"fused_layers": 0, "reason": f"model type {model_type!r} not in {SUPPORTED}"}
@@ -140,4 +146,26 @@ def accelerate_llm(llm: nn.Module, mode: str = "auto") -> dict:
         layer._scaling_original_forward = layer.forward
         layer.forward = types.MethodType(_fused_forward, layer)
         fused += 1
-    return {"fused_layers": fused, "skipped": skipped, "mode": mode}
+    report = {"fused_layers": fused, "skipped": skipped, "mode": mode}
+    if fp8:
+        report.update(_quantize_layers(llm, layers))
+    return report
+
+
+def _quantize_layers(llm: nn.Module, layers) -> dict:
+    from scaling.models.fp8 import check_fp8_device, quantize_fused_layer
+
+    emb = llm.get_input_embeddings().weight
+    check_fp8_device(emb.device, emb.dtype)
+    done, why_not = 0, {}
+    for i, layer in enumerate(layers):
+        fused = getattr(layer, "_scaling_fused", None)
+        if fused is None:
+            why_not[i] = "not fused"
+            continue
+        why = quantize_fused_layer(layer, fused, emb.device)
+        if why:
+            why_not[i] = why
+        else:
+            done += 1
+    return {"fp8_layers": done, "fp8_skipped": why_not}

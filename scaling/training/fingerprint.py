@@ -8,8 +8,8 @@ for the LLM and the encoder:
 * ``n_params`` and ``shapes``: a hash of every parameter's name and shape;
 * ``weights``: for three tensors (first, middle, last parameter), a SHA-256 of a strided sample of
   at most 65,536 values in the stored dtype, plus 16 of those values as floats — so a copy loaded in
-  another dtype (bf16 vs fp16) is recognised by value (relative tolerance 2%) while the hash decides
-  when the dtypes agree.
+  another dtype (bf16 vs fp16) is recognised by value (relative tolerance 2%; 7% against FP8 weights of
+  ``model.fp8_llm``, compared dequantised) while the hash decides when the dtypes agree.
 
 :func:`compare` returns human-readable differences (empty when the backbones match). Parameters added
 by the method (LoRA ``lora_*``) are left out, so fingerprints taken at training start and after a
@@ -69,8 +69,15 @@ def fingerprint(module: nn.Module | None, config=None) -> dict[str, Any] | None:
         "weights": None,
     }
     if params and not any(p.is_meta for _, p in params):
+        from scaling.models.fp8 import dequantized
+
         picks = sorted({0, len(params) // 2, len(params) - 1})
-        out["weights"] = {params[i][0]: _tensor_print(params[i][1]) for i in picks}
+        out["weights"] = {}
+        for i in picks:
+            name, p = params[i]
+            out["weights"][name] = _tensor_print(p)
+            if str(p.dtype).startswith("torch.float8"):  # model.fp8_llm: compare the values the codes stand for
+                out["weights"][name]["values"] = _tensor_print(dequantized(module, name, p))["values"]
     return out
 
 
@@ -89,7 +96,8 @@ def _weights_differ(a: dict, b: dict) -> str | None:
     if a["dtype"] == b["dtype"]:
         return None if a["sha256"] == b["sha256"] else "different values (hash)"
     va, vb = torch.tensor(a["values"]), torch.tensor(b["values"])
-    if va.shape != vb.shape or not torch.allclose(va, vb, rtol=2e-2, atol=1e-3):
+    fp8 = "float8" in a["dtype"] or "float8" in b["dtype"]  # e4m3 keeps 3 mantissa bits: up to 6.25% apart
+    if va.shape != vb.shape or not torch.allclose(va, vb, rtol=7e-2 if fp8 else 2e-2, atol=1e-3):
         return f"different values (stored {a['dtype']}, now {b['dtype']})"
     return None
 

@@ -153,21 +153,21 @@ class Trainer:
         self._first_loader = first
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
 
-        from scaling.models.builder import build_model, parameter_table
+        from scaling.models.builder import build_model, fuse_llm, parameter_table
         from scaling.training.fingerprint import model_fingerprints
         from scaling.training.optim import build_optimizer
         from scaling.training.schedule import build_scheduler
 
         _seed_all(t.seed)  # identical trainable initialisation on every rank
         zero3 = self.plan.deepspeed is not None and ds_config.zero_stage(self.plan.deepspeed) == 3
-        self.model = build_model(cfg.model, self.device, fuse=not zero3)  # ZeRO-3 partitions the frozen weights itself
+        # unfused first: fingerprints see the weights as loaded, and the strategy (DeepSpeed broadcasts every
+        # parameter at initialisation) sees no FP8 tensors; the fused forward is installed after it, below
+        self.model = build_model(cfg.model, self.device, fuse=False)
         self.fingerprints = model_fingerprints(self.model)
         if self.main:
             table = parameter_table(self.model)
             rows = ", ".join(f"{k} {tr:,} trainable / {fr:,} frozen" for k, (tr, fr) in table.items())
             _log(True, f"model: {rows}")
-        if t.gradient_checkpointing:
-            recompute.enable(self.model)
         named = self.model.trainable_named_parameters()
         offload = bool(self.plan.deepspeed) and _offloads(self.plan.deepspeed)
         optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, cpu_offload=offload)
@@ -186,6 +186,10 @@ class Trainer:
 
             self.strategy = AccelerateStrategy(self.model, optimizer, scheduler_fn(optimizer), self.plan.precision,
                                           self.device, self.env.world_size, t.clip)
+        # ZeRO-3 partitions the frozen weights itself: no fused forward there
+        self.fused = (fuse_llm(self.model, cfg.model, self.device) if not zero3 else None) or {}
+        if t.gradient_checkpointing:
+            recompute.enable(self.model)  # after fusing: it wraps the layers' (fused) forward
         self.state = TrainerState(
             total_steps=self.total_steps, world_size=self.env.world_size, accumulation=self.accum,
             strategy=self.strategy.kind, zero_stage=self.strategy.zero_stage, precision=self.plan.precision,
@@ -216,6 +220,7 @@ class Trainer:
             "process_group_rank": distributed.rank(), "host": os.uname().nodename, "pid": os.getpid(),
             "device": str(self.device), "strategy": self.strategy.kind, "zero_stage": self.strategy.zero_stage,
             "frozen_params_total": total, "frozen_params_local": local, "accumulation": self.accum,
+            "fused_llm_layers": self.fused.get("fused_layers", 0), "fp8_llm_layers": self.fused.get("fp8_layers", 0),
         }
         os.makedirs(os.path.join(self.out, "ranks"), exist_ok=True)
         ckpt.write_json_atomic(os.path.join(self.out, "ranks", f"rank{self.env.rank:05d}.json"), info)

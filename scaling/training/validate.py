@@ -124,6 +124,9 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
             problems += dsc.check(raw, owned, f"train.deepspeed={t.deepspeed}")
             ds_resolved = dsc.resolve(raw, owned)
             stage = dsc.zero_stage(raw)
+            if stage == 3 and cfg.model.fp8_llm:
+                problems.append("model.fp8_llm needs the frozen LLM's weights whole on each rank, ZeRO-3 partitions them: "
+                                "use a ZeRO-2 config or set model.fp8_llm=false")
             if precision == "fp32" and t.precision != "fp32":
                 notes.append("DeepSpeed runs in fp32 here (fp16/bf16 sections filled as disabled)")
         try:

@@ -47,7 +47,7 @@ if not HAS_CUDA:
     if _dispatch is not None and not getattr(_dispatch, "_INTERPRET_AT_IMPORT", False):
         # dependency order: helpers first, then the op modules, then the patcher
         for _name in ("_triton_utils", "dispatch", "attention", "prefix_injection", "target_loss",
-                      "rms_norm", "swiglu", "rope", "patch"):
+                      "rms_norm", "swiglu", "swiglu_packed", "rope", "fp8_linear", "patch"):
             _mod = sys.modules.get(f"scaling.kernels.{_name}")
             if _mod is not None:
                 importlib.reload(_mod)

@@ -91,6 +91,6 @@ def test_launch_scripts_have_no_personal_paths(path):
     if path.endswith((".sh", ".sbatch")):
         assert subprocess.run(["bash", "-n", path]).returncode == 0
         assert ">>> SET" in text
-        assert "scaling train" in text or "--module scaling train" in text
+        assert "scaling train" in text or "--module scaling train" in text or "scaling bench" in text
     if path.endswith(".sbatch"):
         assert "--signal=USR1@120" in text and "--requeue" in text and "scontrol requeue" in text

@@ -127,6 +127,33 @@ def test_zero2_two_ranks_skips_a_nan_on_one_rank_and_resumes_exactly(tmp_path):
     assert_same_run(out, resumed, range(5, 11))
 
 
+def test_zero2_two_ranks_with_fp8_llm_weights_and_gradient_checkpointing(tmp_path):
+    """model.fp8_llm under DeepSpeed: quantised after deepspeed.initialize (which broadcasts every parameter),
+    on each rank, inside the recomputed layers; it learns like the bf16 run and resumes exactly."""
+    out = tmp_path / "z2fp8"
+    extra = ("train.deepspeed=ds_configs/zero2_bf16.json", "model.fp8_llm=true", "train.gradient_checkpointing=true",
+             "train.lr=5e-3", "train.save_every=4")
+    torchrun(out, 8, *extra)
+    ranks = assert_two_ranks(out, "deepspeed", 2)
+    assert all(r["fp8_llm_layers"] == r["fused_llm_layers"] >= 2 for r in ranks), ranks
+    assert_learns(by_step(out))
+    resumed = tmp_path / "z2fp8_resumed"
+    resume_from(out, resumed, 4)
+    torchrun(resumed, 8, *extra)
+    assert_same_run(out, resumed, range(5, 9))
+
+
+def test_zero3_refuses_fp8_llm_weights_with_the_fix(tmp_path):
+    from scaling.config import ConfigError, load_config
+    from scaling.training.validate import plan_run
+    from scaling.training.toy import tiny_run_overrides
+
+    cfg = load_config(None, tiny_run_overrides(str(tmp_path / "z3fp8"), 2)
+                      + ["train.deepspeed=ds_configs/zero3_bf16.json", "model.fp8_llm=true"])
+    with pytest.raises(ConfigError, match="use a ZeRO-2 config or set model.fp8_llm=false"):
+        plan_run(cfg, 2, "cpu")
+
+
 def test_zero3_two_ranks_partitions_the_frozen_llm_with_gradient_checkpointing(tmp_path):
     out = tmp_path / "z3"
     extra = ("train.deepspeed=ds_configs/zero3_bf16.json", "train.gradient_checkpointing=true", "train.lr=5e-3",

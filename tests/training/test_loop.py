@@ -162,3 +162,21 @@ def test_eval_hook_keeps_the_best_adapter_and_writes_metrics(tmp_path):
     assert meta["step"] == 4
     metrics = json.load(open(os.path.join(result.output_dir, "metrics.json")))
     assert metrics["task"] == "caption" and metrics["metrics"]["CIDEr"] == 0.7 and metrics["best"]["step"] == 4
+
+
+def test_fp8_llm_run_learns_and_its_adapter_loads_on_the_fp8_and_the_dense_model(tmp_path):
+    """``model.fp8_llm`` through the trainer (CPU: the FP8 GEMM's CPU kernel): fused and quantised after
+    the strategy wrapped the model, fingerprints taken before, so the adapter loads on either build."""
+    from scaling.models.fp8 import Fp8Linear
+
+    result = run(tmp_path, "fp8", 14, "train.lr=5e-3", "model.fp8_llm=true")
+    rows = losses(result.output_dir)
+    first, last = sum(rows[s]["loss"] for s in (1, 2, 3)) / 3, sum(rows[s]["loss"] for s in (12, 13, 14)) / 3
+    assert last < first - 0.15, (first, last)
+    ranks = json.load(open(os.path.join(result.output_dir, "ranks", "rank00000.json")))
+    n_layers = ranks["fused_llm_layers"]
+    assert n_layers >= 2 and ranks["fp8_llm_layers"] == n_layers
+    fp8_model, _ = ckpt.load_adapter(result.output_dir)
+    assert isinstance(fp8_model.layout.layers[0].mlp.down_proj, Fp8Linear)
+    dense_model, _ = ckpt.load_adapter(result.output_dir, overrides=["model.fp8_llm=false"])
+    assert type(dense_model.layout.layers[0].mlp.down_proj) is torch.nn.Linear
