@@ -24,6 +24,7 @@ if not torch.cuda.is_available():  # must happen before the kernels are imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from scaling.kernels.attention import attention, attention_reference  # noqa: E402
+from scaling.kernels.fp8_linear import fp8_linear, quantize_rows, quantize_rows_reference  # noqa: E402
 from scaling.kernels.prefix_injection import (  # noqa: E402
     inject_prefix,
     inject_prefix_reference,
@@ -36,7 +37,7 @@ from scaling.kernels.swiglu import swiglu, swiglu_reference  # noqa: E402
 from scaling.kernels.target_loss import target_cross_entropy, target_cross_entropy_reference  # noqa: E402
 
 OPS = ("attention", "attention_last_layer", "inject_prefix", "overwrite_slots", "target_loss", "rms_norm",
-       "swiglu", "rope")
+       "swiglu", "rope", "fp8_quantize", "fp8_linear")
 
 
 def _bench(fn: Callable[[], object], cuda: bool) -> float:
@@ -143,6 +144,26 @@ def _case(op: str, cuda: bool):
         return (f"q,k [{B}, {H}, {T}, {D}]", bf16,
                 {"triton": lambda: rope(q, k, cos, sin, mode="triton"), "torch": lambda: rope_reference(q, k, cos, sin)},
                 [q, k], 4 * q.numel() * 2, None, None)
+    if op == "fp8_quantize":
+        M, K = (1824, 4096) if cuda else (7, 96)
+        x = torch.randn(M, K, device=dev, dtype=bf16)
+        return (f"[{M}, {K}] → e4m3", bf16,
+                {"triton": lambda: quantize_rows(x, mode="triton"), "torch": lambda: quantize_rows_reference(x)},
+                [], 3 * x.numel(), None, None)
+    if op == "fp8_linear":  # the gate|up GEMM of LLaMA-7B at DePALM's token count; "torch" = the bf16 GEMM
+        M, K, N = (1824, 4096, 22016) if cuda else (7, 64, 96)
+        fp8_ok = not cuda or torch.cuda.get_device_capability() >= (8, 9)
+        if not fp8_ok:
+            raise RuntimeError("fp8_linear needs compute capability >= 8.9")
+        w = (torch.randn(N, K, device=dev) * K**-0.5).to(bf16)
+        wq, ws = quantize_rows(w)
+        wtq, wts = quantize_rows(w.t().contiguous())
+        x = torch.randn(M, K, device=dev, dtype=bf16, requires_grad=True)
+        flops = 2 * M * N * K
+        return (f"M={M} K={K} N={N}", bf16,
+                {"triton": lambda: fp8_linear(x, wq, ws, wtq, wts, mode="triton"),
+                 "torch": lambda: torch.nn.functional.linear(x, w)},
+                [x], None, flops, 2 * flops)  # forward + input gradient (frozen weight)
     raise ValueError(f"unknown op {op!r}; choose from {OPS}")
 
 
@@ -156,7 +177,8 @@ def run(ops: list[str]) -> list[dict]:
         for impl, fwd in impls.items():
             with torch.no_grad():
                 outs[impl] = fwd()
-            for pass_name, fn in (("fwd", fwd), ("fwd+bwd", _fwd_bwd(fwd, inputs))):
+            passes = [("fwd", fwd)] + ([("fwd+bwd", _fwd_bwd(fwd, inputs))] if inputs else [])  # quantisation: no backward
+            for pass_name, fn in passes:
                 if pass_name == "fwd":
                     def fn_ng(f=fn):
                         with torch.no_grad():
