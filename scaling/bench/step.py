@@ -118,6 +118,10 @@ def run_benchmark(
     if fp8 and not fused_llm:
         raise ValueError("--fp8 quantises the fused LLM layers: drop --no-fused-llm")
     dev = torch.device(device)
+    if fp8:
+        from scaling.models.fp8 import check_fp8_device
+
+        check_fp8_device(dev, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype])
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     # fused_llm=off: the plain reference must run the unmodified HF layers; the fused forward is installed

@@ -49,6 +49,9 @@ class ModelConfig:
     # quantise the fused layers' frozen projection weights to row-wise FP8 (scaling/models/fp8.py):
     # FP8 GEMMs forward and backward; on CUDA needs compute capability >= 8.9 (H100/L40) and frozen_dtype bf16
     fp8_llm: bool = False
+    # torch.compile the frozen encoder's forward (inference only: fuses its LayerNorms, activations and
+    # bias adds); compiled on the first batch of each new shape; not under ZeRO-3
+    compile_encoder: bool = False
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     label_smoothing: float = 0.002
     trust_remote_code: bool = False

@@ -91,6 +91,9 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
     freeze_and_mark(model)
     if fuse and not meta:
         fuse_llm(model, cfg, torch.device(device))
+    if cfg.compile_encoder and not meta and extractor is not None:
+        if not model.compile_encoder():
+            log.info("model.compile_encoder: the encoder has trainable parameters (bias tuning): left uncompiled")
     return model
 
 

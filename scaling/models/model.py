@@ -123,15 +123,19 @@ class PerceptualLM(nn.Module):
             self.extractor.encoder.eval()
         return self
 
-    def compile_encoder(self, **compile_kwargs) -> None:
+    def compile_encoder(self, **compile_kwargs) -> bool:
         """torch.compile the frozen encoder's forward (inference only: it never needs gradients
-        unless the encoder's biases are tuned, in which case compiling is skipped)."""
+        unless the encoder's biases are tuned, in which case compiling is skipped). Returns whether
+        the encoder is compiled."""
         if self.extractor is None:
-            return
+            return False
         enc = self.extractor.encoder.model
         if any(p.requires_grad for p in enc.parameters()):
-            return
-        enc.forward = torch.compile(enc.forward, dynamic=False, **compile_kwargs)
+            return False
+        if not getattr(enc, "_scaling_compiled", False):
+            enc.forward = torch.compile(enc.forward, dynamic=False, **compile_kwargs)
+            enc._scaling_compiled = True
+        return True
 
     @property
     def modality(self) -> str | None:

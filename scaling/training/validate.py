@@ -124,6 +124,9 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
             problems += dsc.check(raw, owned, f"train.deepspeed={t.deepspeed}")
             ds_resolved = dsc.resolve(raw, owned)
             stage = dsc.zero_stage(raw)
+            if stage == 3 and cfg.model.compile_encoder:
+                problems.append("model.compile_encoder is not supported under ZeRO-3 (its hooks gather the partitioned "
+                                "encoder weights inside the compiled forward): use ZeRO-2 or set model.compile_encoder=false")
             if stage == 3 and cfg.model.fp8_llm:
                 problems.append("model.fp8_llm needs the frozen LLM's weights whole on each rank, ZeRO-3 partitions them: "
                                 "use a ZeRO-2 config or set model.fp8_llm=false")

@@ -107,3 +107,21 @@ def test_a_sequence_longer_than_the_position_table_is_refused(tmp_path, backbone
         model(input_ids=too_long, labels=too_long, **media)
     with pytest.raises(ValueError, match=r"\+ 3 generated.*eval.max_new_tokens"):
         model.generate(fits[:, :-2], max_new_tokens=3, **media)
+
+
+@pytest.mark.slow
+def test_compile_encoder_gives_the_same_features_and_skips_tuned_encoders(backbones):
+    """model.compile_encoder: torch.compile of the frozen encoder (inductor, ~25 s on CPU)."""
+    def build(**kw):
+        torch.manual_seed(0)
+        return build_model(model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"],
+                                        frozen_dtype="fp32", **kw))
+
+    plain, compiled = build(), build(compile_encoder=True)
+    assert getattr(compiled.extractor.encoder.model, "_scaling_compiled", False)
+    assert not getattr(plain.extractor.encoder.model, "_scaling_compiled", False)
+    pixels = tiny_media("vit")["pixel_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.extractor(pixels), plain.extractor(pixels), rtol=1e-5, atol=1e-5)
+    tuned = build(compile_encoder=True, finetune={"bias_tuning": "encoder"})
+    assert not getattr(tuned.extractor.encoder.model, "_scaling_compiled", False)
