@@ -105,12 +105,15 @@ def quantize_rows(x: torch.Tensor, mode: str = "auto") -> tuple[torch.Tensor, to
 
 
 def scaled_matmul(aq: torch.Tensor, a_scale: torch.Tensor, bq: torch.Tensor, b_scale: torch.Tensor,
-                  out_dtype: torch.dtype) -> torch.Tensor:
+                  out_dtype: torch.dtype, fast_accum: bool = False) -> torch.Tensor:
     """``(aq·a_scale) @ (bq·b_scale)ᵀ`` for row-quantised ``aq`` [M, K] and ``bq`` [N, K] → [M, N].
 
-    CUDA's row-wise FP8 GEMM writes bf16 only: other dtypes are cast from it there."""
+    CUDA's row-wise FP8 GEMM writes bf16 only: other dtypes are cast from it there. ``fast_accum``
+    skips Hopper's periodic promotion of the partial sums to fp32 (faster, slightly less exact): the
+    forward uses it, the gradient GEMM does not (the recipe of torchao's float8 training)."""
     gemm_dtype = torch.bfloat16 if aq.is_cuda else out_dtype
-    out = torch._scaled_mm(aq, bq.t(), scale_a=a_scale, scale_b=b_scale.t(), out_dtype=gemm_dtype)
+    out = torch._scaled_mm(aq, bq.t(), scale_a=a_scale, scale_b=b_scale.t(), out_dtype=gemm_dtype,
+                           use_fast_accum=fast_accum)
     return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
@@ -125,7 +128,7 @@ class Fp8LinearFunction(torch.autograd.Function):
         xq, xs = quantize_rows(x, mode)
         ctx.save_for_backward(w, w_scale, w_t, w_t_scale)
         ctx.mode = mode
-        return scaled_matmul(xq, xs, w, w_scale, x.dtype)
+        return scaled_matmul(xq, xs, w, w_scale, x.dtype, fast_accum=True)
 
     @staticmethod
     def backward(ctx, gy):

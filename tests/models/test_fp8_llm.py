@@ -10,7 +10,7 @@ import torch
 
 from scaling.config.base import ConfigError
 from scaling.config.model import model_config
-from scaling.models.builder import build_model, parameter_table
+from scaling.models.builder import build_model, fuse_llm, parameter_table
 from scaling.models.fp8 import Fp8Linear
 from scaling.models.tiny import save_tiny_llm, tiny_media
 from scaling.training.fingerprint import compare, model_fingerprints
@@ -23,7 +23,14 @@ def _build(backbones, fp8: bool, llm: str = "llama", dtype: str = "bf16", **extr
     torch.manual_seed(0)
     cfg = model_config(method="depalm", llm=backbones[llm], encoder=backbones["vit"], frozen_dtype=dtype,
                        fused_llm="on", fp8_llm=fp8, **extra)
-    return build_model(cfg)
+    model = build_model(cfg, fuse=False)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # saved tiny models have zero biases: make qwen2's q/k/v biases matter
+        for mod in model.llm.modules():
+            if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g))
+    fuse_llm(model, cfg, torch.device("cpu"))
+    return model
 
 
 def _batch():
@@ -46,8 +53,9 @@ def _loss_and_grads(model, media):
     return out["loss"].item(), grads
 
 
-def test_every_projection_becomes_fp8_with_the_same_names_shapes_and_bytes(backbones):
-    dense, fp8 = _build(backbones, False), _build(backbones, True)
+@pytest.mark.parametrize("llm", ["llama", "qwen2"])  # qwen2: biases on q/k/v
+def test_every_projection_becomes_fp8_with_the_same_names_shapes_and_bytes(backbones, llm):
+    dense, fp8 = _build(backbones, False, llm=llm), _build(backbones, True, llm=llm)
     for layer in fp8.layout.layers:
         mods = [layer.get_submodule(name) for name in PROJECTIONS]
         assert all(isinstance(m, Fp8Linear) and m.weight.dtype == torch.float8_e4m3fn for m in mods)
@@ -71,6 +79,11 @@ def test_every_projection_becomes_fp8_with_the_same_names_shapes_and_bytes(backb
         return total
 
     assert projection_bytes(fp8) == projection_bytes(dense)  # W and Wᵀ in FP8 = the bf16 bytes
+    ids, mask, labels = _batch()
+    with torch.no_grad():
+        la = dense(input_ids=ids, attention_mask=mask, labels=labels, **tiny_media("vit"))["loss"]
+        lb = fp8(input_ids=ids, attention_mask=mask, labels=labels, **tiny_media("vit"))["loss"]
+    assert la != lb and abs(la - lb) < 0.01 * la  # close to the dense model (qwen2: with its q/k/v biases)
 
 
 def test_fp8_loss_and_gradients_are_close_to_bf16_but_not_identical(backbones):
