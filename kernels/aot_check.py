@@ -32,7 +32,7 @@ SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 2324
 _TORCH_TO_TRITON = {
     torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
     torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
-    torch.bool: "i1",
+    torch.bool: "i1", torch.float8_e4m3fn: "fp8e4nv",
 }
 
 
@@ -76,15 +76,17 @@ def _signature(fn, args, kwargs) -> tuple[dict, dict, dict]:
 def record_launches(quick: bool = False) -> list[tuple[Any, tuple, dict]]:
     """Run every launcher (forward and backward) at the real shapes with recording kernels."""
     from . import attention as att
+    from . import fp8_linear as f8
     from . import prefix_injection as inj
     from . import rms_norm as rms
     from . import rope as rp
     from . import swiglu as sw
+    from . import swiglu_packed as swp
     from . import target_loss as tls
 
     calls: list = []
     patched = []
-    for mod in (att, inj, rms, rp, sw, tls):
+    for mod in (att, f8, inj, rms, rp, sw, swp, tls):
         for name, obj in list(vars(mod).items()):
             if name.startswith("_") and name.endswith("_kernel") and hasattr(obj, "arg_names"):
                 patched.append((mod, name, obj))
@@ -130,6 +132,11 @@ def record_launches(quick: bool = False) -> list[tuple[Any, tuple, dict]]:
             cs = torch.zeros(1, 5, 128, dtype=dt)
             qo, ko = rp.RopeFunction.apply(q, kk, cs, cs, 1)
             (qo.float().sum() + ko.float().sum()).backward()
+            gu = torch.zeros(2, 3, 2 * 11008, dtype=dt, requires_grad=True)
+            swp.PackedSwiGLUFunction.apply(gu).float().sum().backward()
+            # FP8 row quantisation: LLaMA-7B rows (4096: one block; 11008: a loop over blocks)
+            for width in (4096, 11008):
+                f8._quantize_rows_triton(torch.zeros(3, width, dtype=dt))
     finally:
         for mod, name, obj in patched:
             setattr(mod, name, obj)
@@ -152,6 +159,8 @@ def check(archs: list[int], quick: bool = False, verbose: bool = True) -> list[d
             sig, consts, opts = _signature(fn, args, kwargs)
             if arch < 80 and any(v == "*bf16" for v in sig.values()):
                 continue  # no bf16 on pre-Ampere GPUs
+            if arch < 89 and any(v == "*fp8e4nv" for v in sig.values()):
+                continue  # no e4m3 before Ada / Hopper (the launcher runs PyTorch's cast there)
             key = (arch, fn.__name__, tuple(sig.items()), tuple(sorted((k, str(v)) for k, v in consts.items())),
                    tuple(sorted(opts.items())))
             if key in seen:

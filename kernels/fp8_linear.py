@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from ._triton_utils import INTERPRET
-from .dispatch import interpreter_active, use_triton
+from .dispatch import device_capability, interpreter_active, use_triton
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -90,6 +90,13 @@ def quantize_rows(x: torch.Tensor, mode: str = "auto") -> tuple[torch.Tensor, to
         raise ValueError(f"quantize_rows takes a 2-D tensor, got shape {tuple(x.shape)}")
     if not use_triton(x, matmul_heavy=False, mode=mode) or x.dtype == torch.float64:
         return quantize_rows_reference(x)
+    if x.is_cuda and device_capability(x) < (8, 9):  # Triton has no e4m3 below sm_89; PyTorch's cast does
+        return quantize_rows_reference(x)
+    return _quantize_rows_triton(x)
+
+
+def _quantize_rows_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The launcher: block size and warps from the row length (a loop over blocks for long rows)."""
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape

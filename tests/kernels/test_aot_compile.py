@@ -40,7 +40,7 @@ def test_all_kernels_compile_for_sm90():
     for name in ("_attn_fwd_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel", "_ce_loss_grad_kernel",
                  "_inject_prefix_kernel", "_overwrite_slots_fwd_kernel", "_overwrite_slots_bwd_kernel",
                  "_rms_norm_fwd_kernel", "_rms_norm_bwd_kernel", "_swiglu_fwd_kernel", "_swiglu_bwd_kernel",
-                 "_rope_kernel"):
+                 "_rope_kernel", "_fwd_kernel", "_bwd_kernel", "_quant_rows_kernel"):
         assert name in kernels, f"{name} was never launched by the recorder"
     bad = [r for r in records if not r["ok"]]
     assert not bad, json.dumps(bad, indent=1)[:3000]

@@ -132,7 +132,7 @@ def test_zero2_two_ranks_with_fp8_llm_weights_and_gradient_checkpointing(tmp_pat
     on each rank, inside the recomputed layers; it learns like the bf16 run and resumes exactly."""
     out = tmp_path / "z2fp8"
     extra = ("train.deepspeed=ds_configs/zero2_bf16.json", "model.fp8_llm=true", "train.gradient_checkpointing=true",
-             "train.lr=5e-3", "train.save_every=4")
+             "train.device=cpu", "train.lr=5e-3", "train.save_every=4")
     torchrun(out, 8, *extra)
     ranks = assert_two_ranks(out, "deepspeed", 2)
     assert all(r["fp8_llm_layers"] == r["fused_llm_layers"] >= 2 for r in ranks), ranks
