@@ -10,12 +10,16 @@ LLM="${LLM:-llama-7b}"              # >>> SET: a shape name of scaling/models/sh
 ENCODER="${ENCODER:-clip-vit-l14}"  # >>> SET: likewise
 BATCH="${BATCH:-32}"                # micro batch of one GPU
 STEPS="${STEPS:-10}"                # timed steps per measurement (after 3 warm-up steps)
+DEVICE="${DEVICE:-cuda}"            # cpu: a dry run of this script at tiny shapes (LLM=tiny-llama ENCODER=tiny-vit)
+DTYPE="${DTYPE:-bf16}"
 # ===========================================================================
 OUT="${1:-runs/bench}"
 mkdir -p "$OUT"
 FP8=""
-if python -c "import sys, torch; sys.exit(0 if torch.cuda.get_device_capability() >= (8, 9) else 1)"; then FP8="--fp8"; fi
-common=(--llm-shape "$LLM" --encoder-shape "$ENCODER" --batch "$BATCH" --steps "$STEPS" --json)
+if [ "$DEVICE" = cpu ] || python -c "import sys, torch; sys.exit(0 if torch.cuda.get_device_capability() >= (8, 9) else 1)"; then
+    FP8="--fp8"
+fi
+common=(--llm-shape "$LLM" --encoder-shape "$ENCODER" --batch "$BATCH" --steps "$STEPS" --device "$DEVICE" --dtype "$DTYPE" --json)
 
 run() {  # name, then scaling bench arguments
     local name="$1"; shift
@@ -41,22 +45,22 @@ out = sys.argv[1]
 def load(name):
     path = os.path.join(out, name + ".json")
     return json.load(open(path)) if os.path.exists(path) else None
-print(f"{'measurement':28s} {'step ms':>9s} {'samples/s':>10s} {'TFLOP/s':>8s} {'peak GB':>8s}  vs plain")
+print(f"{'measurement':36s} {'step ms':>9s} {'samples/s':>10s} {'TFLOP/s':>8s} {'peak GB':>8s}  vs plain")
 for name in ("depalm", "depalm_cached", "depalm_compiled_encoder", "depalm_torch_paths", "limber_all"):
     res = load(name)
     if res is None:
-        print(f"{name:28s} (failed)")
+        print(f"{name:36s} (failed)")
         continue
     gpu = res["config"]["gpu"]
     for row in ("plain", "ours", "ours_fp8"):
         r = res.get(row)
         if r:
             ratio = r["samples_s"] / res["plain"]["samples_s"] if "plain" in res else float("nan")
-            print(f"{name + ' ' + row:28s} {r['step_ms']:9.1f} {r['samples_s']:10.1f} {r['tflops']:8.1f} "
+            print(f"{name + ' ' + row:36s} {r['step_ms']:9.1f} {r['samples_s']:10.1f} {r['tflops']:8.1f} "
                   f"{(r['peak_gb'] or 0):8.1f}  {ratio:.2f}x")
     if "fp8_effect" in res:
         e = res["fp8_effect"]
-        print(f"{'':28s} FP8 effect: loss relative diff {e['loss_rel_diff']:.2e}, gradient cosine {e['grad_cosine']:.4f}")
+        print(f"{'':36s} FP8 effect: loss relative diff {e['loss_rel_diff']:.2e}, gradient cosine {e['grad_cosine']:.4f}")
 d, l = load("depalm"), load("limber_all")
 if d and l:
     print(f"LiMBeR(all) / DePALM step time: {l['ours']['step_ms'] / d['ours']['step_ms']:.2f}x (paper: ~4x); GPU: {gpu}")
