@@ -138,3 +138,31 @@ def test_bad_fp8_combinations_are_refused_with_the_fix(backbones):
         model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], fused_llm="off", fp8_llm=True)
     with pytest.raises(ConfigError, match="no layer of the LLM could run in FP8"):
         _build(backbones, True, llm="opt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); "
+                           "the CPU tests above cover the same path with torch._scaled_mm's CPU kernel")
+def test_fp8_on_the_gpu_with_triton_kernels_stays_close_to_bf16(backbones):
+    def build(fp8):
+        torch.manual_seed(0)
+        cfg = model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="bf16",
+                           kernels="triton", fused_llm="on", fp8_llm=fp8)
+        return build_model(cfg, device="cuda")
+
+    media = {k: v.to("cuda", torch.bfloat16) for k, v in tiny_media("vit").items()}
+    ids, mask, labels = (t.cuda() for t in _batch())
+    results = []
+    for fp8 in (False, True):
+        model = build(fp8).train()
+        torch.manual_seed(2)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, **media)
+        out["loss"].backward()
+        grads = torch.cat([p.grad.flatten().double() for _, p in model.trainable_named_parameters()])
+        results.append((out["loss"].item(), grads))
+        model.eval()
+        assert model.generate(ids[:, :4], mask[:, :4], max_new_tokens=3, **media).shape == (2, 3)
+    (la, ga), (lb, gb) = results
+    assert la != lb and abs(la - lb) < 0.01 * la
+    assert torch.nn.functional.cosine_similarity(ga, gb, dim=0).item() > 0.98
