@@ -20,6 +20,7 @@ from torch import nn
 
 from scaling.config.model import model_config
 from scaling.models.builder import build_model
+from scaling.training.optim import build_optimizer
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "L40": 181.0, "A10": 125.0}
 
@@ -220,7 +221,8 @@ def run_benchmark(
             report = None
     if compile_encoder and model.extractor is not None:
         model.compile_encoder()
-    opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.1, fused=dev.type == "cuda")
+    # the trainer's optimizer, as the trainer builds it on this device (single process)
+    opt = build_optimizer(model.trainable_named_parameters(), 1e-4, 0.1, fused=dev.type == "cuda")
 
     def our_step():
         with autocast:

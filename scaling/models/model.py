@@ -91,6 +91,10 @@ class PerceptualLM(nn.Module):
         self.deep_prompt = deep_prompt
         self.adapters = adapters
         self.label_smoothing = label_smoothing
+        # Training forward: when every sample's padding sits after its last real token (right
+        # padding, what the collator builds), a causal mask alone is exact for every real token,
+        # so the LLM gets no padding mask and SDPA can take its flash path (False: always the mask).
+        self.causal_only_when_right_padded = True
         self._state: InjectionState | None = None
         self.plan: dict[int, int] = {}
         if hasattr(injection, "plan") and extractor is not None:
@@ -276,7 +280,8 @@ class PerceptualLM(nn.Module):
         return tuple(args), kwargs
 
     def _run(self, embeds, mask_2d, positions, state: InjectionState, cache=None, q_len: int | None = None):
-        """One pass of the LLM's decoder stack with the hooks armed; returns the last hidden states."""
+        """One pass of the LLM's decoder stack with the hooks armed; returns the last hidden states.
+        ``mask_2d`` None: causal attention only (no padding before any real token)."""
         if state.hide_layers:
             state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count, embeds.dtype)
         self._state = state
@@ -311,6 +316,8 @@ class PerceptualLM(nn.Module):
         prefix, state = self._prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1])
         embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
+        if self.causal_only_when_right_padded and not state.hide_layers and ops.padding_is_trailing(mask):
+            mask, positions = None, ops.arange_positions(mask)
         hidden = self._run(embeds, mask, positions, state)
         out: dict[str, torch.Tensor] = {}
         p = prefix.shape[1]

@@ -86,6 +86,22 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return positions.masked_fill(mask == 0, 1)
 
 
+def padding_is_trailing(mask: torch.Tensor) -> bool:
+    """``[B, S]`` 0/1 mask → True when no sample has a padded position before a real one (right
+    padding, or none). Then causal attention without a padding mask is exact for every real token:
+    no real query can reach a padded key. (One device→host sync.)"""
+    if mask.shape[1] < 2:
+        return True
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+def arange_positions(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` → positions ``0..S-1`` for every row: equal to :func:`position_ids_from_mask` at
+    real tokens when the padding is trailing, and strictly increasing (so Hugging Face does not read
+    the padded tail as a second packed sequence and build a mask after all)."""
+    return torch.arange(mask.shape[1], device=mask.device).expand(mask.shape[0], -1)
+
+
 def overwrite_slots(hidden: torch.Tensor, tokens: torch.Tensor, start: int, mode: str = "torch") -> torch.Tensor:
     """``hidden [B, S, D]`` with rows ``start:start+n`` replaced by ``tokens [B, n, D]`` (out of place)."""
     if _want_triton(hidden, mode):

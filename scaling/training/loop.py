@@ -170,7 +170,8 @@ class Trainer:
             _log(True, f"model: {rows}")
         named = self.model.trainable_named_parameters()
         offload = bool(self.plan.deepspeed) and _offloads(self.plan.deepspeed)
-        optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, cpu_offload=offload)
+        fused_adamw = self.device.type == "cuda" and self.plan.deepspeed is None  # ZeRO flattens it itself
+        optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, cpu_offload=offload, fused=fused_adamw)
         in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
         assert in_opt == {id(p) for _, p in named}, "the optimizer must hold exactly the trainable parameters"
 

@@ -40,8 +40,10 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     cpu_offload: bool = False,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """AdamW on the trainable parameters (``requires_grad``) only."""
+    """AdamW on the trainable parameters (``requires_grad``) only. ``fused``: PyTorch's single-kernel
+    AdamW (the trainer asks for it on CUDA without DeepSpeed; same update as the default one)."""
     groups = param_groups(named_params, weight_decay, decay_1d)
     if not groups:
         raise ValueError("the model has no trainable parameter: nothing to optimise (check the method preset)")
@@ -49,4 +51,4 @@ def build_optimizer(
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, lr=lr, betas=betas, eps=eps, adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

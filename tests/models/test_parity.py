@@ -56,3 +56,68 @@ def test_zero_initialised_adapters_and_biases_keep_the_llm_output(backbones):
     with torch.no_grad():
         model.adapters[0].up.bias.fill_(1.0)
     assert not torch.allclose(ours, model(input_ids=ids, return_logits=True)["logits"])
+
+
+def _sdpa_spy(monkeypatch):
+    """Record (mask given, is_causal) of every SDPA call."""
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask") is not None, bool(kwargs.get("is_causal"))))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_right_padded_training_batch_runs_mask_free_causal_attention_with_equal_results(backbones, monkeypatch, fused):
+    """Trailing padding: the LLM gets no padding mask (SDPA is_causal, its flash path), and the loss
+    and trainable gradients equal those of the masked computation."""
+    cfg = model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="fp32",
+                       map={"d_embed": 32}, fused_llm="on" if fused else "off")
+    model = build_model(cfg).train()
+    ids = _ids(batch=3, length=9)
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0
+    mask[2, -1:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :2] = -100
+    media = media_for("vit", batch=3)
+
+    def run(mask_free: bool):
+        model.causal_only_when_right_padded = mask_free
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        calls = _sdpa_spy(monkeypatch)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, **media)["loss"]
+        loss.backward()
+        monkeypatch.undo()
+        grads = {n: p.grad.clone() for n, p in model.trainable_named_parameters() if p.grad is not None}
+        return loss.detach(), grads, calls
+
+    loss_fast, grads_fast, calls_fast = run(True)
+    loss_ref, grads_ref, calls_ref = run(False)
+    n_layers = len(model.layout.layers)
+    llm_calls_fast = calls_fast[-n_layers:]  # the mapper may call SDPA before the LLM does
+    assert llm_calls_fast == [(False, True)] * n_layers, calls_fast
+    assert all(given for given, _ in calls_ref[-n_layers:]), "the reference must run with the padding mask"
+    torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
+    assert grads_fast.keys() == grads_ref.keys() and grads_fast
+    for name in grads_ref:
+        torch.testing.assert_close(grads_fast[name], grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_left_or_inner_padding_keeps_the_padding_mask(backbones, monkeypatch):
+    cfg = model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="fp32",
+                       map={"d_embed": 32})
+    model = build_model(cfg).eval()
+    ids = _ids(batch=2, length=7)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # left padding: a real token follows a padded one
+    calls = _sdpa_spy(monkeypatch)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, **media_for("vit", batch=2))
+    n_layers = len(model.layout.layers)
+    assert all(given for given, _ in calls[-n_layers:]), calls

@@ -31,3 +31,22 @@ def test_frozen_backbones_never_enter_the_optimizer():
     assert in_opt == trainable
     assert not in_opt & frozen
     assert frozen  # the backbones are there, just not optimised
+
+
+def test_fused_adamw_makes_the_same_update_as_the_default_one():
+    """The trainer's CUDA choice (``fused=True``) checked on CPU, where PyTorch also has the fused kernel."""
+    torch.manual_seed(0)
+    lin_a, lin_b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    lin_b.load_state_dict(lin_a.state_dict())
+    opts = [build_optimizer(list(m.named_parameters()), 1e-2, fused=f) for m, f in ((lin_a, False), (lin_b, True))]
+    assert opts[1].defaults["fused"] is True and not opts[0].defaults["fused"]
+    x = torch.randn(8, 5)
+    start = lin_a.weight.detach().clone()
+    for _ in range(3):
+        for m, opt in zip((lin_a, lin_b), opts):
+            m(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for pa, pb in zip(lin_a.parameters(), lin_b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(lin_b.weight, start), "the optimizer must have moved the weights"
