@@ -312,11 +312,13 @@ class PerceptualLM(nn.Module):
         features ``[B, L, n_tok, d]`` → {"loss": scalar, "n_targets": int, "logits": ``[B, T, V]``}."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        # checked before any media work is queued: its device→host sync then waits for (almost) nothing
+        mask_free = self.causal_only_when_right_padded and ops.padding_is_trailing(attention_mask)
         mapped = self.encode(features=features, pixel_values=pixel_values, video=video, audio=audio)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1])
         embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
-        if self.causal_only_when_right_padded and not state.hide_layers and ops.padding_is_trailing(mask):
+        if mask_free and not state.hide_layers:  # the prefix is all real and precedes the text
             mask, positions = None, ops.arange_positions(mask)
         hidden = self._run(embeds, mask, positions, state)
         out: dict[str, torch.Tensor] = {}
