@@ -422,20 +422,21 @@ class PerceptualLM(nn.Module):
             next_scores = torch.full((b, k), float("-inf"), device=device)
             for i in range(b):
                 j = 0
-                for s, idx in zip(top_scores[i].tolist(), top_idx[i].tolist()):
+                for rank, (s, idx) in enumerate(zip(top_scores[i].tolist(), top_idx[i].tolist())):
                     beam, tok = divmod(idx, vocab)
                     if done[i] or s == float("-inf"):
                         break
                     if tok in eos:
-                        hyp = seqs[i * k + beam].tolist() + [tok]
-                        finished[i].append((s / (len(hyp) ** length_penalty), hyp))
+                        if rank < k:  # as Hugging Face: an EOS ranked below the k best is no hypothesis
+                            hyp = seqs[i * k + beam].tolist() + [tok]
+                            finished[i].append((s / (len(hyp) ** length_penalty), hyp))
                         continue
                     next_beams[i, j], next_tokens[i, j], next_scores[i, j] = beam, tok, s
                     j += 1
                     if j == k:
                         break
-                if len(finished[i]) >= k:
-                    done[i] = True
+                if len(finished[i]) >= k and step < max_new_tokens - 1:  # at the last step the live
+                    done[i] = True  # beams (complete at the length limit) still compete below
             if all(done):
                 break
             flat = (next_beams + torch.arange(b, device=device)[:, None] * k).view(-1)

@@ -81,3 +81,32 @@ def test_generation_stops_at_eos_and_pads_after(backbones):
     eos = int(free[0, 1])  # pretend the second generated token of sample 0 is EOS
     out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0, **media)
     assert int(out[0, 1]) == eos and (out[0, 2:] == 0).all()
+
+
+def test_beam_search_with_eos_picks_what_hugging_face_beam_search_picks(backbones):
+    """EOS firing inside the beam: the same hypotheses as ``generate(num_beams=k, early_stopping=True)``.
+    (Accepting EOS candidates ranked below the k best, or dropping full-length live beams at the last
+    step, makes the two differ on these peaked distributions.)"""
+    model = build_model(model_config(method="blind", llm=backbones["llama"], frozen_dtype="fp32")).eval()
+    with torch.no_grad():
+        model.layout.lm_head.weight.mul_(20)  # peaked distributions: EOS often ranks in the top 2k
+    llm = model.llm
+    torch.manual_seed(0)
+    compared = with_eos = 0
+    for trial in range(30):
+        ids = torch.randint(5, 90, (1, 4))
+        with torch.no_grad():
+            prefix, _ = model._prefix(None, 1)
+            emb = torch.cat([prefix, model.layout.embed_tokens(ids)], 1)
+            first = llm(inputs_embeds=emb).logits[0, -1].float()
+        eos = int(first.topk(3).indices[trial % 3])
+        for k in (2, 3):
+            ours = model.generate(ids, max_new_tokens=6, num_beams=k, eos_token_id=eos, pad_token_id=0)[0].tolist()
+            ref = llm.generate(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long),
+                               max_new_tokens=6, num_beams=k, early_stopping=True, eos_token_id=eos, pad_token_id=0,
+                               do_sample=False, length_penalty=1.0)[0].tolist()
+            cut = lambda seq: seq[: seq.index(eos) + 1] if eos in seq else seq  # noqa: E731
+            assert cut(ours) == cut(ref), f"trial {trial} k={k} eos={eos}: ours {cut(ours)} vs HF {cut(ref)}"
+            compared += 1
+            with_eos += eos in ours
+    assert compared == 60 and with_eos >= 10, "the comparison must exercise EOS inside the beam"
