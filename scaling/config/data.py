@@ -39,7 +39,7 @@ class DataConfig:
     augment: bool = True
     samples_per_epoch: int | None = None  # default: read from the shards' index
     # ---- added with the streaming pipeline (scaling/data) ----
-    index: str | None = None  # explicit index.json (path or URL) when it cannot be found next to the shards
+    index: str | None = None  # explicit index.json (path or URL) when it cannot be found next to the shards (pipe: sources)
     features: str | None = None  # folder of cached feature shards (its index.json); used when use_features=true
     hflip: float = 0.5  # horizontal flip probability at training (images, videos)
     crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])  # random resized crop area range

@@ -5,7 +5,9 @@
 modality: image (PIL → :class:`~scaling.data.augment.ImageTransform`), video (PyAV or frame
 sequence → the same transform with shared parameters on all frames), audio (→ AST log-mel, SpecAugment
 at training) or cached features (one of the K stored views at random at training, view 0 at eval).
-Any failure raises; the stream counts and logs the sample and goes on without it.
+Any failure (bad json, a record that is not an object, ``answers`` that is not a list, unreadable media
+or features) raises :class:`SampleError` naming the sample; the stream counts and logs the sample and
+goes on without it.
 """
 
 from __future__ import annotations
@@ -25,24 +27,59 @@ from scaling.data.shards import AUDIO_EXTS, FEATURE_EXTS, FRAME_RE, IMAGE_EXTS, 
 
 
 class SampleError(ValueError):
-    """A sample that cannot be used (corrupt or missing media, bad json)."""
+    """A sample that cannot be used (corrupt or missing media, bad json). ``reason`` says why, ``key``
+    names the sample when known (the message holds both)."""
+
+    def __init__(self, reason: str, key: str | None = None):
+        super().__init__(f"sample {key}: {reason}" if key else reason)
+        self.reason = reason
+        self.key = key
 
 
 def load_features(sample: dict[str, Any]) -> np.ndarray:
     """The cached features of a sample: float16 ``[views, levels, tokens, dim]``."""
     if "npy" in sample:
-        arr = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+        arr = _read_member("npy", lambda: np.load(io.BytesIO(sample["npy"]), allow_pickle=False))
     elif "safetensors" in sample:
         from safetensors.numpy import load
 
-        arr = load(sample["safetensors"])["features"]
+        tensors = _read_member("safetensors", lambda: load(sample["safetensors"]))
+        if "features" not in tensors:
+            raise SampleError(f"the safetensors member has no tensor 'features' (it has {sorted(tensors)}); "
+                              "re-create the shards with `scaling data cache-features`")
+        arr = tensors["features"]
     else:
         raise SampleError("no cached features (npy/safetensors member)")
+    if not isinstance(arr, np.ndarray):
+        raise SampleError(f"cached features must be an array, got {type(arr).__name__}")
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
         raise SampleError(f"cached features must be [views, levels, tokens, dim], got shape {arr.shape}")
     return arr
+
+
+def _read_member(ext: str, read):
+    """``read()``, with any failure (truncated or corrupt bytes) turned into a :class:`SampleError`."""
+    try:
+        return read()
+    except Exception as err:  # noqa: BLE001 - numpy/safetensors raise ValueError, OSError, their own errors
+        raise SampleError(f"cannot read the cached features (.{ext}): {type(err).__name__}: {err}; the shard is "
+                          "corrupt: re-create it with `scaling data cache-features`") from None
+
+
+def parse_record(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The sample's json record and its answers (the strings of ``answers``; ``[]`` when absent)."""
+    try:
+        record = parse_json(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SampleError(f"bad json: {err}") from None
+    if not isinstance(record, dict):
+        raise SampleError(f"the json member must be an object (see docs/data.md, shard format), got {type(record).__name__}")
+    answers = record.get("answers", [])
+    if not isinstance(answers, list):
+        raise SampleError(f"'answers' in the json must be a list of strings, got {type(answers).__name__}")
+    return record, [a for a in answers if isinstance(a, str)]
 
 
 class SampleDecoder:
@@ -60,11 +97,17 @@ class SampleDecoder:
         self.time_mask = int(getattr(cfg, "time_mask", 96))
 
     def __call__(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        """The decoded sample; any problem with it raises :class:`SampleError` naming its key."""
+        key = raw.get("__key__") if isinstance(raw, dict) else None
         try:
-            record = parse_json(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise SampleError(f"bad json: {err}") from None
-        answers = [a for a in record.get("answers", []) if isinstance(a, str)]
+            return self._decode(raw, rng)
+        except SampleError as err:
+            raise SampleError(err.reason, key) from None
+        except Exception as err:  # noqa: BLE001 - anything wrong with one sample must only skip that sample
+            raise SampleError(f"cannot decode: {type(err).__name__}: {err}", key) from None
+
+    def _decode(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        record, answers = parse_record(raw)
         if self.train and not answers:
             raise SampleError("no answer to train on")
         target = answers[rng.randrange(len(answers))] if (self.train and answers) else (answers[0] if answers else "")
@@ -135,4 +178,4 @@ class SampleDecoder:
         return feats
 
 
-__all__ = ["FEATURE_EXTS", "SampleDecoder", "SampleError", "load_features"]
+__all__ = ["FEATURE_EXTS", "SampleDecoder", "SampleError", "load_features", "parse_record"]

@@ -68,8 +68,8 @@ class _ShardSamples(IterableDataset):
                 try:
                     views = [self.decoder(raw, random.Random(derive_seed("cache", self.seed, shard.name, pos, v)))
                              for v in range(self.views)]
-                except SampleError as err:
-                    yield {"error": f"{shard.url}:{raw.get('__key__')} ({err})"}
+                except SampleError as err:  # the decoder turns any problem of a sample into a SampleError
+                    yield {"error": f"{shard.url}:{raw.get('__key__')} ({err.reason})"}
                     continue
                 yield {"key": raw["__key__"].rsplit("/", 1)[-1], "json": raw["json"], "media": torch.stack([v["media"] for v in views]),
                        "id": views[0]["id"]}

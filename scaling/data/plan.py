@@ -1,8 +1,10 @@
 """Epoch plans: which samples each (rank, worker) reads and in which order.
 
-A plan is a pure function of the index (shard sample counts, subset positions) and
-``(seed, epoch, rank, world_size, worker, num_workers, batch_size)``, which is what makes the loader
-reproducible and exactly resumable without any saved shuffle state.
+A plan is a pure function of the index (shard sample counts, subset positions),
+``(seed, epoch, rank, world_size, worker, num_workers, batch_size)`` and the order settings (shuffle
+buffer, length bucketing, samples per epoch), which is what makes the loader reproducible and exactly
+resumable without any saved shuffle state (the loader state records them all, see
+:mod:`scaling.data.resume`).
 
 Training: the shard order is shuffled with ``(seed, epoch)`` (the same on every rank); the resulting
 sequence of samples is cut into ``world_size`` contiguous, balanced ranges (so a shard straddling a
@@ -12,6 +14,9 @@ produces exactly ``batches_per_rank = floor(N / (world_size * batch_size))`` bat
 workers round-robin. Inside a worker, samples come out in the order of a seeded shuffle buffer
 (simulated on positions here, replayed on data by :mod:`scaling.data.stream`), optionally regrouped by
 text length (length bucketing).
+
+A worker whose whole share cannot be decoded (a lost shard) reads a :func:`replacement_plan` instead:
+the rank's other samples, then the rest of the split, in a seeded order.
 
 Evaluation: shards in index order, contiguous balanced ranges per rank and worker, every sample
 exactly once, no padding, no shuffling.
@@ -141,6 +146,46 @@ def bucket_order(order: list[int], lengths: list[int], batch_size: int, window_b
     return out
 
 
+@dataclasses.dataclass
+class TrainSplit:
+    """How an epoch's sample sequence (shards in ``shard_order``, concatenated) is cut for one rank:
+    the rank reads ``start..stop-1``, worker ``w`` the ``sizes[w]`` samples after the previous workers'."""
+
+    shard_order: list[int]
+    total: int
+    start: int
+    stop: int
+    sizes: list[int]
+    quotas: list[int]
+    n_batches: int
+
+    def worker_range(self, worker: int) -> tuple[int, int]:
+        lo = self.start + sum(self.sizes[:worker])
+        return lo, lo + self.sizes[worker]
+
+
+def _train_split(kept: Sequence[Sequence[int]], seed: int, epoch: int, rank: int, world_size: int, k: int,
+                 batch_size: int, samples_per_epoch: int | None) -> TrainSplit:
+    total = sum(len(x) for x in kept)
+    shard_order = list(range(len(kept)))
+    random.Random(derive_seed("shards", seed, epoch)).shuffle(shard_order)
+    a, b = balanced_ranges(total, world_size)[rank]
+    epoch_total = samples_per_epoch if samples_per_epoch else total
+    n_batches = batches_per_rank(epoch_total, world_size, batch_size)
+    quotas = [worker_quota(n_batches, w, k) for w in range(k)]
+    n_rank = b - a
+    if samples_per_epoch:  # workers cycle over their share: split it in proportion to their quotas
+        cum = [0]
+        for q in quotas:
+            cum.append(cum[-1] + q)
+        bounds = [(n_rank * c + n_batches // 2) // max(1, n_batches) for c in cum] if n_batches else [n_rank * w // k for w in range(k + 1)]
+        sizes = [bounds[w + 1] - bounds[w] for w in range(k)]
+    else:
+        spare = n_rank - n_batches * batch_size
+        sizes = [q * batch_size + spare // k + (1 if w < spare % k else 0) for w, q in enumerate(quotas)]
+    return TrainSplit(shard_order, total, a, b, sizes, quotas, n_batches)
+
+
 def plan_rank(
     kept: Sequence[Sequence[int]],
     *,
@@ -172,29 +217,13 @@ def plan_rank(
     k = max(1, num_workers)
     total = sum(len(x) for x in kept)
     if train:
-        shard_order = list(range(len(kept)))
-        random.Random(derive_seed("shards", seed, epoch)).shuffle(shard_order)
-        a, b = balanced_ranges(total, world_size)[rank]
-        epoch_total = samples_per_epoch if samples_per_epoch else total
-        n_batches = batches_per_rank(epoch_total, world_size, batch_size)
-        quotas = [worker_quota(n_batches, w, k) for w in range(k)]
-        n_rank = b - a
-        if samples_per_epoch:  # workers cycle over their share: split it in proportion to their quotas
-            cum = [0]
-            for q in quotas:
-                cum.append(cum[-1] + q)
-            bounds = [(n_rank * c + n_batches // 2) // max(1, n_batches) for c in cum] if n_batches else [n_rank * w // k for w in range(k + 1)]
-            sizes = [bounds[w + 1] - bounds[w] for w in range(k)]
-        else:
-            spare = n_rank - n_batches * batch_size
-            sizes = [q * batch_size + spare // k + (1 if w < spare % k else 0) for w, q in enumerate(quotas)]
+        split = _train_split(kept, seed, epoch, rank, world_size, k, batch_size, samples_per_epoch)
         plans = []
-        start = a
         for w in range(k):
-            segs = _cut(shard_order, kept, start, start + sizes[w])
-            start += sizes[w]
+            lo, hi = split.worker_range(w)
+            segs = _cut(split.shard_order, kept, lo, hi)
             wseed = derive_seed("worker", seed, epoch, rank, world_size, w, k)
-            plan = WorkerPlan(segs, [], quotas[w], wseed)
+            plan = WorkerPlan(segs, [], split.quotas[w], wseed)
             plans.append(plan)
             if worker is not None and w != worker:
                 continue
@@ -204,7 +233,7 @@ def plan_rank(
                 flat = [lengths[s.shard][p] for s in segs for p in s.positions]
                 order = bucket_order(order, flat, batch_size, bucket_batches, rng)
             plan.order = order
-        return plans, n_batches
+        return plans, split.n_batches
     shard_order = list(range(len(kept)))
     if limit is not None:
         total = min(total, limit)
@@ -217,3 +246,42 @@ def plan_rank(
         plans.append(plan)
     n_batches = sum(-(-p.size // batch_size) for p in plans)
     return plans, n_batches
+
+
+def replacement_plan(
+    kept: Sequence[Sequence[int]],
+    *,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    batch_size: int,
+    worker: int,
+    shuffle_buffer: int = 1000,
+    samples_per_epoch: int | None = None,
+) -> WorkerPlan:
+    """The samples a training worker reads instead of its share when none of that share can be decoded
+    (it lies inside a lost or corrupt shard), so that it still yields its batches.
+
+    The rank's other samples come first (the shares of the workers after it, then before it), then the
+    rest of the split after the rank's range (wrapping around), up to the rank's size plus the largest
+    shard (enough to get past any single lost shard); read in a seeded shuffle-buffer order. A
+    deterministic function of the same arguments as :func:`plan_rank`, so a resumed run replays it.
+    These samples are also read by their own workers: they are seen twice this epoch.
+    """
+    k = max(1, num_workers)
+    split = _train_split(kept, seed, epoch, rank, world_size, k, batch_size, samples_per_epoch)
+    own_lo, own_hi = split.worker_range(worker)
+    room = (split.stop - split.start) + max((len(x) for x in kept), default=0)
+    pieces = [(own_hi, split.stop), (split.start, own_lo), (split.stop, split.total), (0, split.start)]
+    segs: list[Segment] = []
+    for lo, hi in pieces:
+        hi = min(hi, lo + room)
+        if lo < hi:
+            segs += _cut(split.shard_order, kept, lo, hi)
+            room -= hi - lo
+    wseed = derive_seed("replacement", seed, epoch, rank, world_size, worker, k)
+    plan = WorkerPlan(segs, [], split.quotas[worker], wseed)
+    plan.order = shuffle_buffer_order(plan.size, shuffle_buffer, random.Random(derive_seed("buffer", wseed)))
+    return plan

@@ -281,14 +281,32 @@ def iter_members(url: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
             tar.close()
     else:
         stream = open_url(url)
+        abandoned = False
         try:
             tar = tarfile.open(fileobj=stream, mode="r|*")
             for info in tar:
                 if info.isreg():
                     yield tar, info
                 tar.members = []
+        except GeneratorExit:  # the reader stopped early (it has what it wanted)
+            abandoned = True
+            raise
         finally:
-            stream.close()
+            close_stream(stream, abandoned)
+
+
+def close_stream(stream, abandoned: bool = False) -> None:
+    """Close a remote stream. A stream ``abandoned`` before its end is closed without checking the exit
+    status of its command: a ``pipe:`` command (curl, aws s3 cp, cat) that still writes when the pipe
+    closes fails (curl: exit 23), which is expected then. A stream read to the end still reports a
+    failing command (webdataset's ``Pipe`` raises ``OSError``)."""
+    if not abandoned:
+        stream.close()
+        return
+    if hasattr(stream, "ignore_errors"):  # webdataset.gopen.Pipe
+        stream.ignore_errors = True
+    with contextlib.suppress(OSError):
+        stream.close()
 
 
 def read_positions(url: str, positions: Iterable[int] | None = None, select: str | None = None) -> Iterator[tuple[int, dict | None, str]]:
@@ -428,6 +446,21 @@ def _url_key(url: str) -> str:
     return os.path.abspath(local_path(url)) if is_local(url) else url
 
 
+def _named_paths(url: str) -> list[str]:
+    """The ``/name`` tails a shard URL may end a shard name with, longest first.
+
+    A shard name counts only as a whole word: ``https://host/coco/train-000000.tar`` and the ``pipe:``
+    forms ``pipe:curl -s https://host/coco/train-000000.tar`` or ``pipe:aws s3 cp s3://b/coco/train-000000.tar -``
+    (arguments after the name) all name ``/train-000000.tar`` and ``/coco/train-000000.tar``.
+    """
+    command = url[len("pipe:"):] if url.startswith("pipe:") else url
+    tails = []
+    for word in command.split():
+        word = word.strip("'\"")
+        tails += [word[i:] for i, ch in enumerate(word) if ch == "/" and i + 1 < len(word)]
+    return sorted(tails, key=len, reverse=True)
+
+
 def _index_candidates(url: str) -> list[str]:
     if url.startswith("pipe:"):
         return []
@@ -496,7 +529,7 @@ def resolve_split(source: str, split: str, index: str | None = None, need_ids: b
         for url in urls:
             hit = entry_by_name.get(_url_key(url))
             if hit is None:
-                tail = [k for k in entry_by_name if k.startswith("/") and url.endswith(k)]
+                tail = [k for k in _named_paths(url) if k in entry_by_name]
                 hit = entry_by_name[tail[0]] if tail else None
             if hit is not None:
                 sh, info, ipath, sentry = hit

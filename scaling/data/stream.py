@@ -15,7 +15,9 @@ Guarantees (see :mod:`scaling.data.plan` for how):
 * exact resume: ``state_dict()`` / ``load_state_dict()`` (:mod:`scaling.data.resume`);
 * bad samples (corrupt/missing media, unreadable shard) are skipped, counted (``loader.skipped``) and
   their keys logged; a training rank still yields its full batch count (it takes the next samples and,
-  if its share runs out, cycles through it again).
+  if its share runs out, cycles through it again; a worker whose whole share is undecodable, e.g. inside
+  a lost shard, reads seeded replacement samples from the rank's other shards and the split instead,
+  with a warning naming the shard).
 
 Training loaders are a stream: iterating again after a ``break`` continues where it stopped, the
 epoch advances by itself after a complete pass (so ``for epoch ...: for batch in loader`` works), and
@@ -36,7 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from scaling.config.base import ConfigError
 from scaling.data.collate import collate
 from scaling.data.decode import SampleDecoder, SampleError
-from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_rank
+from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_rank, replacement_plan
 from scaling.data.resume import LoaderState, reconcile
 from scaling.data.shards import ShardRef, read_positions, resolve_split
 from scaling.data.subset import kept_positions
@@ -118,6 +120,15 @@ class ShardStream(IterableDataset):
             samples_per_epoch=self.samples_per_epoch, limit=self.limit, worker=worker,
         )
 
+    def order_settings(self) -> dict[str, int]:
+        """The settings besides the layout that shape the order (kept in the loader state: changing one
+        makes a resume approximate)."""
+        if not self.train:  # evaluation reads in index order
+            return {"shuffle_buffer": 1, "bucket_batches": 0, "samples_per_epoch": 0}
+        return {"shuffle_buffer": max(1, self.shuffle_buffer),
+                "bucket_batches": self.bucket_batches if self.lengths is not None else 0,
+                "samples_per_epoch": self.samples_per_epoch or 0}
+
     def __iter__(self):
         info = get_worker_info()
         physical = info.id if info is not None else 0
@@ -141,40 +152,78 @@ class ShardStream(IterableDataset):
         try:
             return self.decoder(raw, random.Random(cursor_seed))
         except SampleError as err:
-            skipped.append(f"{raw.get('__url__')}:{raw.get('__key__')} ({err})")
+            skipped.append(f"{raw.get('__url__')}:{raw.get('__key__')} ({err.reason})")
             return None
 
     def _train_batches(self, plan: WorkerPlan, worker: int, cursor: int, quota: int):
-        size = plan.size
         if quota <= 0:
             return
-        if size == 0:
+        if plan.size == 0:
             raise RuntimeError(f"rank {self.rank} worker {worker} has no samples but must yield {quota} batches")
         batch: list[dict] = []
         skipped: list[str] = []
-        while quota > 0:
-            lap, k0 = divmod(cursor, size)
+        for cursor, sample in self._train_samples(plan, worker, cursor, skipped):
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                out = collate(batch, self.text, train=True)
+                out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": list(skipped)}
+                yield out
+                batch = []
+                skipped.clear()
+                quota -= 1
+                if quota == 0:
+                    return
+
+    def _train_samples(self, plan: WorkerPlan, worker: int, cursor: int, skipped: list[str]):
+        """``(cursor, sample)`` for the worker's decodable samples from ``cursor`` on, endlessly.
+
+        The worker cycles through its share; when a whole pass over it gives nothing (its share lies
+        inside a lost shard), it goes on with its replacement order (:func:`replacement_plan`), with
+        negative cursors ``-1 - consumed``. Raises when that gives nothing either.
+        """
+        if cursor >= 0:
+            yield from self._laps(plan, cursor, skipped)
+            cursor = -1
+        replacement = self.replacement(self.epoch, worker)
+        if replacement.size:
+            self._warn_replacement(plan, worker, replacement, skipped)
+            for consumed, sample in self._laps(replacement, -1 - cursor, skipped):
+                yield -1 - consumed, sample
+        raise RuntimeError(
+            f"rank {self.rank} worker {worker}: none of its {plan.size} samples nor of its {replacement.size} replacement "
+            f"samples could be decoded (last problems: {skipped[-3:]}); check the shards with `scaling data inspect`")
+
+    def _laps(self, plan: WorkerPlan, consumed: int, skipped: list[str]):
+        """``(entries consumed, sample)`` for each decodable sample of ``plan.order`` from entry
+        ``consumed`` on, going round again at the end; returns after a whole lap without one."""
+        size = plan.size
+        while True:
+            lap, k0 = divmod(consumed, size)
             good_in_lap = 0
             for k, raw, key in iter_plan(plan, self.shards, k0):
-                cursor = lap * size + k + 1
-                sample = self._decode(raw, key, derive_seed(plan.seed, cursor - 1), skipped)
-                if sample is None:
-                    continue
-                good_in_lap += 1
-                batch.append(sample)
-                if len(batch) == self.batch_size:
-                    out = collate(batch, self.text, train=True)
-                    out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
-                    yield out
-                    batch, skipped = [], []
-                    quota -= 1
-                    if quota == 0:
-                        return
+                consumed = lap * size + k + 1
+                sample = self._decode(raw, key, derive_seed(plan.seed, consumed - 1), skipped)
+                if sample is not None:
+                    good_in_lap += 1
+                    yield consumed, sample
             if good_in_lap == 0 and k0 == 0:
-                raise RuntimeError(
-                    f"rank {self.rank} worker {worker}: none of its {size} samples could be decoded "
-                    f"(last problems: {skipped[-3:]}); check the shards with `scaling data inspect`")
-            cursor = (lap + 1) * size
+                return
+            consumed = (lap + 1) * size
+
+    def replacement(self, epoch: int, worker: int) -> WorkerPlan:
+        return replacement_plan(
+            self.kept, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+            num_workers=self.num_workers, batch_size=self.batch_size, worker=worker,
+            shuffle_buffer=self.shuffle_buffer, samples_per_epoch=self.samples_per_epoch,
+        )
+
+    def _warn_replacement(self, plan: WorkerPlan, worker: int, replacement: WorkerPlan, skipped: list[str]) -> None:
+        lost = sorted({self.shards[seg.shard].url for seg in plan.segments})
+        log.warning(
+            "rank %d worker %d: none of its %d samples could be decoded (shard %s; last problem: %s); it reads %d "
+            "replacement samples from the rank's other shards and the split instead (they are seen twice this epoch). "
+            "Restore or re-create the lost shard (check with `scaling data inspect`)",
+            self.rank, worker, plan.size, ", ".join(lost), skipped[-1] if skipped else "none", replacement.size)
 
     def _eval_batches(self, plan: WorkerPlan, worker: int, cursor: int):
         batch: list[dict] = []
@@ -256,6 +305,7 @@ class StreamLoader:
             epoch=self.epoch, batches=self.batches, samples=self.samples, cursors=list(self.cursors), seed=ds.seed,
             rank=ds.rank, world_size=ds.world_size, num_workers=self._k, batch_size=ds.batch_size,
             num_samples=self.num_samples, fraction=self.fraction, subset_seed=self.subset_seed, skipped=self.skipped,
+            **ds.order_settings(),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -243,3 +243,52 @@ def test_a_model_without_perception_reads_text_only(shards, tok):
     assert batch["input_ids"].shape == batch["labels"].shape and (batch["labels"] != -100).any()
     evals = next(iter(build_loader(blind_cfg, tok, "val", 0, 1, False)))
     assert "pixel_values" not in evals and len(evals["ids"]) == 3
+
+
+@pytest.fixture(scope="module")
+def big_shard(tmp_path_factory):
+    """One shard of 4 samples of 256 KiB: far more than a pipe holds, so a command still writes when
+    a reader stops after the first sample."""
+    from scaling.data.shards import ShardSetWriter, sample_record
+
+    root = str(tmp_path_factory.mktemp("big"))
+    writer = ShardSetWriter(os.path.join(root, "train-%06d.tar"), root)
+    for i in range(4):
+        writer.write(f"k{i:04d}", sample_record(f"id{i}", "caption", "x", "train", ["a cat"]), {"bin": os.urandom(1 << 18)})
+    writer.close()
+    return os.path.join(root, "train-000000.tar")
+
+
+def test_pipe_shard_read_part_way_closes_quietly(big_shard):
+    from scaling.data.shards import read_positions
+
+    url = f"pipe:cat {big_shard} || exit 23"  # like curl: exit 23 when the pipe closes while it writes
+    got = list(read_positions(url, [0]))  # reading stops after the first sample
+    assert [(p, key.rsplit("/", 1)[-1]) for p, _, key in got] == [(0, "k0000")] and got[0][1] is not None
+    reader = read_positions(url, [0, 1, 2, 3])
+    assert next(reader)[0] == 0
+    reader.close()  # the loader stops (a break, or its worker's positions are done)
+
+
+def test_pipe_failure_of_a_fully_read_shard_is_reported(big_shard):
+    from scaling.data.shards import ShardReadError, read_positions
+
+    with pytest.raises(ShardReadError, match="exit 3"):
+        list(read_positions(f"pipe:cat {big_shard}; exit 3", None))
+    got = list(read_positions(f"pipe:cat {big_shard}; exit 3", [0, 1, 2, 3]))
+    assert [p for p, sample, _ in got if sample is None] == [3] and "exit 3" in got[-1][2]
+
+
+@pytest.mark.parametrize("command", ["pipe:cat {shards}", "pipe:aws s3 cp s3://bucket{shards} -",
+                                     "pipe:curl -s 'file://{shards}' -o -"])
+def test_pipe_urls_find_their_index_entries(shards, monkeypatch, command):
+    """The shard name may be followed by arguments (docs/data.md's `pipe:aws s3 cp ... -`)."""
+    from scaling.data import shards as shards_mod
+
+    scanned = []
+    monkeypatch.setattr(shards_mod, "count_samples", lambda url: scanned.append(url) or (0, [], []))
+    source = command.format(shards=os.path.join(shards, "train-{000000..000003}.tar"))
+    src = shards_mod.resolve_split(source, "train", os.path.join(shards, "index.json"))
+    assert not scanned, "the shards were scanned instead of found in the index"
+    assert [s.num_samples for s in src.shards] == SIZES
+    assert src.meta.get("task") == "caption" and src.meta.get("dataset") == "synthetic"
