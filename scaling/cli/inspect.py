@@ -3,6 +3,7 @@
     scaling inspect runs/coco                      (its latest checkpoint)
     scaling inspect runs/coco/checkpoints/step_004000 --json
     scaling inspect coco_depalm.safetensors
+    scaling inspect runs/coco/best                 (the best adapter)
 
 Prints the method, the backbones (paths and architectures), the step, trainable parameter counts per
 component, the training state (strategy, ZeRO stage, world size, skipped steps, time) and the last
@@ -18,7 +19,7 @@ import json
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="describe a checkpoint or adapter (method, backbones, step, parameters, metrics)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint dir, run dir or adapter file")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint dir, run dir, adapter file or adapter dir (RUN/best)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -7,10 +7,14 @@ Layout of a run directory::
     RUN/checkpoints/step_000500/
         adapter.safetensors             trainable weights (fp32) + metadata: resolved config,
                                         backbone fingerprints, step, method, last metrics
-        trainer_state.json              step, epoch, position in the epoch, world size, skipped
-                                        steps, samples/tokens seen, train seconds, metrics, best
+        trainer_state.json              step, epoch, position in the epoch, world size, micro batch and
+                                        accumulation, skipped steps, samples/tokens seen (exact at
+                                        every checkpoint), train seconds, metrics, best
         rng_rank00000.pt ...            python / numpy / torch / cuda RNG states, one file per rank
         data_rank00000.pt ...           the loader's state_dict() (exact mid-epoch position), per rank
+        window_rank00000.pt ...         the sums of the steps since the last log line (loss, grad norms,
+                                        samples, tokens), per rank: the first log line after a resume
+                                        covers the same steps as without the interruption
         optimizer.pt scheduler.pt       without DeepSpeed: AdamW, LambdaLR and GradScaler states
         scaler.pt
         deepspeed/                      with DeepSpeed: engine.save_checkpoint (ZeRO partitions of the
@@ -328,15 +332,23 @@ def commit(root: str, step: int, keep_last: int) -> str:
     return final
 
 
-def write_rank_files(ckpt_dir: str, rank: int, loader_state: Any) -> None:
+def write_rank_files(ckpt_dir: str, rank: int, loader_state: Any, window: dict | None = None) -> None:
     save_pt(rng_state(), os.path.join(ckpt_dir, rank_file("rng", rank)))
     save_pt(loader_state, os.path.join(ckpt_dir, rank_file("data", rank)))
+    if window is not None:
+        save_pt(window, os.path.join(ckpt_dir, rank_file("window", rank)))
 
 
 def read_rank_files(ckpt_dir: str, rank: int) -> tuple[dict, Any]:
     rng = load_pt(os.path.join(ckpt_dir, rank_file("rng", rank)))
     data = load_pt(os.path.join(ckpt_dir, rank_file("data", rank)))
     return rng, data
+
+
+def read_window(ckpt_dir: str, rank: int) -> dict | None:
+    """The trainer's log window saved with a checkpoint (None for checkpoints written without one)."""
+    path = os.path.join(ckpt_dir, rank_file("window", rank))
+    return load_pt(path) if os.path.isfile(path) else None
 
 
 # ------------------------------------------------------------------------------------ DeepSpeed files

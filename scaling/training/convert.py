@@ -1,7 +1,8 @@
 """Turn any checkpoint into something to share or load elsewhere; describe a checkpoint.
 
 ``scaling convert CKPT --to FORMAT OUT`` where CKPT is a checkpoint directory
-(``RUN/checkpoints/step_N``), a run directory (its latest checkpoint) or an adapter file:
+(``RUN/checkpoints/step_N``), a run directory (its latest checkpoint), an adapter file or a directory
+holding only ``adapter.safetensors`` (``RUN/best``):
 
 * ``adapter`` → one ``.safetensors`` file: the trainable weights in fp32, with the resolved config
   and the backbone fingerprints in its metadata (what :func:`~scaling.training.checkpoint.load_adapter`
@@ -33,9 +34,11 @@ FORMATS = ("adapter", "peft", "consolidated")
 
 
 def _checkpoint_dir(path: str) -> str | None:
-    """The checkpoint directory behind ``path`` (None for a bare adapter file)."""
+    """The checkpoint directory behind ``path`` (None for an adapter file or an adapter-only directory: ``RUN/best``)."""
     if os.path.isfile(path):
         return None
+    if os.path.isfile(os.path.join(path, ckpt.ADAPTER)) and not os.path.isfile(os.path.join(path, ckpt.STATE)):
+        return None  # RUN/best: the adapter alone (no trainer state, optimizer or ZeRO partitions)
     return ckpt.resolve_checkpoint(path)
 
 
@@ -57,7 +60,8 @@ def load_weights(path: str, from_shards: bool = False) -> tuple[dict[str, torch.
     tensors, meta = ckpt.read_adapter(adapter)
     if from_shards:
         if ckpt_dir is None:
-            raise ConfigError("--from-shards needs a checkpoint directory, not an adapter file")
+            raise ConfigError(f"--from-shards needs a checkpoint directory (RUN/checkpoints/step_N), {path} is an adapter "
+                              f"file or adapter-only directory (such as RUN/best): convert it without --from-shards")
         shards = _shards_state(ckpt_dir)
         missing = sorted(set(tensors) - set(shards))
         if missing:

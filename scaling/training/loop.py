@@ -7,7 +7,8 @@
 2. build the data loader (to know the steps per epoch), the model, the AdamW over trainable
    parameters only, the warm-up/cosine schedule and the strategy (torch/DDP or DeepSpeed);
 3. resume from ``RUN/checkpoints/latest`` when ``train.resume=auto`` (exactly: weights, optimizer,
-   schedule, loss scaler, RNG states and the loader's position inside the epoch);
+   schedule, loss scaler, RNG states, the loader's position inside the epoch and the open log window;
+   a changed ``train.lr``/``train.max_steps`` re-targets the schedule from the next step);
 4. loop over optimizer steps: ``accumulation`` micro batches (``global_batch / (micro_batch ×
    world)``), then a clipped step that is skipped (and counted) when the gradient is not finite;
    log every ``train.log_every`` steps, evaluate every ``train.eval_every`` steps (validation
@@ -60,6 +61,7 @@ class TrainerState:
     total_steps: int = 0
     world_size: int = 1
     accumulation: int = 1
+    micro_batch: int | None = None  # None in checkpoints written before it was recorded
     skipped_steps: int = 0
     samples_seen: int = 0
     tokens_seen: int = 0
@@ -115,6 +117,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.train
+        # first of all (every rank: the rank is not known yet): a requeue marker left by an earlier job must not
+        # survive this job's start, or a job failing below (config error, rendezvous) would be requeued forever
+        _remove_requeue_marker(t.output_dir)
         # DeepSpeed 0.19 calls collectives torch 2.13 deprecates, once per call: keep the logs readable
         warnings.filterwarnings("ignore", message=r".*`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
                                 category=FutureWarning)
@@ -134,9 +139,6 @@ class Trainer:
         if self.main:
             os.makedirs(self.root, exist_ok=True)
             ckpt.clean_partial(self.root)
-            marker = os.path.join(self.out, REQUEUE_FILE)
-            if os.path.exists(marker):
-                os.remove(marker)
             with open(os.path.join(self.out, "config.yaml"), "w") as fh:
                 yaml.safe_dump(self.cfg_dict, fh, sort_keys=False)
         distributed.barrier()
@@ -193,11 +195,12 @@ class Trainer:
             recompute.enable(self.model)  # after fusing: it wraps the layers' (fused) forward
         self.state = TrainerState(
             total_steps=self.total_steps, world_size=self.env.world_size, accumulation=self.accum,
-            strategy=self.strategy.kind, zero_stage=self.strategy.zero_stage, precision=self.plan.precision,
+            micro_batch=t.micro_batch, strategy=self.strategy.kind, zero_stage=self.strategy.zero_stage, precision=self.plan.precision,
         )
         self._write_rank_file()
         _seed_all(t.seed * 1000 + self.env.rank)  # per-rank streams (dropout) from here on
         self.data_state = None
+        self.window_state = None  # the log window's sums at the checkpoint (steps since the last log line)
         self.resumed_from = self._maybe_resume()
         self.gpu, self.peak = gpu_type(self.device)
         _log(self.main, (
@@ -245,21 +248,68 @@ class Trainer:
                 f"{found} was written by {saved.get('strategy')} (ZeRO stage {saved.get('zero_stage', 0)}), this job runs "
                 f"{self.strategy.kind} (stage {self.strategy.zero_stage}); resume with the same train.deepspeed"
             )
+        self._check_batch_geometry(found, saved)
         self.strategy.load(found)
+        t = self.cfg.train
         known = {f.name for f in dataclasses.fields(TrainerState)}
         self.state = TrainerState(**{k: v for k, v in saved.items() if k in known})
+        self.state.accumulation, self.state.micro_batch = self.accum, t.micro_batch
         if self.state.total_steps != self.total_steps:
             _log(self.main, f"note: total steps changed from {self.state.total_steps} to {self.total_steps} "
-                            f"(the schedule follows the new total)")
+                            f"(the schedule follows the new total from step {self.state.step + 1})")
             self.state.total_steps = self.total_steps
+        # the checkpoint restores the old peak rate and the rate of the next step from the old schedule: apply
+        # this job's train.lr and schedule (total steps, warm-up, minimum) from the very next step
+        old_lr = self.strategy.restart_schedule(t.lr)
+        if not math.isclose(old_lr, t.lr, rel_tol=1e-9, abs_tol=0.0):
+            _log(self.main, f"note: train.lr changed from {old_lr:g} to {t.lr:g} (the schedule follows the new peak "
+                            f"rate from step {self.state.step + 1}: lr {self.strategy.lr():.6g})")
         rng, self.data_state = ckpt.read_rank_files(found, self.env.rank)
+        self.window_state = ckpt.read_window(found, self.env.rank)
         ckpt.set_rng_state(rng)
         return found
 
+    def _check_batch_geometry(self, found: str, saved: dict) -> None:
+        """Refuse a mid-epoch resume with another micro batch or accumulation (the data position would be wrong).
+
+        ``step_in_epoch`` counts optimizer steps of ``accumulation`` micro batches and the loader's position counts
+        micro batches of the saved size: with other sizes the rest of the epoch cannot be replayed exactly. At an
+        epoch boundary (``step_in_epoch`` 0, no position saved) the next epoch simply starts with the new sizes.
+        """
+        t = self.cfg.train
+        accum = int(saved.get("accumulation") or 1)
+        micro = saved.get("micro_batch")
+        if micro is None:  # checkpoints written before trainer_state.json recorded it: the adapter's config has it
+            micro = _adapter_micro_batch(found)
+        changed = accum != self.accum or (micro is not None and int(micro) != t.micro_batch)
+        if not changed:
+            return
+        world = self.env.world_size
+        old = f"micro batch {micro} × accumulation {accum} × {world} rank(s) = train.global_batch {micro * accum * world}" \
+            if micro is not None else f"accumulation {accum}"
+        new = f"micro batch {t.micro_batch} × accumulation {self.accum} × {world} rank(s) = train.global_batch {t.global_batch}"
+        if not saved.get("step_in_epoch"):
+            _log(self.main, f"note: the batch geometry changed at an epoch boundary, from {old} to {new}")
+            return
+        keep = f"train.micro_batch={micro} train.global_batch={micro * accum * world}" if micro is not None \
+            else f"the train.micro_batch and train.global_batch it was written with (accumulation {accum})"
+        raise ConfigError(
+            f"{found} stopped inside an epoch with {old}; this job has {new}. Its position in the epoch counts "
+            f"batches of the old sizes, so it cannot be resumed exactly with other ones. Resume with {keep}, or "
+            f"start afresh in another train.output_dir (or with train.resume=never)"
+        )
+
     # ------------------------------------------------------------------ checkpoints
-    def save(self, loader, step_in_epoch_done: bool) -> str:
-        """Write a checkpoint of the current step (collective)."""
+    def save(self, loader, step_in_epoch_done: bool, window: "_Window | None" = None) -> str:
+        """Write a checkpoint of the current step (collective).
+
+        ``window``: the log window (steps since the last log line). Its samples/tokens are added to the state's
+        counters first (exact at every checkpoint) and its sums are saved per rank, so that a resumed run logs the
+        same values as an uninterrupted one.
+        """
         st = self.state
+        if window is not None:
+            self._count_seen(window)
         tmp = os.path.join(self.root, ckpt.step_name(st.step) + ".tmp")
         if self.main:
             ckpt.begin(self.root, st.step)
@@ -275,7 +325,7 @@ class Trainer:
             data = None
         else:
             data = loader.state_dict()
-        ckpt.write_rank_files(tmp, self.env.rank, data)
+        ckpt.write_rank_files(tmp, self.env.rank, data, window.state_dict() if window is not None else None)
         if self.main:
             ckpt.write_json_atomic(os.path.join(tmp, ckpt.STATE), dataclasses.asdict(saved))
         distributed.barrier()
@@ -395,7 +445,8 @@ class Trainer:
         flops = FlopCounter(self.model)
         self.strategy.train(True)
         comm = self._comm_device()
-        window = _Window()
+        window = _Window.from_state(self.window_state)
+        self.window_state = None
         preempted = False
         last_saved = st.step if self.resumed_from else None
         t0 = time.time()
@@ -419,7 +470,16 @@ class Trainer:
                         preempted = True
                         break
                     for micro in range(self.accum):
-                        batch = next(batches)
+                        batch = next(batches, None)
+                        if batch is None:
+                            raise RuntimeError(
+                                f"the training loader ran out of batches in epoch {st.epoch} at micro batch {micro + 1} of "
+                                f"optimizer step {st.step + 1} ({st.step_in_epoch} of {steps_this_epoch} steps of the epoch "
+                                f"done, {len(loader)} micro batches per epoch by len()): its position does not match the "
+                                f"trainer's step count (a loader whose len() is wrong, or a checkpoint resumed with another "
+                                f"batch geometry). Resume with the train.micro_batch/train.global_batch it was written with, "
+                                f"or start afresh in another train.output_dir (or with train.resume=never)"
+                            )
                         boundary = micro == self.accum - 1
                         with self.strategy.no_sync(boundary):
                             out = self.strategy.forward(self.strategy.to_device(batch))
@@ -431,14 +491,15 @@ class Trainer:
                     st.step_in_epoch += 1
                     st.skipped_steps += 0 if info.applied else 1
                     window.add_step(info)
+                    window.add_flops(flops)
                     if st.step % t.log_every == 0 or st.step == self.total_steps:
-                        self._log_window(window, flops, comm)
+                        self._log_window(window, comm)
                         window = _Window()
                     epoch_done = st.step_in_epoch >= steps_this_epoch
                     if (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps:
                         self.evaluate()
                     if st.step % t.save_every == 0 or st.step == self.total_steps:
-                        self.save(loader, epoch_done)
+                        self.save(loader, epoch_done, window)
                         last_saved = st.step
                     self.monitor.advance()
                     if self.on_step is not None:
@@ -451,7 +512,7 @@ class Trainer:
             if preempted:
                 self.monitor.write(f"preemption signal ({self.stop.name or 'on another rank'}): checkpointing step {st.step}")
                 if last_saved != st.step:
-                    self.save(loader, st.step_in_epoch >= steps_this_epoch)
+                    self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
                 if self.main:
                     ckpt.write_text_atomic(os.path.join(self.out, REQUEUE_FILE), f"{st.step}\n")
                 code = t.requeue_exit_code
@@ -465,16 +526,22 @@ class Trainer:
         self._write_summary(preempted, time.time() - t0)
         return TrainResult(code, st, self.out, preempted)
 
-    def _log_window(self, w: "_Window", flops: FlopCounter, comm) -> None:
+    def _count_seen(self, w: "_Window", sums: list[float] | None = None) -> None:
+        """Add the window's samples/tokens not counted yet to the state (collective unless ``sums`` are given)."""
+        if sums is None:
+            sums = distributed.all_reduce(list(w.uncounted()), "sum", self._comm_device())
+        self.state.samples_seen += int(round(sums[0]))
+        self.state.tokens_seen += int(round(sums[1]))
+        w.mark_counted()
+
+    def _log_window(self, w: "_Window", comm) -> None:
         st = self.state
-        model_flops, llm_tokens = flops.take(w.media)
         sums = distributed.all_reduce(
-            [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, float(llm_tokens), model_flops], "sum", comm,
+            [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, w.tokens, w.flops, *w.uncounted()], "sum", comm,
         )
-        loss_sum, loss_count, nonfinite, samples, targets, tokens, total_flops = sums
+        loss_sum, loss_count, nonfinite, samples, targets, tokens, total_flops = sums[:7]
+        self._count_seen(w, sums[7:])
         dt = max(1e-9, time.time() - w.start)
-        st.samples_seen += int(samples)
-        st.tokens_seen += int(tokens)
         loss = loss_sum / loss_count if loss_count else None
         st.last_loss = loss
         values = {
@@ -525,16 +592,40 @@ class Trainer:
 
 
 class _Window:
-    """Sums over the steps between two log lines (local to this rank)."""
+    """Sums over the steps between two log lines (local to this rank).
+
+    Checkpoints save it (:meth:`state_dict`, one file per rank) so that the first log line after a resume covers
+    the same steps as without the interruption; ``counted_*`` are the samples/tokens already added to the
+    :class:`TrainerState` counters (at a checkpoint inside the window).
+    """
+
+    FIELDS = ("loss_sum", "loss_count", "nonfinite", "samples", "targets", "media", "flops", "tokens",
+              "counted_samples", "counted_tokens", "norms", "loss_scale", "lr")
 
     def __init__(self):
         self.start = time.time()
         self.loss_sum = self.loss_count = self.nonfinite = 0.0
         self.samples = self.targets = 0.0
-        self.media = 0
+        self.media = self.media_taken = 0
+        self.flops = self.tokens = 0.0
+        self.counted_samples = self.counted_tokens = 0.0
         self.norms: list[float] = []
         self.loss_scale = None
         self.lr: float | None = None
+
+    def state_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in self.FIELDS}, "seconds": time.time() - self.start}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "_Window":
+        w = cls()
+        if state:
+            for k in cls.FIELDS:
+                if k in state:
+                    setattr(w, k, list(state[k]) if k == "norms" else state[k])
+            w.media_taken = w.media
+            w.start = time.time() - float(state.get("seconds", 0.0))
+        return w
 
     def add_micro(self, out: dict, batch: dict) -> None:
         loss = float(out["loss"].detach())
@@ -555,8 +646,40 @@ class _Window:
         if info.loss_scale is not None:
             self.loss_scale = info.loss_scale
 
+    def add_flops(self, counter: FlopCounter) -> None:
+        """Take the model FLOPs and LLM tokens of the micro batches since the last call (once per step)."""
+        flops, tokens = counter.take(self.media - self.media_taken)
+        self.media_taken = self.media
+        self.flops += flops
+        self.tokens += float(tokens)
+
+    def uncounted(self) -> tuple[float, float]:
+        return self.samples - self.counted_samples, self.tokens - self.counted_tokens
+
+    def mark_counted(self) -> None:
+        self.counted_samples, self.counted_tokens = self.samples, self.tokens
+
     def grad_norm_mean(self) -> float | None:
         return sum(self.norms) / len(self.norms) if self.norms else None
+
+
+def _remove_requeue_marker(output_dir: str) -> None:
+    try:
+        os.remove(os.path.join(output_dir, REQUEUE_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def _adapter_micro_batch(ckpt_dir: str) -> int | None:
+    """``train.micro_batch`` of the config stored in a checkpoint's adapter metadata (None when unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.path.join(ckpt_dir, ckpt.ADAPTER), "pt") as fh:
+            config = json.loads((fh.metadata() or {}).get("config") or "{}")
+        return int(config["train"]["micro_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _offloads(ds: dict) -> bool:

@@ -64,6 +64,27 @@ class Strategy:
     def gathered_for_generation(self):
         yield
 
+    def restart_schedule(self, lr: float) -> float:
+        """After :meth:`load`: this job's peak rate and schedule apply from the very next step.
+
+        A checkpoint restores the scheduler's step count, but also the peak rate it was built with
+        (``base_lrs``) and the rate the optimizer applies next, computed by the *old* schedule. Both are
+        replaced: the next step uses ``lr · factor(step)`` of this job's schedule (its total steps,
+        warm-up and minimum ratio). Identical values when nothing changed. Returns the restored peak rate.
+        """
+        sched = self.scheduler
+        groups = sched.optimizer.param_groups
+        old = float(sched.base_lrs[0])
+        sched.base_lrs = [float(lr) for _ in groups]
+        for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
+            group["initial_lr"] = base
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(base * factor(sched.last_epoch))
+            else:
+                group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [float(group["lr"]) for group in groups]
+        return old
+
 
 class AccelerateStrategy(Strategy):
     """One process or DDP through Hugging Face Accelerate (see the module docstring)."""

@@ -90,3 +90,26 @@ def test_inspect_prints_method_backbones_step_counts(tmp_path, backbones, capsys
     text = capsys.readouterr().out
     assert "method: depalm" in text and "trainable parameters" in text
     assert describe(run)["step"] == 3
+
+
+def test_convert_and_inspect_accept_the_best_adapter_directory(tmp_path, backbones, capsys):
+    run = str(tmp_path / "run")
+    model = trained(run, *backbones, "eval.metric=val_loss")  # evaluated at the end: RUN/best holds the last step
+    best = os.path.join(run, "best")
+    assert os.listdir(best) and not os.path.isfile(os.path.join(best, ckpt.STATE))
+    out = str(tmp_path / "best.safetensors")
+    assert cli(["convert", best, "--to", "adapter", out]) == 0
+    fresh, _ = ckpt.load_adapter(out, "cpu")
+    with torch.no_grad():
+        expected = model(**batch(), return_logits=True)["logits"]
+        assert torch.equal(fresh(**batch(), return_logits=True)["logits"], expected)
+    cons = load_file(convert(best, "consolidated", str(tmp_path / "c.safetensors")))
+    assert cons.keys() == model.trainable_state_dict().keys()
+    with pytest.raises(ConfigError, match="without --from-shards"):
+        convert(best, "adapter", str(tmp_path / "x.safetensors"), from_shards=True)
+    capsys.readouterr()
+    assert cli(["inspect", best, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] == 3 and info["method"] == "depalm" and "checkpoint" not in info
+    assert cli(["inspect", best]) == 0
+    assert "step: 3" in capsys.readouterr().out

@@ -96,6 +96,100 @@ def test_resume_after_a_kill_is_exact(tmp_path):
         run(tmp_path, "killed", 9, *extra)
 
 
+class Killed(Exception):
+    pass
+
+
+def kill_at(step):
+    def on_step(s, _):
+        if s == step:
+            raise Killed
+    return on_step
+
+
+def test_resume_between_two_log_lines_counts_and_logs_like_an_uninterrupted_run(tmp_path):
+    # save_every=3 is not a multiple of log_every=2: the step-3 checkpoint falls inside the window of steps 3-4
+    extra = ("data.train=toy://colours?n=64", "train.save_every=3", "train.log_every=2")
+    full = run(tmp_path, "full", 7, *extra)
+    with pytest.raises(Killed):
+        run(tmp_path, "killed", 7, *extra, on_step=kill_at(5))
+    latest = ckpt.find_latest(str(tmp_path / "killed"))
+    assert latest.endswith("step_000003")
+    saved = ckpt.read_json(os.path.join(latest, ckpt.STATE))
+    assert saved["samples_seen"] == 3 * 16 and saved["tokens_seen"] > 0  # exact at the checkpoint, not at the log line
+    resumed = run(tmp_path, "killed", 7, *extra)
+    assert full.state.samples_seen == resumed.state.samples_seen == 7 * 16
+    assert full.state.tokens_seen == resumed.state.tokens_seen
+    summaries = [json.load(open(os.path.join(r.output_dir, "train_summary.json"))) for r in (full, resumed)]
+    assert summaries[0]["samples_seen"] == summaries[1]["samples_seen"] == 7 * 16
+    a, b = losses(full.output_dir), losses(resumed.output_dir)
+    assert sorted(a) == sorted(b) == [2, 4, 6, 7]
+    for step in (4, 6, 7):  # step 4's line covers step 3 (before the kill) and step 4 (after the resume)
+        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-6, abs=1e-7), step
+        assert a[step]["grad_norm"] == pytest.approx(b[step]["grad_norm"], rel=1e-6), step
+        assert a[step]["lr"] == pytest.approx(b[step]["lr"], rel=1e-9), step
+
+
+def test_resume_with_another_batch_geometry_is_refused_mid_epoch_and_allowed_at_an_epoch_end(tmp_path):
+    # 64 samples / micro 8 / accumulation 2 = 4 steps per epoch: the step-3 checkpoint is mid-epoch
+    extra = ("data.train=toy://colours?n=64",)
+    run(tmp_path, "geo", 3, *extra)
+    with pytest.raises(ConfigError, match=r"accumulation 2 .*train\.global_batch 16.*accumulation 4 .*"
+                                          r"Resume with train\.micro_batch=8 train\.global_batch=16.*train\.resume=never"):
+        run(tmp_path, "geo", 8, *extra, "train.global_batch=32")
+    with pytest.raises(ConfigError, match=r"micro batch 8 × accumulation 2.*micro batch 16 × accumulation 1"):
+        run(tmp_path, "geo", 8, *extra, "train.micro_batch=16")
+    # at the end of an epoch nothing of the old geometry is left to replay: the next epoch uses the new one
+    assert run(tmp_path, "geo", 4, *extra).state.step == 4
+    result = run(tmp_path, "geo", 5, *extra, "train.global_batch=32")
+    assert result.state.step == 5 and result.state.epoch == 1 and result.state.step_in_epoch == 1
+    state = ckpt.read_json(os.path.join(ckpt.find_latest(result.output_dir), ckpt.STATE))
+    assert state["accumulation"] == 4 and state["micro_batch"] == 8
+    assert state["samples_seen"] == 4 * 16 + 32
+
+
+def test_a_loader_shorter_than_its_len_is_an_error_not_a_bare_stop_iteration(tmp_path):
+    from scaling.training import loaders
+
+    class Short:  # claims two micro batches more than it yields
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner) + 2
+
+        def __iter__(self):
+            return iter(self.inner)
+
+    def loader_fn(*args, **kwargs):
+        return Short(loaders.build(*args, **kwargs))
+
+    # 32 samples / micro 8 = 4 real micro batches, 6 by len(): the third step runs out
+    with pytest.raises(RuntimeError, match="ran out of batches in epoch 0 at micro batch 1 of optimizer step 3"):
+        run(tmp_path, "short", 10, "data.train=toy://colours?n=32", loader_fn=loader_fn)
+
+
+def test_resume_applies_a_changed_lr_and_total_steps_from_the_next_step(tmp_path, capsys):
+    from scaling.training.loop import Trainer
+    from scaling.training.schedule import lr_factor
+
+    run(tmp_path, "lr", 4)
+    capsys.readouterr()
+    cfg = load_config(None, tiny_run_overrides(str(tmp_path / "lr"), 8) + ["train.lr=0.03"])
+    trainer = Trainer(cfg)
+    trainer.setup()
+    err = capsys.readouterr().err
+    assert "total steps changed from 4 to 8" in err and "train.lr changed from 0.003 to 0.03" in err
+    t = cfg.train
+    expected = {s: 0.03 * lr_factor(s - 1, 8, t.warmup_fraction, t.min_lr_ratio) for s in range(5, 9)}
+    # the rate the optimizer applies at step 5, not only the logged one
+    assert [g["lr"] for g in trainer.strategy.optimizer.param_groups] == pytest.approx([expected[5]] * 2, rel=1e-12)
+    trainer.run()
+    rows = losses(str(tmp_path / "lr"))
+    for step in range(5, 9):
+        assert rows[step]["lr"] == pytest.approx(expected[step], rel=1e-9), step
+
+
 def test_a_nonfinite_loss_skips_the_step_and_training_goes_on(tmp_path):
     # batch 2 of the epoch (the first micro batch of step 2) holds NaN images
     result = run(tmp_path, "nan", 5, "data.train=toy://colours?n=256&nan_batches=2")

@@ -9,13 +9,14 @@ import time
 
 import pytest
 
+from scaling.config import ConfigError, load_config
 from scaling.training import checkpoint as ckpt
 from scaling.training.distributed import free_port
-from scaling.training.loop import read_log
+from scaling.training.loop import read_log, train
 from scaling.training.toy import tiny_run_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-pytestmark = pytest.mark.slow
+SBATCH = [os.path.join(REPO, "launch", name) for name in ("slurm_train.sbatch", "slurm_train_srun.sbatch")]
 
 
 def _env():
@@ -43,6 +44,7 @@ def _checkpointed_step(out_dir):
     return ckpt.read_json(os.path.join(latest, ckpt.STATE))["step"]
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_124_and_the_rerun_resumes(tmp_path):
     out = str(tmp_path / "run")
     args = [sys.executable, "-m", "scaling", "train", *tiny_run_overrides(out, 500), "train.save_every=1000"]
@@ -71,6 +73,7 @@ def test_sigterm_checkpoints_exits_124_and_the_rerun_resumes(tmp_path):
     assert steps[-2:] == [step + 1, step + 2]
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_sigusr1_to_one_rank_stops_both_at_the_same_step(tmp_path):
     out = str(tmp_path / "ddp")
@@ -100,3 +103,47 @@ def test_sigusr1_to_one_rank_stops_both_at_the_same_step(tmp_path):
     assert {f for f in os.listdir(latest) if f.startswith("data_rank")} == {"data_rank00000.pt", "data_rank00001.pt"}
     assert os.path.isfile(os.path.join(out, "requeue"))
     assert step >= 2
+
+
+def test_a_job_failing_at_start_removes_a_stale_requeue_marker(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "requeue").write_text("12\n")  # left by an earlier job
+    cfg = load_config(None, tiny_run_overrides(str(out), 3) + [f"model.llm={tmp_path / 'no-such-llm'}"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(cfg)
+    assert not (out / "requeue").exists()  # else launch/*.sbatch would requeue this failing job forever
+
+
+def _fake_slurm(tmp_path, srun_body):
+    """A PATH with stub ``srun`` / ``scontrol`` (``scontrol requeue`` appends to ``requeued``), then this python."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(f"#!/bin/bash\n{srun_body}\n")
+    (bin_dir / "scontrol").write_text(
+        f'#!/bin/bash\nif [ "$1" = requeue ]; then echo "$2" >> {tmp_path / "requeued"}; else echo node0; fi\n')
+    for name in ("srun", "scontrol"):
+        os.chmod(bin_dir / name, 0o755)
+    env = _env()
+    env.update(PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:{env.get('PATH', '')}", SLURM_JOB_ID="77",
+               SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0", SLURM_NTASKS="1",
+               SLURM_GPUS_ON_NODE="1", CONFIG="configs/coco_depalm.yaml", RUN_DIR=str(tmp_path / "run"))
+    return env
+
+
+@pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
+def test_sbatch_requeues_on_this_jobs_marker_only(tmp_path, script):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # a stale marker from an earlier job, and trainers that fail at start-up (before they could remove it)
+    (run_dir / "requeue").write_text("12\n")
+    env = _fake_slurm(tmp_path, "exit 2")
+    done = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert not (tmp_path / "requeued").exists() and not (run_dir / "requeue").exists()
+
+    # trainers that checkpoint on a signal write the marker during this job: requeued
+    (tmp_path / "bin" / "srun").write_text(f'#!/bin/bash\necho 5 > {run_dir / "requeue"}\nexit 1\n')
+    done = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "requeued").read_text().split() == ["77"]
