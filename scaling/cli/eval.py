@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="webdataset shards of the split (default: the data.val/data.test of the checkpoint's config)")
     p.add_argument("--split", default="test", choices=["val", "test", "train"])
     p.add_argument("--task", choices=TASKS, help="metric family (default: the checkpoint's data.task); another task = zero-shot / OOD")
-    p.add_argument("--out", help="output directory for predictions.jsonl and metrics.json (default: CHECKPOINT_DIR/eval_SPLIT)")
+    p.add_argument("--out", help="output directory for predictions.jsonl and metrics.json (default: RUN/eval/step_N_SPLIT for a checkpoint of a run "
+                        "directory, which checkpoint pruning never deletes; else CHECKPOINT_DIR/eval_SPLIT)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--num-beams", type=int)
@@ -72,7 +73,7 @@ def run(args) -> int:
     result = evaluate(model, tokenizer, loader, task, max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
                       media_dtype=half if device.type == "cuda" else None, **metric_options)
     if env.is_main:
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(adapter)), f"eval_{args.split}")
+        out = args.out or default_out_dir(adapter, args.split)
         pred_path, metrics_path = write_results(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
                                                               "data": getattr(cfg.data, args.split)})
         if args.json:
@@ -82,3 +83,14 @@ def run(args) -> int:
             print(f"{len(result.predictions)} samples · predictions: {pred_path} · metrics: {metrics_path}")
     distributed.shutdown()
     return 0
+
+
+def default_out_dir(adapter: str, split: str) -> str:
+    """``RUN/eval/step_N_SPLIT`` for ``RUN/checkpoints/step_N/adapter.safetensors`` (``latest`` resolved):
+    outside the checkpoint, which ``train.keep_last`` may prune while training goes on; otherwise
+    ``CHECKPOINT_DIR/eval_SPLIT``."""
+    ckpt_dir = os.path.dirname(os.path.realpath(adapter))
+    parent = os.path.dirname(ckpt_dir)
+    if os.path.basename(parent) == "checkpoints":
+        return os.path.join(os.path.dirname(parent), "eval", f"{os.path.basename(ckpt_dir)}_{split}")
+    return os.path.join(ckpt_dir, f"eval_{split}")

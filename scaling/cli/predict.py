@@ -74,7 +74,7 @@ def run(args) -> int:
         try:
             samples.append(decoder(_raw_sample(path, args.question), random.Random(0)))
         except SampleError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            raise ConfigError(f"{path}: {err.reason}") from None
     batch = collate(samples, text, train=False)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or cfg.eval.max_new_tokens,
