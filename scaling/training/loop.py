@@ -136,6 +136,14 @@ class Trainer:
         self.out = t.output_dir
         self.root = ckpt.checkpoints_dir(self.out)
         self.cfg_dict = to_dict(cfg)
+        earlier = ckpt.list_checkpoints(self.root) if t.resume == "never" else []
+        if earlier:
+            raise ConfigError(
+                f"{self.root} holds checkpoints of an earlier run ({os.path.basename(earlier[-1][1])} the newest) and "
+                f"train.resume=never starts afresh: the two runs' checkpoints would mix (pruning keeps the highest "
+                f"steps, a later resume could pick the old run's). Use another train.output_dir, move or delete "
+                f"{self.root}, or resume it with train.resume=auto"
+            )
         if self.main:
             os.makedirs(self.root, exist_ok=True)
             ckpt.clean_partial(self.root)
@@ -241,7 +249,7 @@ class Trainer:
             raise ConfigError(
                 f"{found} was written by {saved.get('world_size')} ranks, this job has {self.env.world_size}: the data "
                 f"position and the ZeRO partitions are per rank. Resume with {saved.get('world_size')} ranks, or start "
-                f"afresh in another train.output_dir (or with train.resume=never)"
+                f"afresh in another train.output_dir"
             )
         if saved.get("strategy") != self.strategy.kind or saved.get("zero_stage", 0) != self.strategy.zero_stage:
             raise ConfigError(
@@ -296,7 +304,7 @@ class Trainer:
         raise ConfigError(
             f"{found} stopped inside an epoch with {old}; this job has {new}. Its position in the epoch counts "
             f"batches of the old sizes, so it cannot be resumed exactly with other ones. Resume with {keep}, or "
-            f"start afresh in another train.output_dir (or with train.resume=never)"
+            f"start afresh in another train.output_dir"
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -478,7 +486,7 @@ class Trainer:
                                 f"done, {len(loader)} micro batches per epoch by len()): its position does not match the "
                                 f"trainer's step count (a loader whose len() is wrong, or a checkpoint resumed with another "
                                 f"batch geometry). Resume with the train.micro_batch/train.global_batch it was written with, "
-                                f"or start afresh in another train.output_dir (or with train.resume=never)"
+                                f"or start afresh in another train.output_dir"
                             )
                         boundary = micro == self.accum - 1
                         with self.strategy.no_sync(boundary):

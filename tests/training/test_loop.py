@@ -135,7 +135,7 @@ def test_resume_with_another_batch_geometry_is_refused_mid_epoch_and_allowed_at_
     extra = ("data.train=toy://colours?n=64",)
     run(tmp_path, "geo", 3, *extra)
     with pytest.raises(ConfigError, match=r"accumulation 2 .*train\.global_batch 16.*accumulation 4 .*"
-                                          r"Resume with train\.micro_batch=8 train\.global_batch=16.*train\.resume=never"):
+                                          r"Resume with train\.micro_batch=8 train\.global_batch=16.*another train\.output_dir"):
         run(tmp_path, "geo", 8, *extra, "train.global_batch=32")
     with pytest.raises(ConfigError, match=r"micro batch 8 × accumulation 2.*micro batch 16 × accumulation 1"):
         run(tmp_path, "geo", 8, *extra, "train.micro_batch=16")
@@ -274,3 +274,11 @@ def test_fp8_llm_run_learns_and_its_adapter_loads_on_the_fp8_and_the_dense_model
     assert isinstance(fp8_model.layout.layers[0].mlp.down_proj, Fp8Linear)
     dense_model, _ = ckpt.load_adapter(result.output_dir, overrides=["model.fp8_llm=false"])
     assert type(dense_model.layout.layers[0].mlp.down_proj) is torch.nn.Linear
+
+
+def test_resume_never_refuses_a_run_directory_that_holds_checkpoints(tmp_path):
+    """Starting afresh over an earlier run's checkpoints would mix the two (pruning keeps the highest steps)."""
+    run(tmp_path, "old", 2)
+    with pytest.raises(ConfigError, match=r"checkpoints of an earlier run \(step_0+2 the newest\).*another train\.output_dir"):
+        run(tmp_path, "old", 2, "train.resume=never")
+    assert run(tmp_path, "fresh", 1, "train.resume=never").state.step == 1  # an empty directory is fine
