@@ -2,20 +2,25 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from scaling.models import fast_llm
 from scaling.models.fast_llm import accelerate_llm
 
 CONFIGS = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),  # q/k/v biases
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "llama3-rope": (LlamaConfig, LlamaForCausalLM, {"rope_scaling": {  # Llama-3.1's scaled rotary frequencies
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),  # q/k/v biases
+    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
 }
 
 
 def _model(arch):
-    cfg_cls, model_cls = CONFIGS[arch]
+    cfg_cls, model_cls, extra = CONFIGS[arch]
     cfg = cfg_cls(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=100, max_position_embeddings=64)
+                  num_key_value_heads=2, vocab_size=100, max_position_embeddings=64, **extra)
     torch.manual_seed(0)
     model = model_cls(cfg).eval()
     model.requires_grad_(False)
@@ -24,12 +29,13 @@ def _model(arch):
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 @pytest.mark.parametrize("mode", ["torch", "triton"])
-def test_fused_forward_matches_hf(arch, mode):
+def test_fused_forward_matches_hf(arch, mode, monkeypatch):
     model = _model(arch)
     embeds = torch.randn(2, 9, 64, requires_grad=True)
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, -2:] = 0
-    ref = model(inputs_embeds=embeds, attention_mask=mask).logits
+    # use_cache=False: the training call (with a cache the fused forward hands over to the original layers)
+    ref = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
     (g_ref,) = torch.autograd.grad(ref[mask.bool()].square().mean(), embeds)
     report = accelerate_llm(model, mode=mode)
     assert report["fused_layers"] == 2 and not report["skipped"]
@@ -37,7 +43,11 @@ def test_fused_forward_matches_hf(arch, mode):
     # q/k/v weights now live in one buffer: memory did not grow
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.weight.data_ptr() == model.model.layers[0]._scaling_fused["qkv_w"].data_ptr()
-    out = model(inputs_embeds=embeds, attention_mask=mask).logits
+    fused_calls = []
+    kernels = fast_llm._kernels
+    monkeypatch.setattr(fast_llm, "_kernels", lambda: fused_calls.append(1) or kernels())
+    out = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+    assert len(fused_calls) == 2, "both layers must have run the fused forward"
     (g,) = torch.autograd.grad(out[mask.bool()].square().mean(), embeds)
     valid = mask.bool()
     assert torch.allclose(out[valid], ref[valid], atol=1e-5, rtol=1e-5)
