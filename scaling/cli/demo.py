@@ -1,8 +1,8 @@
-"""``scaling demo``: train a perceptual interface end to end on a CPU, offline, in about ten minutes.
+"""``scaling demo``: train a perceptual interface end to end on a CPU, offline, in about six minutes (2 CPU cores, first run).
 
     scaling demo                                  # DePALM vs the blind baseline, images (captions, VQA) + audio
     scaling demo --methods depalm,limber-1,mapl   # more presets (the blind baseline is always added)
-    scaling demo --quick                          # smaller data and budgets (~3 minutes; what the test runs)
+    scaling demo --quick                          # smaller data and budgets (~3 min with a warm cache; what the test runs)
     scaling demo --json                           # the results table as JSON on the last line
 
 It renders a synthetic dataset (coloured shapes with captions and questions, tones with captions),
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="depalm", help="comma-separated presets of `scaling methods` (default: depalm; "
                                                       "the blind baseline is always added)")
-    p.add_argument("--quick", action="store_true", help="smaller dataset and step budgets, image tasks only (~3 minutes)")
+    p.add_argument("--quick", action="store_true", help="smaller dataset and step budgets, image tasks only (~3 minutes with a warm cache; a first run also builds the data and backbones)")
     p.add_argument("--fresh", action="store_true", help="rebuild the cached dataset, backbones and features")
     p.add_argument("--cache-dir", default=None, help="cache of datasets/backbones/features (default ~/.cache/scaling/demo)")
     p.add_argument("--out", default="runs/demo", help="output folder: training runs, TensorBoard logs, grid, results.json")

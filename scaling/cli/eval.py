@@ -39,13 +39,13 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
     import transformers
-    from transformers import AutoTokenizer
 
     from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_results
     from scaling.evaluation.metrics import format_table
     from scaling.training import distributed
     from scaling.training.checkpoint import load_adapter, read_adapter, resolve_adapter_path
+    from scaling.training.loaders import generation_tokenizer
 
     transformers.utils.logging.set_verbosity_error()
     env = distributed.read_env()
@@ -65,8 +65,13 @@ def run(args) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     model, cfg = load_adapter(adapter, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
     if getattr(cfg.data, args.split, None) is None:
-        raise ConfigError(f"no data for split {args.split!r}: pass --data SHARDS")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.llm)
+        given = [s for s in ("train", "val", "test") if getattr(cfg.data, s, None)]
+        raise ConfigError(f"no data for split {args.split!r}: pass --data SHARDS"
+                          + (f" (or --split {given[-1]}: the run has data.{given[-1]})" if given else ""))
+    if str(getattr(cfg.data, args.split)).startswith("toy://"):
+        raise ConfigError(f"data.{args.split}={getattr(cfg.data, args.split)} is the synthetic CPU task: it has no "
+                          f"references to score generations against; pass --data SHARDS")
+    tokenizer = generation_tokenizer(cfg.model.llm, "evaluation")
     loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}

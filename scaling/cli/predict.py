@@ -21,15 +21,26 @@ EXT_KEYS = {
 def register(sub) -> None:
     p = sub.add_parser("predict", help="caption or answer a question about image/audio/video files")
     p.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint directory, or an adapter .safetensors")
-    p.add_argument("files", nargs="+", help="media files (jpg/png, wav/flac, mp4...)")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_KEY=VALUE",
+                   help="media files (jpg/png, wav/flac, mp4...), then any config overrides (e.g. data.image_size=336)")
     p.add_argument("--question", help="ask a question (VQA) instead of captioning")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--llm", help="the LLM directory, if it moved since training")
     p.add_argument("--encoder", help="the encoder directory, if it moved since training")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.add_argument("overrides", nargs="*")
     p.set_defaults(func=run)
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """(files, overrides): a ``section.key=value`` argument that names no existing file is an override
+    (argparse cannot tell a positional file list from a positional override list)."""
+    files, overrides = [], []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        is_override = "=" in arg and "." in key and "/" not in key and key.replace(".", "").replace("_", "").isalnum()
+        (overrides if is_override and not os.path.exists(arg) else files).append(arg)
+    return files, overrides
 
 
 def _raw_sample(path: str, question: str | None) -> dict:
@@ -48,7 +59,6 @@ def _raw_sample(path: str, question: str | None) -> dict:
 def run(args) -> int:
     import torch
     import transformers
-    from transformers import AutoTokenizer
 
     from scaling.data.collate import collate
     from scaling.data.decode import SampleDecoder, SampleError
@@ -56,21 +66,24 @@ def run(args) -> int:
     from scaling.data.text import TextEncoder, template_for
     from scaling.evaluation.evaluate import generate_batch
     from scaling.training.checkpoint import load_adapter
+    from scaling.training.loaders import generation_tokenizer
 
     transformers.utils.logging.set_verbosity_error()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    overrides = list(args.overrides)
+    files, overrides = split_overrides(args.files)
+    if not files:
+        raise ConfigError("no media file given: scaling predict --checkpoint RUN FILE [FILE ...] [KEY=VALUE ...]")
     if args.question:
         overrides.append("data.task=vqa")
     model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
     task = "vqa" if args.question else cfg.data.task
     if task != "caption" and not args.question:
         raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.llm)
+    tokenizer = generation_tokenizer(cfg.model.llm, "prediction")
     text = TextEncoder(tokenizer, cfg.data.max_text_len, template_for(task, cfg.data.prompt_template))
     decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task=task, cfg=cfg.data)
     samples = []
-    for path in args.files:
+    for path in files:
         try:
             samples.append(decoder(_raw_sample(path, args.question), random.Random(0)))
         except SampleError as err:
@@ -79,6 +92,6 @@ def run(args) -> int:
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or cfg.eval.max_new_tokens,
                            args.num_beams or cfg.eval.num_beams, media_dtype=half if device.type == "cuda" else None)
-    for path, out in zip(args.files, texts):
+    for path, out in zip(files, texts):
         print(json.dumps({"file": path, "prediction": out}) if args.json else f"{path}: {out}")
     return 0

@@ -43,14 +43,14 @@ def build_evaluate_fn(cfg):
 
     def evaluate_fn(model, step: int) -> dict:
         import torch
-        from transformers import AutoTokenizer
 
         from scaling.data.stream import build_loader
         from scaling.evaluation.evaluate import evaluate
         from scaling.training import distributed
+        from scaling.training.loaders import generation_tokenizer
 
         if "tokenizer" not in state:
-            state["tokenizer"] = AutoTokenizer.from_pretrained(cfg.model.llm)
+            state["tokenizer"] = generation_tokenizer(cfg.model.llm, "evaluation")
         tok = state["tokenizer"]
         rank, world = distributed.rank(), distributed.world_size()
         loader = build_loader(cfg, tok, "val", rank, world, train=False, limit=cfg.eval.subset)

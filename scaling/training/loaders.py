@@ -37,6 +37,18 @@ def load_tokenizer(llm: str):
         raise ConfigError(f"cannot load the tokenizer of model.llm={llm!r}: {err}") from None
 
 
+def generation_tokenizer(llm: str, what: str):
+    """The tokenizer that ``what`` (evaluation, prediction) needs to turn generated ids into text; a
+    ConfigError naming the fix for shape names (random weights, no vocabulary) or an unloadable one."""
+    tok = load_tokenizer(llm)
+    if tok is None:
+        raise ConfigError(
+            f"model.llm={llm!r} is a shape name (random weights, no tokenizer): {what} needs a real LLM with its "
+            f"tokenizer; pass --llm DIR (a local Hugging Face directory) or train with model.llm=DIR"
+        )
+    return tok
+
+
 def split_url(cfg, split: str) -> str | None:
     return {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}[split]
 
