@@ -69,6 +69,7 @@ def run(args) -> int:
     from scaling.training.loaders import generation_tokenizer
 
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # the output is the predictions only
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     files, overrides = split_overrides(args.files)
     if not files:

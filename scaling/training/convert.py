@@ -202,10 +202,11 @@ def format_description(info: dict[str, Any]) -> str:
     lines.append(f"  trainable parameters: {info['trainable_parameters']:,} ({parts})")
     if "checkpoint" in info:
         c = info["checkpoint"]
+        last_loss = f"{c['last_loss']:.4g}" if isinstance(c["last_loss"], float) else f"{c['last_loss']}"
         lines.append(
             f"  checkpoint: {c['format']} (strategy {c['strategy']}, ZeRO stage {c['zero_stage']}), world size {c['world_size']}, "
             f"epoch {c['epoch']}, step {c['step']}/{c['total_steps']}, skipped {c['skipped_steps']}, "
-            f"{_duration(c['train_seconds'] or 0)}, last loss {c['last_loss']}"
+            f"{_duration(c['train_seconds'] or 0)}, last loss {last_loss}"
         )
         if c.get("best"):
             lines.append(f"  best: {c['best']}")
