@@ -561,3 +561,100 @@ def resolve_split(source: str, split: str, index: str | None = None, need_ids: b
                     log.warning("%s: shard %s holds %d samples, its index says %d", what, sh.url, n, sh.num_samples)
                     sh.num_samples = n
     return SplitSource(shards, meta, index_path_used)
+
+
+# --------------------------------------------------------------------------------------- pre-flight checks
+
+PLACEHOLDER_PREFIX = "/path/to/"  # the placeholders of the shipped configs (configs/*.yaml, marked >>> SET)
+REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
+
+
+def _listed(urls: list[str], limit: int = 3) -> str:
+    shown = ", ".join(urls[:limit])
+    return shown + (f", ... ({len(urls)} in all)" if len(urls) > limit else "")
+
+
+def missing_local_shards(shards: list[ShardRef]) -> list[str]:
+    """URLs of the local shards that do not exist (remote shards are not looked at)."""
+    return [sh.url for sh in shards if is_local(sh.url) and not os.path.exists(local_path(sh.url))]
+
+
+def all_shards_missing_error(shards: list[ShardRef], source: str, what: str = "data") -> ConfigError | None:
+    """A ConfigError when every shard of a resolved split is a local file that does not exist, else None.
+
+    Some missing shards are tolerated (their samples are skipped and counted); none at all is a
+    misconfiguration that would otherwise end in DataLoader worker tracebacks."""
+    missing = missing_local_shards(shards)
+    if not shards or len(missing) < len(shards):
+        return None
+    return ConfigError(
+        f"{what}={source!r}: none of its {len(shards)} shard file(s) exists (missing: {_listed(missing)}). "
+        f"The files were moved or deleted, or the source points at the wrong place: re-create them with "
+        f"`scaling data convert`, or set {what} to where the shards are; check a shard set with "
+        f"`scaling data inspect DIR`")
+
+
+def check_source(source: str, split: str, index: str | None = None, what: str = "data") -> list[str]:
+    """Problems of a split source (see :mod:`scaling.config.data`) visible without reading any shard.
+
+    Refused: a ``/path/to/`` placeholder, a local index (folder or ``.json``) that does not exist or
+    lacks the split, and a local source (file, folder, brace pattern) of which no shard file exists.
+    Remote sources (``pipe:``, ``http(s)://``, ``s3://``, ``gs://``) and ``toy://`` are not checked.
+    Sources are resolved as :func:`resolve_split` does; indexes are read, shards are not.
+    """
+    problems: list[str] = []
+    for part in [p.strip() for p in str(source).split("::") if p.strip()]:
+        ref, _, sub_split = part.partition("#")
+        if ref.startswith(PLACEHOLDER_PREFIX):
+            problems.append(
+                f"{what}={part!r} is a placeholder of the shipped configs: set it to your shards, e.g. "
+                f"{what}=/data/shards/coco{'#' + sub_split if sub_split else ''} (the folder holding index.json) or "
+                f"{what}='/data/shards/coco/{sub_split or split}-{{000000..000031}}.tar'"
+                + ("" if what == "data.train" else f", or {what}=null to leave it out"))
+            continue
+        if ref.startswith(REMOTE_PREFIXES + ("toy://",)) or not is_local(ref):
+            continue
+        path = local_path(ref)
+        if os.path.isdir(path) and not os.path.exists(os.path.join(path, INDEX_NAME)):
+            tars = sorted(n for n in os.listdir(path) if n.endswith(".tar"))
+            hint = (f" it holds {len(tars)} .tar file(s): write the index with `scaling data inspect {ref} --write-index`, "
+                    f"or give them as a pattern, e.g. {what}='{os.path.join(ref, tars[0])}'") if tars else (
+                " it holds no shards either: create them with `scaling data convert`")
+            problems.append(f"{what}={part!r}: the folder has no {INDEX_NAME};{hint}")
+            continue
+        if ref.endswith(".json") or os.path.isdir(path):
+            if not os.path.exists(path):
+                problems.append(f"{what}={part!r}: the index file {path!r} does not exist; point {what} at a shard folder "
+                                f"(with its {INDEX_NAME}) or an existing index, created by `scaling data convert`")
+                continue
+            try:
+                shards = resolve_split(part, split, index, what=what).shards
+            except ConfigError as err:
+                problems += err.problems
+                continue
+            err = all_shards_missing_error(shards, part, what)
+            if err is not None:
+                problems += err.problems
+            continue
+        urls = expand_urls(ref)
+        missing = [u for u in urls if not os.path.exists(local_path(u))]
+        if urls and len(missing) == len(urls):
+            what_missing = "does not exist (no such file or folder)" if len(urls) == 1 else (
+                f"matches no existing file (none of its {len(urls)} shards exists: {_listed(missing)})")
+            problems.append(
+                f"{what}={part!r} {what_missing}. Set {what} to converted shards: their folder (holding {INDEX_NAME}) "
+                f"or a pattern like '/data/shards/coco/{split}-{{000000..000031}}.tar' (create them with "
+                f"`scaling data convert`; check them with `scaling data inspect DIR`)")
+    return problems
+
+
+def check_index_path(index: str | None, what: str = "data.index") -> list[str]:
+    """``data.index`` (an explicit index.json): a placeholder or a missing local file is a problem."""
+    if not index:
+        return []
+    if str(index).startswith(PLACEHOLDER_PREFIX):
+        return [f"{what}={index!r} is a placeholder: set it to the shards' index.json, or {what}=null to find it next to the shards"]
+    if is_local(index) and not index.startswith(REMOTE_PREFIXES) and not os.path.isfile(local_path(index)):
+        return [f"{what}={index!r} does not exist: set it to the shards' index.json (written by `scaling data convert` "
+                f"or `scaling data inspect DIR --write-index`), or {what}=null to find it next to the shards"]
+    return []

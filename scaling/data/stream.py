@@ -40,7 +40,7 @@ from scaling.data.collate import collate
 from scaling.data.decode import SampleDecoder, SampleError
 from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_rank, replacement_plan
 from scaling.data.resume import LoaderState, reconcile
-from scaling.data.shards import ShardRef, read_positions, resolve_split
+from scaling.data.shards import ShardRef, all_shards_missing_error, read_positions, resolve_split
 from scaling.data.subset import kept_positions
 from scaling.data.text import TextEncoder, template_for
 
@@ -433,6 +433,9 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
     fraction = data.fraction if train else 1.0
     need_ids = train and (fraction < 1.0 or data.length_bucketing)
     src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}")
+    missing = all_shards_missing_error(src.shards, source, f"data.{split}")
+    if missing is not None:  # else every DataLoader worker would fail on its first shard
+        raise missing
     meta = src.meta
     if need_ids:
         kept = [kept_positions(sh.ids, fraction, data.subset_seed) for sh in src.shards]

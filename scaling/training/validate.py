@@ -10,7 +10,10 @@ raises one :class:`~scaling.config.base.ConfigError` listing all problems:
 * a DeepSpeed JSON must agree with the training config (see :mod:`scaling.training.ds_config`);
 * backbones must be a local directory with ``config.json``, a hub id or a shape name (the
   configs of ``configs/`` hold placeholders such as ``/path/to/llama-7b`` to set);
-* ``data.train`` must be set.
+* ``data.train`` must be set; no data source training reads (``data.train/val``, ``data.features`` when used,
+  ``data.index``) may be a ``/path/to/`` placeholder, and a local one must name existing shard files
+  (:func:`scaling.data.shards.check_source`; remote ``pipe:``/``http(s)://``/``s3://``/``gs://`` and
+  ``toy://`` sources are not checked).
 """
 
 from __future__ import annotations
@@ -89,16 +92,32 @@ def check_backbone(name: str, kind: str) -> list[str]:
     looks_local = name.startswith((".", "/", "~")) or name.count("/") >= 2
     if looks_local and not os.path.isdir(path):
         hint = " (a placeholder of the shipped configs: set it to your local copy)" if name.startswith("/path/to/") else ""
-        return [f"{key}={name!r} does not exist{hint}; pass a local Hugging Face directory, e.g. {key}=/data/models/llama-7b"]
+        example = "/data/models/llama-7b" if kind == "llm" else "/data/models/clip-vit-large-patch14"
+        return [f"{key}={name!r} does not exist{hint}; pass a local Hugging Face directory, e.g. {key}={example}"]
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
         return [f"{key}={name!r} has no config.json: point it at a Hugging Face model directory (save_pretrained output)"]
     return []
 
 
 def check_data(cfg) -> list[str]:
-    if not cfg.data.train:
+    """The data sources the run will read: set, no placeholder, local ones naming existing shards."""
+    from scaling.data.shards import check_index_path, check_source
+
+    data = cfg.data
+    if not data.train:
         return ["data.train is not set: give the training shards (e.g. data.train='shards/coco/train-{000000..000031}.tar') or toy://colours for the synthetic CPU task"]
-    return []
+    problems = check_index_path(data.index)
+    # the splits training reads (data.test is read by `scaling eval`, whose loader checks it the same way)
+    splits = [s for s in ("train", "val") if getattr(data, s)]
+    if data.use_features and data.features:  # cached features replace the splits' sources (scaling.data.stream)
+        sources = [(data.features, s, "data.features") for s in splits]
+    else:
+        sources = [(getattr(data, s), s, f"data.{s}") for s in splits]
+    for source, split, what in sources:
+        for problem in check_source(str(source), split, data.index, what):
+            if problem not in problems:
+                problems.append(problem)
+    return problems
 
 
 def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None = None, check_paths: bool = True) -> RunPlan:

@@ -270,3 +270,17 @@ def test_a_worker_inside_a_lost_shard_keeps_the_batch_count(lost_shard):
     plans, _ = loader.dataset.plans(0)
     assert any({s.shard for s in p.segments} == {1} for p in plans)  # a worker's whole share is lost
     assert len(list(loader)) == len(loader) == 12
+
+
+def test_all_shard_files_missing_is_a_config_error_not_worker_tracebacks(root, tmp_path):
+    """Some shards missing: skipped (above). All of them: a ConfigError naming the files, before any worker starts."""
+    import shutil
+
+    shutil.copy(os.path.join(root, "index.json"), tmp_path / "index.json")  # the index, without its shards
+    with pytest.raises(ConfigError) as err:
+        build_loader(cfg_for(str(tmp_path)), word_tokenizer(), "train", 0, 1, True)
+    (msg,) = err.value.problems
+    assert "data.train" in msg and "none of its 3 shard file(s) exists" in msg and "train-000000.tar" in msg
+    assert "scaling data inspect" in msg
+    with pytest.raises(ConfigError, match="none of its 3 shard file"):
+        build_loader(cfg_for(str(tmp_path)), word_tokenizer(), "val", 0, 1, False)

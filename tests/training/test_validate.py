@@ -94,3 +94,95 @@ def test_cli_check_fails_before_loading_any_model(tmp_path):
     check = subprocess.run(args[:-1] + ["--check", "--world-size", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert check.returncode == 0, check.stderr[-2000:]
     assert json.loads(check.stdout)["accumulation"] == 1
+
+
+# ---------------------------------------------------------------- data paths (placeholders, missing local shards)
+
+
+@pytest.fixture
+def tiny_shards(tmp_path):
+    from scaling.data.synthetic import write_shards
+
+    root = tmp_path / "shards"
+    write_shards(str(root), [3, 3], split="train", image_size=24)
+    write_shards(str(root), [2], split="val", image_size=24, prefix="v")
+    return root
+
+
+def test_check_refuses_data_placeholders_and_missing_local_sources(tmp_path):
+    cfg = cfg_with(tmp_path, "data.train=/path/to/shards/coco", f"data.val={tmp_path}/nope",
+                   "data.test=/path/to/shards/coco-test", f"data.index={tmp_path}/missing-index.json")
+    with pytest.raises(ConfigError) as err:
+        plan_run(cfg, 1, "cpu")
+    problems = err.value.problems
+    assert len(problems) == 3, problems  # data.test is not read by training (`scaling eval`'s loader checks it)
+    text = str(err.value)
+    assert "data.train='/path/to/shards/coco' is a placeholder" in text and "data.train=/data/shards/coco" in text
+    assert f"data.val='{tmp_path}/nope' does not exist" in text and "scaling data convert" in text
+    assert "missing-index.json' does not exist" in text and "data.index=null" in text
+    assert "coco-test" not in text
+    cfg = cfg_with(tmp_path, f"data.train={tmp_path}/train-{{000000..000003}}.tar")
+    with pytest.raises(ConfigError, match=r"matches no existing file.*train-000000\.tar.*scaling data inspect"):
+        plan_run(cfg, 1, "cpu")
+
+
+def test_remote_and_toy_sources_are_not_checked(tmp_path):
+    for remote in ("pipe:cat /nowhere/train-{000000..000001}.tar", "https://host/coco/train-{000000..000001}.tar",
+                   "s3://bucket/coco/train-000000.tar", "gs://bucket/coco/train-000000.tar"):
+        plan_run(cfg_with(tmp_path, f"data.train={remote}", "data.val=toy://colours?n=8"), 1, "cpu")
+
+
+def test_existing_local_sources_pass_in_every_form(tmp_path, tiny_shards):
+    for source in (str(tiny_shards), f"{tiny_shards}/index.json", f"{tiny_shards}/train-{{000000..000001}}.tar",
+                   f"{tiny_shards}/train-000000.tar", f"{tiny_shards}#train::{tiny_shards}/train-000001.tar"):
+        plan_run(cfg_with(tmp_path, f"data.train={source}", f"data.val={tiny_shards}#val"), 1, "cpu")
+    os.remove(tiny_shards / "train-000001.tar")  # one shard missing: skipped and counted at load time, not refused
+    plan_run(cfg_with(tmp_path, f"data.train={tiny_shards}"), 1, "cpu")
+    with pytest.raises(ConfigError, match="has no split 'test'"):
+        plan_run(cfg_with(tmp_path, f"data.train={tiny_shards}", f"data.val={tiny_shards}#test"), 1, "cpu")
+
+
+def test_encoder_placeholder_error_gives_an_encoder_example():
+    from scaling.training.validate import check_backbone
+
+    (msg,) = check_backbone("/path/to/eva-clip-l", "encoder")
+    assert "placeholder" in msg and "model.encoder=/data/models/clip-vit-large-patch14" in msg and "llama" not in msg
+    (msg,) = check_backbone("/path/to/llama-7b", "llm")
+    assert "model.llm=/data/models/llama-7b" in msg
+
+
+def test_cli_check_refuses_the_shipped_data_placeholders(capsys):
+    from scaling.cli.main import main
+
+    config = os.path.join(REPO, "configs", "coco_depalm.yaml")
+    rc = main(["train", "--config", config, "--check", "--world-size", "8", "model.llm=tiny-llama", "model.encoder=tiny-vit"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "data.train='/path/to/shards/coco' is a placeholder" in err and "data.val=" in err and "data.val=null" in err
+
+
+def test_deleted_shards_stop_the_run_before_any_model_loads(tmp_path, tiny_shards, monkeypatch, capsys):
+    """All shard files of the training split gone: one ConfigError naming them, not DataLoader worker tracebacks."""
+    from scaling.cli.main import main
+    from scaling.training import loaders
+
+    for name in ("train-000000.tar", "train-000001.tar"):
+        os.remove(tiny_shards / name)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model/tokenizer was loaded before the data paths were checked")
+
+    monkeypatch.setattr(loaders, "load_tokenizer", must_not_load)
+    monkeypatch.setattr(loaders, "build", must_not_load)
+    cfg = cfg_with(tmp_path, f"data.train={tiny_shards}", f"data.val={tiny_shards}#val")
+    with pytest.raises(ConfigError) as err:
+        plan_run(cfg, 1, "cpu")
+    (msg,) = err.value.problems
+    assert "none of its 2 shard file(s) exists" in msg and "train-000000.tar" in msg and "train-000001.tar" in msg
+    assert "scaling data inspect" in msg
+    run = tmp_path / "run"
+    rc = main(["train", *tiny_run_overrides(str(run)), f"data.train={tiny_shards}", "data.val=null"])
+    stderr = capsys.readouterr().err
+    assert rc == 2, stderr
+    assert "train-000000.tar" in stderr and "scaling data inspect" in stderr and "Traceback" not in stderr
+    assert not os.path.exists(run / "checkpoints")  # stopped before anything was built
