@@ -24,6 +24,7 @@ import json
 import os
 from collections import OrderedDict
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -48,9 +49,24 @@ def _shards_state(ckpt_dir: str) -> dict[str, torch.Tensor]:
 
     if not os.path.isdir(os.path.join(ckpt_dir, "deepspeed")):
         raise ConfigError(f"{ckpt_dir} has no deepspeed/ directory: it was not written by DeepSpeed (use it without --from-shards)")
-    with torch.serialization.safe_globals(ckpt.deepspeed_safe_globals()):
+    from deepspeed.utils import zero_to_fp32
+
+    # zero_to_fp32 unpickles the partitions with torch.load(weights_only=False): a crafted file would run code.
+    # Its module-level `torch` is swapped for one whose load is weights_only=True + the DeepSpeed allowlist.
+    with mock.patch.object(zero_to_fp32, "torch", _WeightsOnlyTorch()):
         state = get_fp32_state_dict_from_zero_checkpoint(ckpt_dir, tag="deepspeed", exclude_frozen_parameters=True)
     return {k: v.float() for k, v in state.items()}
+
+
+class _WeightsOnlyTorch:
+    """``torch`` as seen by DeepSpeed's ``zero_to_fp32``, with :func:`torch.load` always weights-only."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, map_location=None, **_ignored):  # weights_only=False from the caller is overridden
+        return ckpt.weights_only_deepspeed_load(f, map_location=map_location)
 
 
 def load_weights(path: str, from_shards: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -113,3 +113,37 @@ def test_convert_and_inspect_accept_the_best_adapter_directory(tmp_path, backbon
     assert info["step"] == 3 and info["method"] == "depalm" and "checkpoint" not in info
     assert cli(["inspect", best]) == 0
     assert "step: 3" in capsys.readouterr().out
+
+
+class _RunsCode:
+    """A pickle that runs code when unpickled without weights_only (here: creates a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_zero_partitions_are_unpickled_weights_only(tmp_path):
+    """DeepSpeed's zero_to_fp32 calls torch.load(weights_only=False); the conversion must never run a crafted file."""
+    import shutil
+
+    from scaling.training.convert import load_weights
+
+    run = tmp_path / "run"
+    Trainer_cfg = load_config(None, tiny_run_overrides(str(run), 1))
+    trainer = Trainer(Trainer_cfg)
+    trainer.setup()
+    trainer.run()
+    crafted = tmp_path / "crafted"
+    shutil.copytree(ckpt.find_latest(str(run)), crafted)
+    os.makedirs(crafted / "deepspeed")
+    marker = tmp_path / "code-ran"
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"):
+        torch.save({"x": _RunsCode(str(marker))}, crafted / "deepspeed" / name)
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported global|not allowed"):
+        load_weights(str(crafted), from_shards=True)
+    with pytest.raises(Exception):
+        convert(str(crafted), "consolidated", str(tmp_path / "out.safetensors"))
+    assert not marker.exists(), "a crafted ZeRO partition ran code during conversion"
