@@ -137,6 +137,13 @@ def to_peft(path: str, out: str) -> str:
             f"use --to adapter (scaling.training.checkpoint.load_adapter loads it)"
         )
     lora = {peft_key(k): v for k, v in tensors.items() if peft_key(k)}
+    other_llm = sorted(k for k in tensors if k.startswith("llm.") and not peft_key(k))
+    if other_llm:  # bias/norm tuning, bottleneck adapters, deep prompts inside the LLM
+        raise ConfigError(
+            f"this adapter also trains {len(other_llm)} LLM tensor(s) that are not LoRA (e.g. {other_llm[:3]}): a peft LoRA "
+            f"checkpoint cannot hold them, so PeftModel would not be the trained model; use --to adapter or "
+            f"--to consolidated (scaling.training.checkpoint.load_adapter loads both)"
+        )
     targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in lora})
     os.makedirs(out, exist_ok=True)
     config = LoraConfig(
@@ -157,6 +164,10 @@ def convert(path: str, fmt: str, out: str, from_shards: bool = False) -> str:
         raise ConfigError(f"unknown format {fmt!r}; valid: {list(FORMATS)}")
     if fmt == "adapter":
         return to_adapter(path, out, from_shards)
+    if from_shards:  # peft reads the adapter; consolidated already reads the ZeRO partitions when there are any
+        raise ConfigError(f"--from-shards applies to --to adapter only (--to {fmt} "
+                          f"{'reads the ZeRO partitions by itself when the checkpoint has them' if fmt == 'consolidated' else 'reads the adapter'}); "
+                          f"drop the flag, or convert with --to adapter --from-shards first")
     if fmt == "peft":
         return to_peft(path, out)
     return to_consolidated(path, out)

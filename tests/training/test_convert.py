@@ -147,3 +147,15 @@ def test_zero_partitions_are_unpickled_weights_only(tmp_path):
     with pytest.raises(Exception):
         convert(str(crafted), "consolidated", str(tmp_path / "out.safetensors"))
     assert not marker.exists(), "a crafted ZeRO partition ran code during conversion"
+
+
+def test_peft_export_refuses_llm_weights_it_cannot_hold_and_from_shards_is_adapter_only(tmp_path, backbones):
+    run = str(tmp_path / "lora_bias")
+    trained(run, *backbones, "model.finetune.lora_rank=4", "model.finetune.bias_tuning=llm")
+    with pytest.raises(ConfigError, match=r"LLM tensor\(s\) that are not LoRA.*--to adapter"):
+        convert(run, "peft", str(tmp_path / "peft"))
+    assert not os.path.exists(tmp_path / "peft")
+    for fmt in ("peft", "consolidated"):
+        with pytest.raises(ConfigError, match=r"--from-shards applies to --to adapter only"):
+            convert(run, fmt, str(tmp_path / f"x_{fmt}"), from_shards=True)
+    assert os.path.isfile(convert(run, "consolidated", str(tmp_path / "c.safetensors")))
