@@ -124,3 +124,26 @@ def test_rng_states_round_trip_through_weights_only_files(tmp_path):
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     ckpt.set_rng_state(ckpt.load_pt(path))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_fingerprints_see_a_change_anywhere_in_the_backbone_and_tolerate_only_dtype_rounding(dirs):
+    """Re-noising inner projections (first/middle/last tensors kept) or a 1% drift is another backbone;
+    the same weights in bf16 are the same backbone."""
+    model = build_model(_cfg(dirs["llama"], dirs["vit"]).model)
+    stored = model_fingerprints(model)
+    inner = [p for n, p in model.llm.named_parameters() if "layers.0.self_attn.k_proj" in n]
+    assert inner
+    with torch.no_grad():
+        inner[0].add_(torch.randn_like(inner[0]) * 0.02)
+    diffs = compare(stored, model_fingerprints(model))
+    assert diffs and "k_proj" in diffs[0], diffs
+
+    bf16 = build_model(_cfg(dirs["llama"], dirs["vit"], "model.frozen_dtype=bf16").model)
+    assert compare(stored, model_fingerprints(bf16)) == []
+    with torch.no_grad():
+        for p in bf16.llm.parameters():
+            p.mul_(1.01)
+    assert compare(stored, model_fingerprints(bf16)), "a 1% drift must not pass as bf16 rounding"
+
+    old_style = {k: dict(v, weights=dict(list(v["weights"].items())[:3])) if v else v for k, v in stored.items()}
+    assert compare(old_style, model_fingerprints(build_model(_cfg(dirs["llama"], dirs["vit"]).model))) == []
