@@ -29,15 +29,19 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
-        """x_q ``[B, Nq, dim]``, x_kv ``[B, Nk, dim]`` → ``[B, Nq, dim]``."""
+    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x_q ``[B, Nq, dim]``, x_kv ``[B, Nk, dim]`` → ``[B, Nq, dim]``; ``key_mask`` ``[B, Nk]`` bool
+        (False: a padded key no query attends to; SDPA path)."""
         dim = x_q.shape[-1]
         w_q, w_kv = self.in_proj.weight.split([dim, 2 * dim])
         b_q, b_kv = self.in_proj.bias.split([dim, 2 * dim])
         q = F.linear(x_q, w_q, b_q)
         k, v = F.linear(x_kv, w_kv, b_kv).chunk(2, dim=-1)
         heads = lambda t: t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # noqa: E731
-        if self.training and self.dropout > 0:
+        if key_mask is not None:
+            out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=key_mask[:, None, None, :],
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        elif self.training and self.dropout > 0:
             out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=self.dropout)
         else:
             out = ops.attention(heads(q), heads(k), heads(v), mode=self.kernel_mode)
@@ -56,10 +60,11 @@ class TransformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, last_rows: int | None = None) -> torch.Tensor:
-        """x ``[B, N, dim]`` → ``[B, N, dim]``, or ``[B, last_rows, dim]`` (only those rows computed)."""
+    def forward(self, x: torch.Tensor, last_rows: int | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, N, dim]`` → ``[B, N, dim]``, or ``[B, last_rows, dim]`` (only those rows computed);
+        ``key_mask`` ``[B, N]`` bool: tokens no row attends to (padding)."""
         rows = x[:, -last_rows:] if last_rows else x
-        h = self.norm1(rows + self.drop(self.attn(rows, x)))
+        h = self.norm1(rows + self.drop(self.attn(rows, x, key_mask)))
         return self.norm2(h + self.drop(self.ffn(h)))
 
 
@@ -71,10 +76,14 @@ class QueryPooler(nn.Module):
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
         self.layers = nn.ModuleList(TransformerLayer(dim, n_heads, ffn_dim, dropout) for _ in range(n_layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[B, N, dim]`` → ``[B, n_queries, dim]``."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, N, dim]`` → ``[B, n_queries, dim]``; ``valid`` ``[B, N]`` bool: False marks padding
+        that no token attends to (in every layer)."""
         n_q = self.queries.shape[0]
         h = torch.cat([x, self.queries.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        key_mask = None
+        if valid is not None:
+            key_mask = torch.cat([valid, valid.new_ones(x.shape[0], n_q)], dim=1)
         for i, layer in enumerate(self.layers):
-            h = layer(h, last_rows=n_q if i == len(self.layers) - 1 else None)
+            h = layer(h, last_rows=n_q if i == len(self.layers) - 1 else None, key_mask=key_mask)
         return h[:, -n_q:]

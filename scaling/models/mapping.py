@@ -87,7 +87,7 @@ class BlockResampler(nn.Module):
     pool: ``avgpool`` (mean of a block), ``linear`` (concatenate the block, one linear layer: a
     strided convolution), ``qpmapper`` (a QPMapper with one query over the block's tokens,
     shared across blocks). Grids whose sides are not multiples of the block are padded
-    (avgpool averages only the real tokens; linear and qpmapper see zeros / masked-out padding).
+    (avgpool averages only the real tokens; qpmapper's attention masks the padding out; linear sees zeros).
     """
 
     def __init__(
@@ -155,7 +155,8 @@ class BlockResampler(nn.Module):
             pooled = self.pool(blocks.flatten(2))
         else:
             nb = blocks.shape[1]
-            pooled = self.pool(blocks.flatten(0, 1)).reshape(b * l, nb, -1)
+            mask = None if bool(valid.all()) else valid.expand(b * l, -1, -1).flatten(0, 1)  # padded grid sides
+            pooled = self.pool(blocks.flatten(0, 1), mask).reshape(b * l, nb, -1)
         out = torch.cat([cls, pooled], dim=1)
         return self.proj_out(self.norm(out)).unflatten(0, (b, l))
 

@@ -71,3 +71,22 @@ def test_unknown_mapper_or_option_lists_valid_ones():
     assert "valid" in check_mapper_args("qpmaper", {})[0] and "qpmapper" in check_mapper_args("qpmaper", {})[0]
     with pytest.raises(ConfigError, match="n_queries"):
         build_mapper("qpmapper", {"n_query": 3}, d_in=8, d_out=8, n_levels=1, grid=(2, 2), block=(2, 2), has_cls=True)
+
+
+def test_r_qpmapper_pools_a_padded_block_over_its_real_tokens_only():
+    """Odd grid sides (AST's 12×101) pad blocks with zeros: the QPMapper pooling must not attend to them."""
+    from scaling.models.mapping import BlockResampler
+
+    torch.manual_seed(0)
+    r = BlockResampler(8, 8, grid=(2, 3), block=(2, 2), has_cls=False, pool="qpmapper", d_embed=16, qp_layers=2,
+                       n_heads=2, dropout=0.0).eval()
+    x = torch.randn(2, 1, 6, 8)
+    with torch.no_grad():
+        out = r(x)  # [2, 1, 2 blocks, 8]
+        blocks, valid = r._blocks(r.proj_in(x.flatten(0, 1)))
+        assert valid[1].tolist() == [True, False, True, False]
+        only_real = r.pool(blocks[:, 1][:, valid[1]])  # the second block's two real tokens alone
+        expected = r.proj_out(r.norm(only_real))
+        torch.testing.assert_close(out[:, 0, 1], expected[:, 0], rtol=1e-5, atol=1e-6)
+        full = r.proj_out(r.norm(r.pool(blocks[:, 0])))  # a block without padding: unchanged path
+        torch.testing.assert_close(out[:, 0, 0], full[:, 0], rtol=1e-5, atol=1e-6)
