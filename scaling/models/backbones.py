@@ -99,6 +99,14 @@ def llm_layout(llm: nn.Module) -> LLMLayout:
     for bad in ("final_logit_softcapping", "logit_scale"):
         if getattr(cfg, bad, None):
             raise ConfigError(f"LLM {cfg.model_type!r} scales its logits ({bad}); it is not supported yet")
+    emb_width = llm.get_input_embeddings().weight.shape[-1]
+    if emb_width != cfg.hidden_size:
+        raise ConfigError(
+            f"LLM {cfg.model_type!r} embeds tokens at width {emb_width} and runs its layers at {cfg.hidden_size} "
+            f"(a projection between them, as OPT-350m's word_embed_proj_dim): injecting perceptual tokens at both "
+            f"widths is not supported yet; use an LLM whose embedding width is its hidden size (OPT-125m/1.3b/2.7b/6.7b, "
+            f"LLaMA, Qwen2, GPT-2, ...)"
+        )
     names = {n.rsplit(".", 1)[-1] for n, _ in layer.named_modules()}
     lora = tuple(t for t in ("q_proj", "v_proj", "c_attn") if t in names)
     return LLMLayout(

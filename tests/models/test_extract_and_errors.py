@@ -125,3 +125,14 @@ def test_compile_encoder_gives_the_same_features_and_skips_tuned_encoders(backbo
         torch.testing.assert_close(compiled.extractor(pixels), plain.extractor(pixels), rtol=1e-5, atol=1e-5)
     tuned = build(compile_encoder=True, finetune={"bias_tuning": "encoder"})
     assert not getattr(tuned.extractor.encoder.model, "_scaling_compiled", False)
+
+
+def test_an_llm_whose_embedding_width_differs_from_its_hidden_size_is_refused_with_the_reason(tmp_path, backbones):
+    """OPT-350m (word_embed_proj_dim 512, hidden 1024): refused at build time, not a shape error mid-forward."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    path = tmp_path / "opt-proj"
+    OPTForCausalLM(OPTConfig(hidden_size=64, word_embed_proj_dim=32, ffn_dim=128, num_hidden_layers=2,
+                             num_attention_heads=4, vocab_size=100, max_position_embeddings=64)).save_pretrained(path)
+    with pytest.raises(ConfigError, match=r"embeds tokens at width 32 and runs its layers at 64.*word_embed_proj_dim"):
+        build_model(model_config(method="limber-1", llm=str(path), encoder=backbones["vit"], frozen_dtype="fp32"))
