@@ -125,6 +125,9 @@ def record_launches(quick: bool = False) -> list[tuple[Any, tuple, dict]]:
             for wdt in {dt, torch.float32}:
                 wt = torch.ones(4096, dtype=wdt, requires_grad=True)
                 rms.RMSNormFunction.apply(x, wt, 1e-6).float().sum().backward()
+            for delta in (x.detach().clone().requires_grad_(), None):  # add + norm, norm + residual gradient
+                s, y = rms.ResidualRMSNormFunction.apply(x, delta, x.new_ones(4096), 1e-6)
+                (s.float().sum() + y.float().sum()).backward()
             g = torch.zeros(2, 3, 11008, dtype=dt, requires_grad=True)
             sw.SwiGLUFunction.apply(g, g.detach().clone().requires_grad_()).float().sum().backward()
             q = torch.zeros(2, 32, 5, 128, dtype=dt, requires_grad=True)

@@ -31,13 +31,18 @@ from scaling.kernels.prefix_injection import (  # noqa: E402
     overwrite_slots,
     overwrite_slots_reference,
 )
-from scaling.kernels.rms_norm import rms_norm, rms_norm_reference  # noqa: E402
+from scaling.kernels.rms_norm import (  # noqa: E402
+    residual_rms_norm,
+    residual_rms_norm_reference,
+    rms_norm,
+    rms_norm_reference,
+)
 from scaling.kernels.rope import rope, rope_reference  # noqa: E402
 from scaling.kernels.swiglu import swiglu, swiglu_reference  # noqa: E402
 from scaling.kernels.target_loss import target_cross_entropy, target_cross_entropy_reference  # noqa: E402
 
 OPS = ("attention", "attention_last_layer", "inject_prefix", "overwrite_slots", "target_loss", "rms_norm",
-       "swiglu", "rope", "fp8_quantize", "fp8_linear")
+       "residual_rms_norm", "swiglu", "rope", "fp8_quantize", "fp8_linear")
 
 
 def _bench(fn: Callable[[], object], cuda: bool) -> float:
@@ -127,6 +132,15 @@ def _case(op: str, cuda: bool):
         return (f"[{B}, {T}, {D}]", bf16,
                 {"triton": lambda: rms_norm(x, w, 1e-6, mode="triton"), "torch": lambda: rms_norm_reference(x, w, 1e-6)},
                 [x], 2 * x.numel() * 2, None, None)
+    if op == "residual_rms_norm":  # a decoder layer's residual add + post-attention norm (fused layer)
+        B, T, D = (32, 64, 4096) if cuda else (2, 5, 64)
+        x = torch.randn(B, T, D, device=dev, dtype=bf16, requires_grad=True)
+        d = torch.randn(B, T, D, device=dev, dtype=bf16, requires_grad=True)
+        w = torch.randn(D, device=dev, dtype=bf16)
+        return (f"[{B}, {T}, {D}]", bf16,
+                {"triton": lambda: residual_rms_norm(x, w, 1e-6, delta=d, mode="triton"),
+                 "torch": lambda: residual_rms_norm_reference(x, w, 1e-6, d)},
+                [x, d], 4 * x.numel() * 2, None, None)
     if op == "swiglu":
         B, T, F_ = (32, 64, 11008) if cuda else (2, 5, 96)
         g = torch.randn(B, T, F_, device=dev, dtype=bf16, requires_grad=True)

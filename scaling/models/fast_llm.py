@@ -8,10 +8,13 @@ up-casts, rotary embeddings built from ``cat``/``neg``, SiLU·up, separate q/k/v
 forward that runs
 
     RMSNorm (Triton) → one QKV GEMM → rotary on q and k (one Triton kernel) → SDPA → o_proj
-    → residual → RMSNorm (Triton) → one gate|up GEMM → packed SwiGLU (Triton) → down_proj → residual
+    → residual add + RMSNorm (one Triton kernel) → one gate|up GEMM → packed SwiGLU (Triton)
+    → down_proj → residual
 
 with input-gradient backward through the kernels' autograd Functions (frozen weights get no weight
-gradients). Calls with a KV cache (generation) fall back to the original forward; everything else
+gradients); both norms also add the gradient of their residual branch in their backward kernel
+(:func:`scaling.kernels.rms_norm.residual_rms_norm`), so autograd runs no accumulation adds.
+Calls with a KV cache (generation) fall back to the original forward; everything else
 in the model is unchanged. ``mode="torch"`` uses the PyTorch references of the kernels (CPU tests).
 With ``fp8=True`` the four projections of each fused layer run as row-wise FP8 GEMMs
 (:mod:`scaling.models.fp8`).
@@ -29,11 +32,11 @@ SUPPORTED = ("llama", "qwen2", "mistral")
 
 
 def _kernels():
-    from scaling.kernels.rms_norm import rms_norm
+    from scaling.kernels.rms_norm import residual_rms_norm
     from scaling.kernels.rope import rope
     from scaling.kernels.swiglu_packed import swiglu_packed
 
-    return rms_norm, rope, swiglu_packed
+    return residual_rms_norm, rope, swiglu_packed
 
 
 def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -59,13 +62,12 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
             hidden_states, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
             use_cache=use_cache, cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
         )
-    rms_norm, rope, swiglu = _kernels()
+    residual_rms_norm, rope, swiglu = _kernels()
     f = self._scaling_fused
     mode = f["mode"]
     b, t, _ = hidden_states.shape
     hq, hk, hd = f["heads"], f["kv_heads"], f["head_dim"]
-    x = hidden_states
-    n = rms_norm(x, self.input_layernorm.weight, f["eps_in"], mode=mode)
+    x, n = residual_rms_norm(hidden_states, self.input_layernorm.weight, f["eps_in"], mode=mode)
     qkv = f["qkv_fp8"](n) if "qkv_fp8" in f else F.linear(n, f["qkv_w"], f["qkv_b"])
     q, k, v = qkv.split([hq * hd, hk * hd, hk * hd], dim=-1)
     q = q.view(b, t, hq, hd).transpose(1, 2)
@@ -80,8 +82,8 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
         q, k, v, attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=hq != hk,
     )
     attn = attn.transpose(1, 2).reshape(b, t, hq * hd)
-    x = x + self.self_attn.o_proj(attn)
-    n2 = rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"], mode=mode)
+    x, n2 = residual_rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"],
+                              delta=self.self_attn.o_proj(attn), mode=mode)
     gate_up = f["gate_up_fp8"](n2) if "gate_up_fp8" in f else F.linear(n2, f["gate_up_w"], f["gate_up_b"])
     x = x + self.mlp.down_proj(swiglu(gate_up, mode=mode))
     return x

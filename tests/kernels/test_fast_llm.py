@@ -75,3 +75,44 @@ def _model_opt():
 
     return OPTForCausalLM(OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=50,
                                     word_embed_proj_dim=32))
+
+
+def _consumers(root) -> dict:
+    """How many autograd edges point at each node of the graph above ``root`` (a grad_fn)."""
+    count, seen, stack = {}, set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for nxt, _ in node.next_functions:
+            if nxt is not None:
+                count[nxt] = count.get(nxt, 0) + 1
+                stack.append(nxt)
+    return count
+
+
+def test_fused_layer_backward_runs_no_residual_accumulation():
+    # eager: the layer input feeds the norm and the residual add, so autograd accumulates two
+    # gradients into it (an extra add kernel per residual, two per layer); the fused layer's norms
+    # take the residual gradient into their backward kernel: every tensor of the layer has one consumer
+    model = _model("llama")
+    layer = model.model.layers[0]
+    x = torch.randn(2, 7, 64, requires_grad=True)
+    pos = torch.arange(7)[None]
+    pe = model.model.rotary_emb(x, pos)
+    root = torch.nn.Identity()(x) * 1.0  # a node standing for the previous layer's output
+    eager = layer(root, attention_mask=None, position_ids=pos, position_embeddings=pe)
+    eager = eager[0] if isinstance(eager, tuple) else eager
+    assert _consumers(eager.grad_fn)[root.grad_fn] >= 2  # residual add + the norm's ops
+    accelerate_llm(model, mode="triton")
+    fused = layer(root, attention_mask=None, position_ids=pos, position_embeddings=pe)
+    fused = fused[0] if isinstance(fused, tuple) else fused
+    counts = _consumers(fused.grad_fn)
+    assert counts[root.grad_fn] == 1
+    names = [type(n).__name__ for n in counts]
+    assert names.count("ResidualRMSNormFunctionBackward") == 2
+    shared = [type(n).__name__ for n, c in counts.items() if c > 1 and n is not root.grad_fn]
+    # only the frozen weights' views (AccumulateGrad-free nodes) may be shared; no activation is
+    assert all("Accumulate" not in s and "Add" not in s for s in shared), shared
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
