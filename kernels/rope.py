@@ -14,6 +14,10 @@ dtype, ``promote_types(q.dtype, cos.dtype)``; in the backward to q's / k's dtype
 matches the eager function bit for bit up to fp32 contraction. No gradient is produced for
 cos/sin (they come from the ``@torch.no_grad`` rotary module): if they require grad, the reference
 is used.
+
+:func:`qkv_rope` takes the fused q|k|v projection of a decoder layer instead of q and k: it splits it
+into heads (views), rotates q and k into ``[B, T, H, D]`` storage, and its backward writes the
+gradient of the fused projection directly (rotated-back q and k from the kernel, v by one copy).
 """
 
 from __future__ import annotations
@@ -147,6 +151,75 @@ class RopeFunction(torch.autograd.Function):
         return (dq if need_q else None), (dk if need_k else None), None, None, None
 
 
+class QKVRopeFunction(torch.autograd.Function):
+    """Autograd wrapper of :func:`qkv_rope`: ``(qkv, cos, sin, hq, hk, hd) → (q, k, v)``."""
+
+    @staticmethod
+    def forward(ctx, qkv, cos, sin, hq: int, hk: int, hd: int):
+        b, t, _ = qkv.shape
+        q_in, k_in, v = _split_heads(qkv, hq, hk, hd)
+        # [B, T, H, D] storage, returned as [B, H, T, D] views: the layout attention kernels read and
+        # write their gradients in, so the backward below needs no copies to reach ``qkv``'s layout
+        qo = torch.empty(b, t, hq, hd, device=qkv.device, dtype=torch.promote_types(qkv.dtype, cos.dtype)).transpose(1, 2)
+        ko = torch.empty(b, t, hk, hd, device=qkv.device, dtype=qo.dtype).transpose(1, 2)
+        _launch(q_in, k_in, qo, ko, cos, sin, False)
+        ctx.save_for_backward(cos, sin)
+        ctx.heads = (hq, hk, hd)
+        ctx.qkv_dtype = qkv.dtype
+        return qo, ko, v
+
+    @staticmethod
+    def backward(ctx, dqo, dko, dv):
+        cos, sin = ctx.saved_tensors
+        hq, hk, hd = ctx.heads
+        b, _, t, _ = dqo.shape
+        # (autograd materialises missing output gradients as zeros: none of the three is None)
+        dqkv = torch.empty(b, t, (hq + 2 * hk) * hd, device=dqo.device, dtype=ctx.qkv_dtype)
+        dq, dk, dv_out = _split_heads(dqkv, hq, hk, hd)
+        _launch(dqo, dko, dq, dk, cos, sin, True)
+        dv_out.copy_(dv)
+        return dqkv, None, None, None, None, None
+
+
+def _split_heads(qkv: torch.Tensor, hq: int, hk: int, hd: int):
+    """``qkv`` [B, T, (hq + 2·hk)·hd] → q [B, hq, T, hd], k and v [B, hk, T, hd]: strided views, no copies."""
+    b, t, _ = qkv.shape
+    q, k, v = qkv.split([hq * hd, hk * hd, hk * hd], dim=-1)
+    return (q.view(b, t, hq, hd).transpose(1, 2), k.view(b, t, hk, hd).transpose(1, 2),
+            v.view(b, t, hk, hd).transpose(1, 2))
+
+
+def qkv_rope_reference(qkv, cos, sin, hq: int, hk: int, hd: int):
+    """The eager attention code: split the fused projection into heads, then ``apply_rotary_pos_emb``."""
+    q, k, v = _split_heads(qkv, hq, hk, hd)
+    q, k = rope_reference(q, k, cos, sin)
+    return q, k, v
+
+
+def qkv_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, hq: int, hk: int, hd: int,
+             mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split a fused q|k|v projection ``qkv`` ``[B, T, (hq + 2·hk)·hd]`` into heads and rotate q and k.
+
+    Returns ``q`` ``[B, hq, T, hd]``, ``k`` and ``v`` ``[B, hk, T, hd]`` (v: a view of ``qkv``), with
+    ``cos``/``sin`` ``[B or 1, T, hd]``. The same kernel as :func:`rope`; the difference is the backward:
+    one kernel writes the rotated-back gradients of q and k straight into the gradient of ``qkv`` (and
+    one copy adds v's), where the eager code runs the rotary backward, a reshape copy per head split and
+    the ``cat`` of the split's backward."""
+    if qkv.dim() != 3 or qkv.shape[-1] != (hq + 2 * hk) * hd:
+        raise ValueError(f"qkv must be [B, T, (hq + 2*hk)*hd] = [.., .., {(hq + 2 * hk) * hd}], got {tuple(qkv.shape)}")
+    q, k, _ = _split_heads(qkv, hq, hk, hd)
+    supported = (cos.dim() == 3 and sin.shape == cos.shape and hd % 2 == 0 and cos.shape[-1] == hd
+                 and cos.shape[1] == qkv.shape[1] and cos.shape[0] in (1, qkv.shape[0])
+                 and qkv.dtype in _TL and cos.dtype in _TL and sin.dtype == cos.dtype
+                 and not (cos.requires_grad or sin.requires_grad))
+    if not use_triton(qkv, matmul_heavy=False, mode=mode) or not supported:
+        if mode == "triton" and not supported:
+            raise ValueError(f"qkv_rope: unsupported inputs for the Triton kernel: qkv {tuple(qkv.shape)} {qkv.dtype}, "
+                             f"cos {tuple(cos.shape)} {cos.dtype}, head_dim={hd}")
+        return qkv_rope_reference(qkv, cos, sin, hq, hk, hd)
+    return QKVRopeFunction.apply(qkv, cos, sin, hq, hk, hd)
+
+
 def rope_reference(q, k, cos, sin, unsqueeze_dim: int = 1):
     """transformers' ``apply_rotary_pos_emb`` (LLaMA / Qwen2) verbatim."""
     def rotate_half(x):
@@ -189,4 +262,4 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return RopeFunction.apply(q, k, cos, sin, unsqueeze_dim)
 
 
-__all__ = ["rope", "rope_reference", "RopeFunction"]
+__all__ = ["rope", "rope_reference", "RopeFunction", "qkv_rope", "qkv_rope_reference", "QKVRopeFunction"]

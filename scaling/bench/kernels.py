@@ -37,12 +37,12 @@ from scaling.kernels.rms_norm import (  # noqa: E402
     rms_norm,
     rms_norm_reference,
 )
-from scaling.kernels.rope import rope, rope_reference  # noqa: E402
+from scaling.kernels.rope import qkv_rope, qkv_rope_reference, rope, rope_reference  # noqa: E402
 from scaling.kernels.swiglu import swiglu, swiglu_reference  # noqa: E402
 from scaling.kernels.target_loss import target_cross_entropy, target_cross_entropy_reference  # noqa: E402
 
 OPS = ("attention", "attention_last_layer", "inject_prefix", "overwrite_slots", "target_loss", "rms_norm",
-       "residual_rms_norm", "swiglu", "rope", "fp8_quantize", "fp8_linear")
+       "residual_rms_norm", "swiglu", "qkv_rope", "rope", "fp8_quantize", "fp8_linear")
 
 
 def _bench(fn: Callable[[], object], cuda: bool) -> float:
@@ -158,6 +158,16 @@ def _case(op: str, cuda: bool):
         return (f"q,k [{B}, {H}, {T}, {D}]", bf16,
                 {"triton": lambda: rope(q, k, cos, sin, mode="triton"), "torch": lambda: rope_reference(q, k, cos, sin)},
                 [q, k], 4 * q.numel() * 2, None, None)
+    if op == "qkv_rope":  # the fused layer's head split + rotary; its backward writes d(qkv) directly
+        B, H, T, D = (32, 32, 57, 128) if cuda else (1, 2, 5, 32)
+        qkv = torch.randn(B, T, 3 * H * D, device=dev, dtype=bf16, requires_grad=True)
+        ang = torch.arange(T, device=dev)[:, None].float() * torch.rand(D // 2, device=dev)
+        ang = torch.cat([ang, ang], -1)[None]
+        cos, sin = ang.cos().to(bf16), ang.sin().to(bf16)
+        return (f"qkv [{B}, {T}, {3 * H * D}]", bf16,
+                {"triton": lambda: qkv_rope(qkv, cos, sin, H, H, D, mode="triton"),
+                 "torch": lambda: qkv_rope_reference(qkv, cos, sin, H, H, D)},
+                [qkv], 4 * B * T * H * D * 2, None, None)
     if op == "fp8_quantize":
         M, K = (1824, 4096) if cuda else (7, 96)
         x = torch.randn(M, K, device=dev, dtype=bf16)

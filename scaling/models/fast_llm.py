@@ -7,7 +7,8 @@ up-casts, rotary embeddings built from ``cat``/``neg``, SiLU·up, separate q/k/v
 ``nn.Linear`` weights become views of them, so memory does not grow) and gives each decoder layer a
 forward that runs
 
-    RMSNorm (Triton) → one QKV GEMM → rotary on q and k (one Triton kernel) → SDPA → o_proj
+    RMSNorm (Triton) → one QKV GEMM → rotary on q and k (one Triton kernel, whose backward writes the
+    QKV GEMM's output gradient directly) → SDPA → o_proj
     → residual add + RMSNorm (one Triton kernel) → one gate|up GEMM → packed SwiGLU (Triton)
     → down_proj → residual
 
@@ -33,10 +34,10 @@ SUPPORTED = ("llama", "qwen2", "mistral")
 
 def _kernels():
     from scaling.kernels.rms_norm import residual_rms_norm
-    from scaling.kernels.rope import rope
+    from scaling.kernels.rope import qkv_rope
     from scaling.kernels.swiglu_packed import swiglu_packed
 
-    return residual_rms_norm, rope, swiglu_packed
+    return residual_rms_norm, qkv_rope, swiglu_packed
 
 
 def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -62,19 +63,15 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
             hidden_states, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
             use_cache=use_cache, cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
         )
-    residual_rms_norm, rope, swiglu = _kernels()
+    residual_rms_norm, qkv_rope, swiglu = _kernels()
     f = self._scaling_fused
     mode = f["mode"]
     b, t, _ = hidden_states.shape
     hq, hk, hd = f["heads"], f["kv_heads"], f["head_dim"]
     x, n = residual_rms_norm(hidden_states, self.input_layernorm.weight, f["eps_in"], mode=mode)
     qkv = f["qkv_fp8"](n) if "qkv_fp8" in f else F.linear(n, f["qkv_w"], f["qkv_b"])
-    q, k, v = qkv.split([hq * hd, hk * hd, hk * hd], dim=-1)
-    q = q.view(b, t, hq, hd).transpose(1, 2)
-    k = k.view(b, t, hk, hd).transpose(1, 2)
-    v = v.view(b, t, hk, hd).transpose(1, 2)
     cos, sin = position_embeddings
-    q, k = rope(q, k, cos, sin, mode=mode)
+    q, k, v = qkv_rope(qkv, cos, sin, hq, hk, hd, mode=mode)
     mask = attention_mask
     if mask is not None and mask.dim() == 4:
         mask = mask[:, :, :, : k.shape[-2]]

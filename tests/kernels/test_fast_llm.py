@@ -112,6 +112,9 @@ def test_fused_layer_backward_runs_no_residual_accumulation():
     assert counts[root.grad_fn] == 1
     names = [type(n).__name__ for n in counts]
     assert names.count("ResidualRMSNormFunctionBackward") == 2
+    # the head split + rotary backward writes the QKV GEMM's output gradient itself (no reshape / cat)
+    assert names.count("QKVRopeFunctionBackward") == 1
+    assert not [n for n in names if n.startswith(("SplitWithSizes", "Cat"))], names
     shared = [type(n).__name__ for n, c in counts.items() if c > 1 and n is not root.grad_fn]
     # only the frozen weights' views (AccumulateGrad-free nodes) may be shared; no activation is
     assert all("Accumulate" not in s and "Add" not in s for s in shared), shared

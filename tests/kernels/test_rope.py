@@ -73,3 +73,51 @@ def test_rope_many_heads_loop(device):
 def test_rope_real_shapes_gpu(dtype):
     _check(B=32, Hq=32, Hk=32, T=64, D=128, dtype=dtype, device="cuda", Bc=1)
     _check(B=4, Hq=28, Hk=4, T=100, D=128, dtype=dtype, device="cuda")  # Qwen2-7B style GQA
+
+
+# --- qkv_rope: the head split of the fused q|k|v projection + rotary, with a copy-free backward ---
+
+from scaling.kernels.rope import qkv_rope, qkv_rope_reference  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2), (3, 1)], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("Bc", [1, None], ids=["cos-broadcast", "cos-per-sample"])
+def test_qkv_rope_matches_split_and_rope(heads, dtype, Bc, device):
+    hq, hk = heads
+    B, T, D = 2, 7, 48
+    qkv = torch.randn(B, T, (hq + 2 * hk) * D, device=device, dtype=dtype, requires_grad=True)
+    Bc = B if Bc is None else Bc
+    cos, sin = _cos_sin(Bc, T, D, dtype, device, torch.randint(0, 4000, (Bc, T), device=device))
+    out = qkv_rope(qkv, cos, sin, hq, hk, D, mode="triton")
+    ref = qkv_rope_reference(qkv, cos, sin, hq, hk, D)
+    for a, e in zip(out, ref):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        torch.testing.assert_close(a, e, rtol=2 * ULP[dtype], atol=2 * ULP[dtype] * e.abs().max().item())
+    assert out[2].data_ptr() == qkv.data_ptr() + (hq + hk) * D * qkv.element_size()  # v: a view, no copy
+    grads = [torch.randn_like(e) for e in ref]
+    (ga,) = torch.autograd.grad(out, qkv, grads)
+    (gr,) = torch.autograd.grad(ref, qkv, grads)
+    assert ga.dtype == dtype and ga.is_contiguous()
+    torch.testing.assert_close(ga, gr, rtol=2 * ULP[dtype], atol=2 * ULP[dtype] * gr.abs().max().item())
+
+
+def test_qkv_rope_backward_is_one_node(device):
+    # the eager split → view → transpose → rotary chain has a backward node per step (each transpose
+    # back needs a reshape copy, the split's backward a cat); here one Function writes qkv's gradient
+    hq, hk, D = 4, 2, 32
+    qkv = torch.randn(2, 5, (hq + 2 * hk) * D, device=device, requires_grad=True)
+    cos, sin = _cos_sin(1, 5, D, torch.float32, device)
+    q, k, v = qkv_rope(qkv, cos, sin, hq, hk, D, mode="triton")
+    for t in (q, k, v):
+        assert type(t.grad_fn).__name__ == "QKVRopeFunctionBackward"
+        assert t.grad_fn.next_functions[0][0].variable is qkv  # straight to qkv's gradient
+    # attention's gradients arrive in [B, T, H, D] storage (the layout q and k are returned in)
+    assert q.transpose(1, 2).is_contiguous() and k.transpose(1, 2).is_contiguous()
+
+
+def test_qkv_rope_rejects_a_wrong_width(device):
+    qkv = torch.randn(2, 5, 100, device=device)
+    cos, sin = _cos_sin(1, 5, 32, torch.float32, device)
+    with pytest.raises(ValueError, match=r"qkv must be \[B, T, \(hq \+ 2\*hk\)\*hd\]"):
+        qkv_rope(qkv, cos, sin, 4, 2, 32, mode="triton")
