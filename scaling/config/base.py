@@ -192,10 +192,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to a nested dict (creating sections as needed)."""
+    """Apply ``key.path=value`` overrides to a nested dict (creating sections as needed).
+
+    A key given twice with different values is an error: it is almost always a shell that expanded an
+    unquoted shard pattern (``train-{000000..000031}.tar``, ``*.tar``) into one argument per file, of
+    which only the last would be kept."""
     out = deep_merge({}, data)
+    seen: dict[str, str] = {}
     for item in overrides:
         keys, value = parse_override(item)
+        key = ".".join(keys)
+        if key in seen and seen[key] != item.split("=", 1)[1]:
+            raise ConfigError(
+                f"{key} is given twice ({seen[key]!r}, then {item.split('=', 1)[1]!r}): a shell probably expanded a "
+                f"brace or glob pattern into several arguments. Quote the override ('{key}=...{{000000..000031}}.tar'), "
+                f"or put the pattern in the YAML config (a remote launcher such as deepspeed's pdsh re-parses arguments)"
+            )
+        seen[key] = item.split("=", 1)[1]
         node = out
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):

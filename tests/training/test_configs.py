@@ -90,7 +90,17 @@ def test_launch_scripts_have_no_personal_paths(path):
     assert not re.search(r"/(home|Users|scratch|gpfs|lustre)/", text), "personal or cluster path"
     if path.endswith((".sh", ".sbatch")):
         assert subprocess.run(["bash", "-n", path]).returncode == 0
+    if path.endswith((".sh", ".sbatch")) and not path.endswith("lib.sh"):  # lib.sh: functions the others source
         assert ">>> SET" in text
         assert "scaling train" in text or "--module scaling train" in text or "scaling bench" in text
     if path.endswith(".sbatch"):
-        assert "--signal=USR1@120" in text and "--requeue" in text and "scontrol requeue" in text
+        assert "--signal=USR1@120" in text and "--requeue" in text
+        assert text.rstrip().splitlines()[-1].endswith(" requeue")  # finish ... requeue: scontrol requeue on the marker
+
+
+def test_a_key_given_twice_with_different_values_is_refused():
+    # an unquoted shard pattern expanded by a shell: one data.train= per shard, of which the last would win
+    with pytest.raises(ConfigError, match=r"data.train is given twice .*Quote the override"):
+        load_config(None, ["data.train=/d/train-000000.tar", "data.train=/d/train-000001.tar"])
+    cfg = load_config(None, ["train.lr=1e-4", "train.lr=1e-4"])  # the same value twice is harmless
+    assert cfg.train.lr == 1e-4

@@ -16,7 +16,6 @@ from scaling.training.loop import read_log, train
 from scaling.training.toy import tiny_run_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SBATCH = [os.path.join(REPO, "launch", name) for name in ("slurm_train.sbatch", "slurm_train_srun.sbatch")]
 
 
 def _env():
@@ -113,37 +112,3 @@ def test_a_job_failing_at_start_removes_a_stale_requeue_marker(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         train(cfg)
     assert not (out / "requeue").exists()  # else launch/*.sbatch would requeue this failing job forever
-
-
-def _fake_slurm(tmp_path, srun_body):
-    """A PATH with stub ``srun`` / ``scontrol`` (``scontrol requeue`` appends to ``requeued``), then this python."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text(f"#!/bin/bash\n{srun_body}\n")
-    (bin_dir / "scontrol").write_text(
-        f'#!/bin/bash\nif [ "$1" = requeue ]; then echo "$2" >> {tmp_path / "requeued"}; else echo node0; fi\n')
-    for name in ("srun", "scontrol"):
-        os.chmod(bin_dir / name, 0o755)
-    env = _env()
-    env.update(PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:{env.get('PATH', '')}", SLURM_JOB_ID="77",
-               SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0", SLURM_NTASKS="1",
-               SLURM_GPUS_ON_NODE="1", CONFIG="configs/coco_depalm.yaml", RUN_DIR=str(tmp_path / "run"))
-    return env
-
-
-@pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
-def test_sbatch_requeues_on_this_jobs_marker_only(tmp_path, script):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    # a stale marker from an earlier job, and trainers that fail at start-up (before they could remove it)
-    (run_dir / "requeue").write_text("12\n")
-    env = _fake_slurm(tmp_path, "exit 2")
-    done = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert not (tmp_path / "requeued").exists() and not (run_dir / "requeue").exists()
-
-    # trainers that checkpoint on a signal write the marker during this job: requeued
-    (tmp_path / "bin" / "srun").write_text(f'#!/bin/bash\necho 5 > {run_dir / "requeue"}\nexit 1\n')
-    done = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "requeued").read_text().split() == ["77"]
