@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from scaling.config.base import ConfigError
 
@@ -41,8 +42,8 @@ def run(args) -> int:
     import transformers
 
     from scaling.data.stream import build_loader
-    from scaling.evaluation.evaluate import evaluate, write_results
-    from scaling.evaluation.metrics import format_table
+    from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
+    from scaling.evaluation.metrics import MetricsError, format_table
     from scaling.training import distributed
     from scaling.training.checkpoint import load_adapter, read_adapter, resolve_adapter_path
     from scaling.training.loaders import generation_tokenizer
@@ -75,17 +76,28 @@ def run(args) -> int:
     loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}
-    result = evaluate(model, tokenizer, loader, task, max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
-                      media_dtype=half if device.type == "cuda" else None, **metric_options)
+    out = args.out or default_out_dir(adapter, args.split)
+    pred_path = os.path.join(out, "predictions.jsonl")
+    try:
+        # the predictions are written before scoring: a scoring failure loses no generation
+        result = evaluate(model, tokenizer, loader, task, max_new_tokens=cfg.eval.max_new_tokens,
+                          num_beams=cfg.eval.num_beams, media_dtype=half if device.type == "cuda" else None,
+                          save_predictions=lambda p, r: write_predictions(p, r, out), **metric_options)
+    except MetricsError as err:
+        if env.is_main and os.path.isfile(pred_path):
+            raise MetricsError(f"{err}\nThe predictions are saved: {pred_path}; once fixed, score them with "
+                               f"`scaling score --task {task} --predictions {pred_path} --references {pred_path}`") from None
+        raise
     if env.is_main:
-        out = args.out or default_out_dir(adapter, args.split)
-        pred_path, metrics_path = write_results(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
-                                                              "data": getattr(cfg.data, args.split)})
+        metrics_path = write_metrics(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
+                                                   "data": getattr(cfg.data, args.split)})
         if args.json:
-            print(json.dumps({"task": task, "n_samples": len(result.predictions), "metrics": result.metrics}))
+            print(json.dumps({"task": task, **result.counts(), "metrics": result.metrics}))
         else:
             print(format_table(task, result.metrics, len(result.predictions)))
             print(f"{len(result.predictions)} samples · predictions: {pred_path} · metrics: {metrics_path}")
+        if result.skip_warning():
+            print(f"WARNING: {result.skip_warning()}", file=sys.stderr)
     distributed.shutdown()
     return 0
 

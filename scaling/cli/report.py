@@ -53,6 +53,9 @@ def register(subparsers) -> None:
         default=DEFAULT_CARBON_INTENSITY,
         help=f"kg CO2eq per kWh (default {DEFAULT_CARBON_INTENSITY:g}, the DePALM paper's)",
     )
+    p.add_argument("--split", default="test",
+                   help="whose `scaling eval` scores to report (RUN/best/eval_SPLIT, else the newest RUN/eval/step_N_SPLIT; "
+                        "without them the training's val-subset metrics.json, with a warning); default test")
     p.add_argument("--ddof", type=int, default=1, choices=(0, 1), help="std over seeds: 1 = sample std (default), 0 = population")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     p.set_defaults(func=run)
@@ -82,6 +85,7 @@ def run(args) -> int:
         settings=settings,
         ddof=args.ddof,
         warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
+        split=args.split,
     )
     outputs = write_report(report, args.out, charts=not args.no_charts)
     if args.json:

@@ -12,4 +12,3 @@ class EvalConfig:
     num_beams: int = 1
     subset: int | None = 500  # samples used by periodic evaluation during training (None = all)
     metric: str | None = None  # metric that selects the best checkpoint (default per task: CIDEr / accuracy)
-    answer_list: str | None = None  # optional closed answer list (VQA), one answer per line

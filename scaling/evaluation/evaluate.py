@@ -6,6 +6,12 @@ Predictions and references are gathered on every rank (``all_gather_object``); a
 two ranks is an error, never silently double-counted. Batched generation equals batch-size-1
 generation (left padding + position ids from the mask; tested), so evaluation never has to fall
 back to batch 1.
+
+Scoring runs on rank 0 only (METEOR / SPICE start a JVM each: one per node is plenty) and the
+metrics are broadcast. ``save_predictions`` is called on rank 0 *before* scoring, so a scoring
+failure (no Java, METEOR out of memory) loses no generation: ``scaling score`` re-scores the file.
+Samples the loader had to skip (undecodable media) are counted across ranks and reported with the
+result: a score over fewer samples than the split holds is not the split's score.
 """
 
 from __future__ import annotations
@@ -29,10 +35,32 @@ class EvalResult:
     predictions: dict[str, str]
     references: dict[str, list[str]]
     metrics: dict[str, Any]
+    skipped: int = 0  # samples of the split the loader could not decode (not scored)
+    skipped_keys: list[str] = dataclasses.field(default_factory=list)  # some of them (the loaders keep the last 100)
+
+    def counts(self) -> dict[str, Any]:
+        """What ``metrics.json`` records besides the metrics: how many samples the score covers."""
+        out: dict[str, Any] = {"n_samples": len(self.predictions), "skipped": self.skipped}
+        if self.skipped:
+            out["skipped_keys"] = self.skipped_keys
+            if isinstance(self.metrics.get("accuracy"), (int, float)):
+                # a per-sample mean: what it would be with every skipped sample answered wrongly
+                n = len(self.predictions)
+                out["accuracy_counting_skipped_as_wrong"] = self.metrics["accuracy"] * n / (n + self.skipped)
+        return out
+
+    def skip_warning(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (f"{self.skipped} sample(s) of the split could not be decoded and are NOT in this score "
+                f"({len(self.predictions)} scored; e.g. {self.skipped_keys[:3]}): repair them "
+                "(`scaling data inspect`) before reporting it")
 
 
 def postprocess(text: str, stop_strings: tuple[str, ...] = ("\n",)) -> str:
-    """Cut the generated text at the first stop string and strip it."""
+    """Cut the generated text at the first stop string and strip it (leading whitespace first: a
+    generation that opens with a newline is not an empty answer)."""
+    text = text.lstrip()
     for stop in stop_strings:
         if stop and stop in text:
             text = text.split(stop, 1)[0]
@@ -72,29 +100,53 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def gather(predictions: dict[str, str], references: dict[str, list[str]]) -> tuple[dict, dict]:
-    """Merge every rank's predictions/references; error on an id produced by two ranks."""
+def gather(predictions: dict[str, str], references: dict[str, list[str]], skipped: tuple[int, list[str]] = (0, [])):
+    """Merge every rank's predictions/references (error on an id produced by two ranks) and skip counts."""
     rank, world = _world()
     if world == 1:
-        return predictions, references
+        return predictions, references, skipped
     parts: list[Any] = [None] * world
-    torch.distributed.all_gather_object(parts, (predictions, references))
+    torch.distributed.all_gather_object(parts, (predictions, references, skipped))
     merged_p: dict[str, str] = {}
     merged_r: dict[str, list[str]] = {}
-    for r, (p, refs) in enumerate(parts):
+    n_skipped, keys = 0, []
+    for r, (p, refs, (n, k)) in enumerate(parts):
         dup = set(p) & set(merged_p)
         if dup:
             raise RuntimeError(f"rank {r} evaluated {len(dup)} samples another rank also evaluated (e.g. {sorted(dup)[:3]}); "
                                "the loader must split samples across ranks without duplicates")
         merged_p.update(p)
         merged_r.update(refs)
-    return merged_p, merged_r
+        n_skipped += n
+        keys += k
+    return merged_p, merged_r, (n_skipped, keys)
+
+
+def _score_on_rank0(task: str, predictions: dict, references: dict, save_predictions, metric_options) -> dict:
+    """Rank 0 saves the predictions, then scores; the metrics (or the error) reach every rank."""
+    rank, world = _world()
+    outcome: list[Any] = [None]
+    if rank == 0:
+        try:
+            if save_predictions is not None:
+                save_predictions(predictions, references)
+            outcome[0] = ("ok", compute_metrics(task, predictions, references, **metric_options))
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+            outcome[0] = ("error", err)
+    if world > 1:
+        torch.distributed.broadcast_object_list(outcome, src=0)
+    status, value = outcome[0]
+    if status == "error":
+        raise value
+    return value
 
 
 def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_tokens: int = 20, num_beams: int = 1,
              stop_strings: tuple[str, ...] = ("\n",), progress: bool = True, limit: int | None = None,
-             media_dtype: torch.dtype | None = None, **metric_options) -> EvalResult:
-    """Generate for every batch of this rank, gather across ranks, compute the task's metrics."""
+             media_dtype: torch.dtype | None = None, save_predictions=None, **metric_options) -> EvalResult:
+    """Generate for every batch of this rank, gather across ranks, score on rank 0 (metrics on every rank).
+
+    ``save_predictions(predictions, references)`` (optional) runs on rank 0 before scoring."""
     rank, _ = _world()
     was_training = model.training
     model.eval()
@@ -117,25 +169,38 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
             break
     if was_training:
         model.train()
-    predictions, references = gather(predictions, references)
+    skipped = (int(getattr(batches, "skipped", 0) or 0), list(getattr(batches, "skipped_keys", []) or []))
+    predictions, references, (n_skipped, skipped_keys) = gather(predictions, references, skipped)
     if not predictions:
-        raise ConfigError("the evaluation split is empty: no sample was read (check the shard pattern and --split)")
-    metrics = compute_metrics(task, predictions, references, **metric_options)
-    return EvalResult(task, predictions, references, metrics)
+        raise ConfigError("the evaluation split is empty: no sample was read (check the shard pattern and --split)"
+                          + (f"; {n_skipped} sample(s) could not be decoded, e.g. {skipped_keys[:3]}" if n_skipped else ""))
+    metrics = _score_on_rank0(task, predictions, references, save_predictions, metric_options)
+    return EvalResult(task, predictions, references, metrics, n_skipped, skipped_keys)
 
 
-def write_results(result: EvalResult, out_dir: str, extra: dict | None = None) -> tuple[str, str]:
-    """``predictions.jsonl`` (id, prediction, references) and ``metrics.json`` in ``out_dir``."""
+def write_predictions(predictions: dict[str, str], references: dict[str, list[str]], out_dir: str) -> str:
+    """``out_dir/predictions.jsonl``: one ``{"id", "prediction", "references"}`` per line (atomic)."""
     os.makedirs(out_dir, exist_ok=True)
     pred_path = os.path.join(out_dir, "predictions.jsonl")
     tmp = pred_path + ".tmp"
     with open(tmp, "w") as fh:
-        for i in sorted(result.predictions):
-            fh.write(json.dumps({"id": i, "prediction": result.predictions[i], "references": result.references.get(i, [])}) + "\n")
+        for i in sorted(predictions):
+            fh.write(json.dumps({"id": i, "prediction": predictions[i], "references": references.get(i, [])}) + "\n")
     os.replace(tmp, pred_path)
+    return pred_path
+
+
+def write_metrics(result: EvalResult, out_dir: str, extra: dict | None = None) -> str:
+    """``out_dir/metrics.json``: task, sample counts (scored, skipped), metrics and ``extra`` (atomic)."""
+    os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.json")
-    payload = {"task": result.task, "n_samples": len(result.predictions), "metrics": result.metrics, **(extra or {})}
+    payload = {"task": result.task, **result.counts(), "metrics": result.metrics, **(extra or {})}
     with open(metrics_path + ".tmp", "w") as fh:
         json.dump(payload, fh, indent=2)
     os.replace(metrics_path + ".tmp", metrics_path)
-    return pred_path, metrics_path
+    return metrics_path
+
+
+def write_results(result: EvalResult, out_dir: str, extra: dict | None = None) -> tuple[str, str]:
+    """``predictions.jsonl`` (id, prediction, references) and ``metrics.json`` in ``out_dir``."""
+    return write_predictions(result.predictions, result.references, out_dir), write_metrics(result, out_dir, extra)

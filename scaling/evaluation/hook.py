@@ -3,7 +3,7 @@
 ``build_evaluate_fn(cfg)`` returns ``evaluate_fn(model, step) -> metrics`` that the training loop
 calls every ``train.eval_every`` steps and at the end (it keeps the best checkpoint by
 ``eval.metric``). It reads ``eval.subset`` samples of ``data.val`` (all when None), generates in
-batches on every rank and gathers. METEOR is skipped here (its Java start costs ~10 s per call);
+batches on every rank and gathers. METEOR and SPICE are skipped here (Java starts, minutes for SPICE);
 ``scaling eval`` computes every metric. Under ZeRO-3 the ranks would run different numbers of
 generation steps, which partitioned parameters cannot allow, so the hook returns nothing there.
 """
@@ -56,7 +56,7 @@ def build_evaluate_fn(cfg):
         loader = build_loader(cfg, tok, "val", rank, world, train=False, limit=cfg.eval.subset)
         device = next(model.parameters()).device
         half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
-        options = {"meteor": False} if cfg.data.task == "caption" else {}
+        options = {"meteor": False, "spice": False} if cfg.data.task == "caption" else {}
         result = evaluate(model, tok, loader, cfg.data.task, max_new_tokens=cfg.eval.max_new_tokens,
                           num_beams=cfg.eval.num_beams, progress=False,
                           media_dtype=half if device.type == "cuda" else None, **options)

@@ -4,8 +4,10 @@ A run directory (written by the trainer) holds:
 
 * ``config.yaml`` — the resolved config: ``model.method`` names the method, ``data.name`` (else
   ``data.train``) the dataset, ``train.seed`` the seed;
-* ``metrics.json`` — ``{"task": "caption", "metrics": {"CIDEr": 1.27, ...}}`` as returned by
-  :func:`scaling.evaluation.metrics.compute_metrics` (pycocoevalcap scale / fractions);
+* the scores — ``{"task": "caption", "metrics": {"CIDEr": 1.27, ...}}`` as returned by
+  :func:`scaling.evaluation.metrics.compute_metrics` (pycocoevalcap scale / fractions): those of
+  ``scaling eval`` on the whole test split (``RUN/best/eval_test/`` or the newest ``RUN/eval/step_N_test/``,
+  see :func:`scores_path`), else, with a warning, the training's own ``metrics.json`` (a val subset);
 * ``train_summary.json`` — ``{"train_seconds": s, "gpu_type": "V100"|"A100"|"H100"|"cpu", "n_gpus": n, "steps": k}``.
 
 :func:`build_report` groups runs whose configs differ only in the seed (and in run-specific paths,
@@ -154,13 +156,36 @@ def _read_json(path: str) -> Any:
         return json.load(fh)
 
 
-def load_run(path: str, settings: CarbonSettings, warn) -> Run:
+def scores_path(path: str, split: str = "test") -> str | None:
+    """The metrics file a run's row is built from: ``scaling eval``'s scores of the whole ``split`` —
+    ``RUN/best/eval_SPLIT`` when the best checkpoint was evaluated, else the newest
+    ``RUN/eval/step_N_SPLIT`` — and only without one the training's own ``RUN/metrics.json`` (its
+    periodic check on a val subset, METEOR and SPICE off). None when there is none of these."""
+    best = os.path.join(path, "best", f"eval_{split}", "metrics.json")
+    if os.path.isfile(best):
+        return best
+    steps = []
+    for name in os.listdir(os.path.join(path, "eval")) if os.path.isdir(os.path.join(path, "eval")) else []:
+        match = re.fullmatch(rf"step_(\d+)_{re.escape(split)}", name)
+        if match and os.path.isfile(os.path.join(path, "eval", name, "metrics.json")):
+            steps.append((int(match.group(1)), os.path.join(path, "eval", name, "metrics.json")))
+    if steps:
+        return max(steps)[1]
+    own = os.path.join(path, "metrics.json")
+    return own if os.path.isfile(own) else None
+
+
+def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> Run:
     """Read one run directory; RunProblem when it cannot be scored, ``warn(msg)`` for lesser problems."""
-    cfg_path, met_path, sum_path = (os.path.join(path, f) for f in ("config.yaml", "metrics.json", "train_summary.json"))
+    cfg_path, sum_path = (os.path.join(path, f) for f in ("config.yaml", "train_summary.json"))
     if not os.path.isfile(cfg_path):
         raise RunProblem("no config.yaml")
-    if not os.path.isfile(met_path):
-        raise RunProblem("no metrics.json (unfinished or failed run?)")
+    met_path = scores_path(path, split)
+    if met_path is None:
+        raise RunProblem(f"no metrics.json and no `scaling eval` scores of split {split!r} (unfinished or failed run?)")
+    if met_path == os.path.join(path, "metrics.json"):
+        warn(f"no `scaling eval` scores of split {split!r} (RUN/eval/step_N_{split}/): using the training's periodic "
+             f"evaluation (a val subset, METEOR and SPICE off); run `scaling eval {path} --split {split}` for the paper's figure")
     try:
         with open(cfg_path) as fh:
             cfg = yaml.safe_load(fh) or {}
@@ -173,7 +198,9 @@ def load_run(path: str, settings: CarbonSettings, warn) -> Run:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunProblem(f"metrics.json is not valid JSON ({err})") from None
     if not isinstance(met, dict) or not isinstance(met.get("metrics"), dict):
-        raise RunProblem('metrics.json must look like {"task": ..., "metrics": {...}}')
+        raise RunProblem(f'{met_path} must look like {{"task": ..., "metrics": {{...}}}}')
+    if met.get("skipped"):
+        warn(f"{met_path}: {met['skipped']} sample(s) could not be decoded and are not in the score")
     metrics = {k: float(v) for k, v in met["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not metrics:
         raise RunProblem("metrics.json has no numeric metric")
@@ -361,6 +388,7 @@ def build_report(
     ddof: int = 1,
     scale: float = DISPLAY_SCALE,
     warn=None,
+    split: str = "test",
 ) -> Report:
     """Load the runs under ``run_dirs`` and aggregate them. ConfigError when no run is usable."""
     settings = settings or CarbonSettings()
@@ -377,7 +405,7 @@ def build_report(
     runs: list[Run] = []
     for d in dirs:
         try:
-            runs.append(load_run(d, settings, lambda msg, d=d: warn_path(d, msg)))
+            runs.append(load_run(d, settings, lambda msg, d=d: warn_path(d, msg), split))
         except RunProblem as err:
             warn_path(d, f"skipped: {err}")
 

@@ -596,6 +596,9 @@ class Trainer:
         if self.evaluate_fn is not None and hook_metrics and not preempted:
             ckpt.write_json_atomic(os.path.join(self.out, "metrics.json"), {
                 "task": self.cfg.data.task, "step": st.step, "metrics": hook_metrics, "best": st.best,
+                "split": "val", "subset": self.cfg.eval.subset,
+                "source": "the training's periodic evaluation (val subset; METEOR and SPICE off): "
+                          "`scaling eval RUN --split test` scores the whole test split",
             })
 
 

@@ -13,7 +13,9 @@ from transformers import AutoTokenizer
 
 from scaling.config.base import ConfigError
 from scaling.config.model import model_config
-from scaling.evaluation.evaluate import evaluate, write_results
+from scaling.evaluation import evaluate as evaluate_module
+from scaling.evaluation.evaluate import evaluate, postprocess, write_predictions, write_results
+from scaling.evaluation.metrics import MetricsError
 from scaling.models.builder import build_model
 
 QUESTIONS = ["what color is the circle ?", "how many objects ?", "is there a red square ?", "what shape is on the left ?",
@@ -84,8 +86,16 @@ WORKER = textwrap.dedent('''
     tok = AutoTokenizer.from_pretrained(llm)
     # uneven shares: rank 0 has 4 samples, rank 1 has 3 (what a shard split gives)
     n, offset = (4, 0) if rank == 0 else (3, 4)
-    res = evaluate(model, tok, make_batches(tok, n, 2, offset=offset), "vqa", max_new_tokens=5, progress=False)
-    json.dump({"rank": rank, "world": world, "predictions": res.predictions, "metrics": res.metrics},
+    import scaling.evaluation.evaluate as ev
+    calls, score = [], ev.compute_metrics
+    ev.compute_metrics = lambda *a, **k: calls.append(1) or score(*a, **k)
+    class Loader(list):  # a loader that skipped samples it could not decode
+        pass
+    batches = Loader(make_batches(tok, n, 2, offset=offset))
+    batches.skipped, batches.skipped_keys = rank + 1, [f"bad{rank}"]
+    res = evaluate(model, tok, batches, "vqa", max_new_tokens=5, progress=False)
+    json.dump({"rank": rank, "world": world, "predictions": res.predictions, "metrics": res.metrics,
+               "scored_here": len(calls), "skipped": res.skipped, "skipped_keys": res.skipped_keys},
               open(os.path.join(os.environ["OUT"], f"rank{rank}.json"), "w"))
     dist.destroy_process_group()
 ''')
@@ -111,7 +121,48 @@ def test_two_gloo_ranks_cover_every_sample_exactly_once(model_and_tokenizer, bac
     assert sorted((o["rank"], o["world"]) for o in outs) == [(0, 2), (1, 2)]
     # every rank holds the gathered result: all 7 samples, once each, identical on both ranks
     assert outs[0]["predictions"] == outs[1]["predictions"]
+    # scored once (rank 0: one JVM for METEOR, not one per rank), the metrics broadcast to every rank
+    assert [o["scored_here"] for o in outs] == [1, 0] and outs[0]["metrics"] == outs[1]["metrics"]
+    # the samples each rank's loader skipped are counted over both ranks
+    assert [o["skipped"] for o in outs] == [3, 3] and outs[1]["skipped_keys"] == ["bad0", "bad1"]
     assert sorted(outs[0]["predictions"]) == sorted(f"q{i}" for i in range(7))
     # and equal to a single-process evaluation of the same samples
     ref = evaluate(model, tok, make_batches(tok, 7, 3), "vqa", max_new_tokens=5, progress=False)
     assert outs[0]["predictions"] == ref.predictions
+
+
+def test_predictions_are_saved_before_scoring(model_and_tokenizer, tmp_path, monkeypatch):
+    # a scoring failure (no Java, METEOR out of memory) must not lose the generations
+    model, tok = model_and_tokenizer
+
+    def no_java(*args, **kwargs):
+        raise MetricsError("java not found")
+
+    monkeypatch.setattr(evaluate_module, "compute_metrics", no_java)
+    out = tmp_path / "out"
+    with pytest.raises(MetricsError, match="java"):
+        evaluate(model, tok, make_batches(tok, 3, 2), "vqa", max_new_tokens=4, progress=False,
+                 save_predictions=lambda p, r: write_predictions(p, r, str(out)))
+    lines = [json.loads(l) for l in open(out / "predictions.jsonl")]
+    assert [l["id"] for l in lines] == ["q0", "q1", "q2"] and lines[0]["references"] == ["red", "red", "blue"]
+
+
+def test_skipped_samples_are_recorded_with_the_score(model_and_tokenizer, tmp_path):
+    model, tok = model_and_tokenizer
+
+    class Loader(list):
+        skipped, skipped_keys = 2, ["shard-0.tar:k7 (truncated image)", "shard-0.tar:k9 (truncated image)"]
+
+    res = evaluate(model, tok, Loader(make_batches(tok, 3, 2)), "vqa", max_new_tokens=4, progress=False)
+    _, metrics_path = write_results(res, str(tmp_path / "out"))
+    saved = json.load(open(metrics_path))
+    assert saved["n_samples"] == 3 and saved["skipped"] == 2 and saved["skipped_keys"] == Loader.skipped_keys
+    assert saved["accuracy_counting_skipped_as_wrong"] == pytest.approx(saved["metrics"]["accuracy"] * 3 / 5)
+    assert "2 sample(s)" in res.skip_warning() and "NOT in this score" in res.skip_warning()
+    clean = evaluate(model, tok, make_batches(tok, 3, 2), "vqa", max_new_tokens=4, progress=False)
+    assert clean.skipped == 0 and clean.skip_warning() is None and "skipped_keys" not in clean.counts()
+
+
+def test_a_generation_opening_with_a_newline_is_not_an_empty_answer():
+    assert postprocess("\n yes\nno") == "yes"
+    assert postprocess(" two dogs. \n a cat") == "two dogs."

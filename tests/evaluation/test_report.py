@@ -202,3 +202,27 @@ def test_no_usable_run_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "r1"), str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no usable run" in err and "missing" in err
+
+
+def test_a_runs_row_comes_from_scaling_eval_of_the_test_split(tmp_path):
+    # the training's own metrics.json is its periodic check on a val subset; `scaling eval` of the test
+    # split (newest step, or RUN/best) is what a paper table reports
+    run = _write_run(tmp_path, "depalm", "coco", 1e-4, 0, 0.50)
+    for step, score in ((5, 0.70), (10, 0.90)):
+        d = run / "eval" / f"step_{step}_test"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"task": "caption", "metrics": {"CIDEr": score}, "split": "test"}))
+    warnings = []
+    rep = build_report([str(tmp_path)], warn=warnings.append)
+    assert rep.runs[0].metrics["CIDEr"] == pytest.approx(0.90) and not warnings
+    best = run / "best" / "eval_test"
+    best.mkdir(parents=True)
+    (best / "metrics.json").write_text(json.dumps({"task": "caption", "metrics": {"CIDEr": 0.80}, "skipped": 2}))
+    rep = build_report([str(tmp_path)], warn=warnings.append)
+    assert rep.runs[0].metrics["CIDEr"] == pytest.approx(0.80)
+    assert any("2 sample(s) could not be decoded" in w for w in warnings)
+    # no eval of the asked split: the training's scores, with a warning that says what to run
+    warnings.clear()
+    rep = build_report([str(tmp_path)], warn=warnings.append, split="val")
+    assert rep.runs[0].metrics["CIDEr"] == pytest.approx(0.50)
+    assert any("using the training's periodic evaluation" in w and "--split val" in w for w in warnings)
