@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from scaling.config.base import ConfigError
@@ -76,7 +77,9 @@ def run(args) -> int:
     loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}
-    out = args.out or default_out_dir(adapter, args.split)
+    stored_data = stored.get("data") or {}
+    out = args.out or default_out_dir(adapter, args.split, out_dir_qualifiers(
+        task, stored_data.get("task"), args.data, stored_data.get(args.split), args.limit))
     pred_path = os.path.join(out, "predictions.jsonl")
     try:
         # the predictions are written before scoring: a scoring failure loses no generation
@@ -90,7 +93,7 @@ def run(args) -> int:
         raise
     if env.is_main:
         metrics_path = write_metrics(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
-                                                   "data": getattr(cfg.data, args.split)})
+                                                   "data": getattr(cfg.data, args.split), "limit": args.limit})
         if args.json:
             print(json.dumps({"task": task, **result.counts(), "metrics": result.metrics}))
         else:
@@ -102,12 +105,30 @@ def run(args) -> int:
     return 0
 
 
-def default_out_dir(adapter: str, split: str) -> str:
+def out_dir_qualifiers(task: str, run_task: str | None, data: str | None, run_data: str | None,
+                       limit: int | None) -> list[str]:
+    """What sets an evaluation apart from the run's own full split, for its folder name: another task
+    (zero-shot), other data than the run's ``data.SPLIT``, a ``--limit``. Empty for the paper's figure."""
+    parts = []
+    if run_task and task != run_task:
+        parts.append(task)
+    if data and run_data and data != run_data:
+        names = [p for p in re.split(r"[/#]", data.rstrip("/")) if p and not re.search(r"[{}*?\[\]]", p)]
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "-", names[-1] if names else "data"))
+    if limit:
+        parts.append(f"limit{limit}")
+    return parts
+
+
+def default_out_dir(adapter: str, split: str, qualifiers: list[str] = ()) -> str:
     """``RUN/eval/step_N_SPLIT`` for ``RUN/checkpoints/step_N/adapter.safetensors`` (``latest`` resolved):
     outside the checkpoint, which ``train.keep_last`` may prune while training goes on; otherwise
-    ``CHECKPOINT_DIR/eval_SPLIT``."""
+    ``CHECKPOINT_DIR/eval_SPLIT``. ``qualifiers`` (:func:`out_dir_qualifiers`) are appended, so that a
+    zero-shot, other-data or ``--limit`` evaluation never overwrites the split's own scores (which
+    ``scaling report`` reads)."""
+    name = "_".join([split, *qualifiers])
     ckpt_dir = os.path.dirname(os.path.realpath(adapter))
     parent = os.path.dirname(ckpt_dir)
     if os.path.basename(parent) == "checkpoints":
-        return os.path.join(os.path.dirname(parent), "eval", f"{os.path.basename(ckpt_dir)}_{split}")
-    return os.path.join(ckpt_dir, f"eval_{split}")
+        return os.path.join(os.path.dirname(parent), "eval", f"{os.path.basename(ckpt_dir)}_{name}")
+    return os.path.join(ckpt_dir, f"eval_{name}")

@@ -4,8 +4,8 @@
         --seeds 0-4 --out SWEEP_DIR [--run | --slurm]
 
 Writes SWEEP_DIR/<point>/config.yaml (train.seed and train.output_dir set per point) and
-SWEEP_DIR/points.json. ``--run`` trains the points one after the other and skips those that already
-have metrics.json (rerun the same command to resume); ``--slurm`` writes SWEEP_DIR/sweep.sbatch, a job
+SWEEP_DIR/points.json. ``--run`` trains the points one after the other and skips those that finished
+before (their train_summary.json says so; rerun the same command to resume); ``--slurm`` writes SWEEP_DIR/sweep.sbatch, a job
 array with one task per point. Afterwards: ``scaling report SWEEP_DIR``.
 """
 

@@ -122,10 +122,31 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     return value
 
 
+# Keys that configs of earlier versions may hold and that no longer exist: dropped, with a note, from
+# the config stored in a checkpoint or adapter (so that older adapters still load); an error elsewhere.
+REMOVED_KEYS = {"eval.answer_list": "it was never read (no closed-vocabulary answers)"}
+
+
+def drop_removed_keys(data: Mapping[str, Any], note=None) -> dict[str, Any]:
+    """``data`` (a stored config) without the :data:`REMOVED_KEYS`; ``note(msg)`` for each one dropped."""
+    out = deep_merge({}, data)
+    for key, why in REMOVED_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, Mapping) else None
+        if isinstance(node, dict) and leaf in node:
+            del node[leaf]
+            if note:
+                note(f"ignored {key} from the stored config: removed in this version ({why})")
+    return out
+
+
 def _from_dict(cls: type, data: Mapping[str, Any], path: str, problems: list[str]):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    bad_value = False
     for key, value in data.items():
         if key not in fields:
             where = f"{path}.{key}" if path else key
@@ -133,7 +154,11 @@ def _from_dict(cls: type, data: Mapping[str, Any], path: str, problems: list[str
                 f"unknown key '{where}'{suggest(key, fields)}; valid keys of {path or 'the config'}: {sorted(fields)}"
             )
             continue
+        before = len(problems)
         kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key, problems)
+        bad_value |= len(problems) > before and not dataclasses.is_dataclass(hints[key])
+    if bad_value:  # the section's own checks would only trip over the unconverted value (TypeErrors)
+        return None
     try:
         obj = cls(**kwargs)
     except ConfigError as err:  # raised by a section's __post_init__ validation
@@ -192,23 +217,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to a nested dict (creating sections as needed).
+    """Apply ``key.path=value`` overrides to a nested dict (creating sections as needed); a key given
+    again replaces the earlier value.
 
-    A key given twice with different values is an error: it is almost always a shell that expanded an
-    unquoted shard pattern (``train-{000000..000031}.tar``, ``*.tar``) into one argument per file, of
-    which only the last would be kept."""
+    Except for shard files: a key given twice with different ``.tar`` files is what a shell makes of an
+    unquoted shard pattern (``train-{000000..000031}.tar``, ``*.tar``): one argument per file, of which
+    only the last would be kept. That is an error that says how to pass the pattern."""
     out = deep_merge({}, data)
     seen: dict[str, str] = {}
     for item in overrides:
         keys, value = parse_override(item)
-        key = ".".join(keys)
-        if key in seen and seen[key] != item.split("=", 1)[1]:
+        key, raw = ".".join(keys), item.split("=", 1)[1].strip()
+        if key in seen and seen[key] != raw and seen[key].endswith(".tar") and raw.endswith(".tar"):
             raise ConfigError(
-                f"{key} is given twice ({seen[key]!r}, then {item.split('=', 1)[1]!r}): a shell probably expanded a "
-                f"brace or glob pattern into several arguments. Quote the override ('{key}=...{{000000..000031}}.tar'), "
-                f"or put the pattern in the YAML config (a remote launcher such as deepspeed's pdsh re-parses arguments)"
+                f"{key} is given twice ({seen[key]!r}, then {raw!r}): a shell probably expanded a shard pattern into "
+                f"one argument per shard. Quote the override (\"{key}=.../train-{{000000..000031}}.tar\"), or put "
+                f"the pattern in the YAML config (a remote launcher such as deepspeed's pdsh re-parses arguments)"
             )
-        seen[key] = item.split("=", 1)[1]
+        seen[key] = raw
         node = out
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):

@@ -167,12 +167,22 @@ def scores_path(path: str, split: str = "test") -> str | None:
     steps = []
     for name in os.listdir(os.path.join(path, "eval")) if os.path.isdir(os.path.join(path, "eval")) else []:
         match = re.fullmatch(rf"step_(\d+)_{re.escape(split)}", name)
-        if match and os.path.isfile(os.path.join(path, "eval", name, "metrics.json")):
-            steps.append((int(match.group(1)), os.path.join(path, "eval", name, "metrics.json")))
+        candidate = os.path.join(path, "eval", name, "metrics.json")
+        if match and os.path.isfile(candidate) and not _partial(candidate):
+            steps.append((int(match.group(1)), candidate))
     if steps:
         return max(steps)[1]
     own = os.path.join(path, "metrics.json")
     return own if os.path.isfile(own) else None
+
+
+def _partial(metrics_path: str) -> bool:
+    """An evaluation of part of the split (``scaling eval --limit``, written by an older version into the
+    split's own folder): not the split's score."""
+    try:
+        return bool(_read_json(metrics_path).get("limit"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> Run:
@@ -185,7 +195,8 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
         raise RunProblem(f"no metrics.json and no `scaling eval` scores of split {split!r} (unfinished or failed run?)")
     if met_path == os.path.join(path, "metrics.json"):
         warn(f"no `scaling eval` scores of split {split!r} (RUN/eval/step_N_{split}/): using the training's periodic "
-             f"evaluation (a val subset, METEOR and SPICE off); run `scaling eval {path} --split {split}` for the paper's figure")
+             f"evaluation (a val subset, METEOR and SPICE off); run `scaling eval --checkpoint {path} --split {split}` "
+             f"(with --data SHARDS when the run has no data.{split}) for the paper's figure")
     try:
         with open(cfg_path) as fh:
             cfg = yaml.safe_load(fh) or {}

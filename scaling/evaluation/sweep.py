@@ -6,8 +6,11 @@ cartesian product of the grid values times the seeds. ``write_sweep`` writes, fo
 (``apply_overrides``), ``train.seed`` set to the seed and ``train.output_dir`` to the point's own
 directory (absolute), which is also the run directory that ``scaling report`` reads — plus a
 ``points.json`` index. Every grid combination is first validated with the project's config schema
-(``scaling.config.config_from_dict``), so a typo fails before anything is written or submitted. A point whose directory already holds ``metrics.json`` is finished: its
-config is left as it is, ``run_points`` skips it (so a sweep resumes), and the SLURM array task exits.
+(``scaling.config.config_from_dict``), so a typo fails before anything is written or submitted. A point
+whose ``train_summary.json`` says ``"finished": true`` (the trainer writes it at the end of a run; a preempted
+run says false) is finished: its config is left as it is, ``run_points`` skips it (so a sweep resumes), and
+the SLURM array task exits. (Runs on the synthetic ``toy://`` task finish without ``metrics.json``: they have
+no references to score, only a validation loss.)
 
 Grid values are parsed as YAML (``[q_proj,v_proj]`` is one list value: commas inside brackets do not
 split), and number-like strings YAML 1.1 leaves as text (``1e-3``) become floats.
@@ -48,7 +51,12 @@ class SweepPoint:
 
     @property
     def finished(self) -> bool:
-        return os.path.isfile(os.path.join(self.run_dir, "metrics.json"))
+        """The trainer's ``train_summary.json`` says the run reached its end."""
+        try:
+            with open(os.path.join(self.run_dir, "train_summary.json")) as fh:
+                return json.load(fh).get("finished") is True
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -264,7 +272,7 @@ def run_points(
     for point in points:
         tag = f"[{point.index + 1}/{len(points)}] {point.name}"
         if point.finished:
-            log(f"{tag}: metrics.json exists, skipping")
+            log(f"{tag}: finished before, skipping")
             result["skipped"].append(point.name)
             continue
         cmd = [*train_command, "--config", point.config]
@@ -273,7 +281,7 @@ def run_points(
         if rc == 0 and point.finished:
             result["done"].append(point.name)
             continue
-        why = f"exit code {rc}" if rc else "exited 0 but wrote no metrics.json"
+        why = f"exit code {rc}" if rc else "exited 0 but its train_summary.json does not say finished"
         log(f"{tag}: FAILED ({why})")
         result["failed"].append(point.name)
         if fail_fast:
@@ -295,7 +303,7 @@ def find_train_sbatch(explicit: str | None = None) -> str | None:
 
 
 def slurm_script(points: Sequence[SweepPoint], sweep_dir: str, train_sbatch: str | None = None) -> str:
-    """A SLURM job array: task i trains point i (skipping it when its metrics.json exists)."""
+    """A SLURM job array: task i trains point i (skipping it when it finished before)."""
     if not points:
         raise ConfigError("no sweep points to write a SLURM array for")
     root = os.path.abspath(sweep_dir)
@@ -305,7 +313,7 @@ def slurm_script(points: Sequence[SweepPoint], sweep_dir: str, train_sbatch: str
         "#!/bin/bash",
         f"# SLURM job array for a sweep of {n} points written by `scaling sweep` (index: {root}/points.json).",
         f"# Submit with:  sbatch {shlex.quote(os.path.join(root, 'sweep.sbatch'))}",
-        "# Array task i trains point i; a point whose run directory already has metrics.json is skipped,",
+        "# Array task i trains point i; a point whose train_summary.json says finished is skipped,",
         "# so resubmitting resumes the sweep. Append %K to --array to run at most K points at once.",
         "# Lines marked '>>> SET' are for you to set; '##SBATCH' lines are inactive until you remove one '#'.",
         "#SBATCH --job-name=scaling-sweep",
@@ -348,8 +356,8 @@ def slurm_script(points: Sequence[SweepPoint], sweep_dir: str, train_sbatch: str
         ")",
         'CONFIG="${CONFIGS[$SLURM_ARRAY_TASK_ID]}"',
         'RUN_DIR="$(dirname "$CONFIG")"',
-        'if [ -f "$RUN_DIR/metrics.json" ]; then',
-        '  echo "point $SLURM_ARRAY_TASK_ID already finished ($RUN_DIR/metrics.json exists); skipping"',
+        'if grep -qs \'"finished": true\' "$RUN_DIR/train_summary.json"; then',
+        '  echo "point $SLURM_ARRAY_TASK_ID already finished ($RUN_DIR/train_summary.json); skipping"',
         "  exit 0",
         "fi",
         'echo "point $SLURM_ARRAY_TASK_ID: $CONFIG"',

@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -179,6 +180,9 @@ def resolve_adapter_path(path: str) -> str:
     ckpt = find_latest(path) if os.path.isdir(path) else None
     if ckpt and os.path.isfile(os.path.join(ckpt, ADAPTER)):
         return os.path.join(ckpt, ADAPTER)
+    missing = _missing(path)
+    if missing:
+        raise ConfigError(f"no adapter: {missing}")
     raise ConfigError(
         f"no adapter at {path!r}: pass an adapter .safetensors file, a checkpoint directory (RUN/checkpoints/step_N) "
         f"or a run directory with checkpoints (convert other formats with `scaling convert CKPT --to adapter OUT`)"
@@ -200,12 +204,12 @@ def load_adapter(
     Backbones whose fingerprints differ from the training ones are refused with what differs.
     """
     from scaling.config import config_from_dict
-    from scaling.config.base import apply_overrides
+    from scaling.config.base import apply_overrides, drop_removed_keys
     from scaling.models.builder import build_model
     from scaling.training.fingerprint import compare, model_fingerprints
 
     tensors, meta = read_adapter(path)
-    data = meta["config"]
+    data = drop_removed_keys(meta["config"], lambda msg: warnings.warn(msg, stacklevel=2))
     extra = list(overrides)
     if llm:
         extra.append(f"model.llm={llm}")
@@ -281,10 +285,24 @@ def find_latest(path: str) -> str | None:
     return None
 
 
+def _missing(path: str) -> str | None:
+    """Why ``path`` cannot be a checkpoint because it does not exist (``RUN/best``: when it is written), or None."""
+    if os.path.exists(path):
+        return None
+    why = f"{path!r} does not exist"
+    if os.path.basename(os.path.normpath(path)) == "best":
+        why += ("; RUN/best is written only when the periodic evaluation (train.eval_every, data.val with references) "
+                "scores eval.metric: the synthetic toy:// task has none; use RUN or RUN/checkpoints/step_N")
+    return why
+
+
 def resolve_checkpoint(path: str) -> str:
     """A checkpoint directory from a checkpoint, ``checkpoints/`` or run directory."""
     if os.path.isfile(os.path.join(path, STATE)):
         return path
+    missing = _missing(path)
+    if missing:
+        raise ConfigError(f"no checkpoint: {missing}")
     found = find_latest(path)
     if found is None:
         raise ConfigError(f"no checkpoint found at {path!r} (expected RUN/checkpoints/step_N/{STATE})")

@@ -598,7 +598,7 @@ class Trainer:
                 "task": self.cfg.data.task, "step": st.step, "metrics": hook_metrics, "best": st.best,
                 "split": "val", "subset": self.cfg.eval.subset,
                 "source": "the training's periodic evaluation (val subset; METEOR and SPICE off): "
-                          "`scaling eval RUN --split test` scores the whole test split",
+                          "`scaling eval --checkpoint RUN --split test` scores the whole test split",
             })
 
 

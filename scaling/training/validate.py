@@ -96,6 +96,15 @@ def check_backbone(name: str, kind: str) -> list[str]:
         return [f"{key}={name!r} does not exist{hint}; pass a local Hugging Face directory, e.g. {key}={example}"]
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
         return [f"{key}={name!r} has no config.json: point it at a Hugging Face model directory (save_pretrained output)"]
+    if "/" not in name and not os.path.isdir(path):
+        # not a hub id (owner/name), not a directory here: a mistyped shape name would otherwise cost a
+        # minute of hub retries offline before failing without naming the shape names
+        import difflib
+
+        close = difflib.get_close_matches(name, list(shapes), n=1, cutoff=0.75)
+        if close:
+            return [f"{key}={name!r} is neither a shape name nor a local directory: did you mean {close[0]!r}? "
+                    f"shape names: {sorted(shapes)}"]
     return []
 
 
@@ -104,12 +113,13 @@ def check_data(cfg) -> list[str]:
     from scaling.data.shards import check_index_path, check_source
 
     data = cfg.data
-    if not data.train:
+    if not data.train and not (data.use_features and data.features):
         return ["data.train is not set: give the training shards (e.g. data.train='shards/coco/train-{000000..000031}.tar') or toy://colours for the synthetic CPU task"]
     problems = check_index_path(data.index)
     # the splits training reads (data.test is read by `scaling eval`, whose loader checks it the same way)
-    splits = [s for s in ("train", "val") if getattr(data, s)]
-    if data.use_features and data.features:  # cached features replace the splits' sources (scaling.data.stream)
+    cached = bool(data.use_features and data.features)
+    splits = [s for s in ("train", "val") if getattr(data, s) or (s == "train" and cached)]
+    if cached:  # cached features replace the splits' sources (scaling.data.stream)
         sources = [(data.features, s, "data.features") for s in splits]
     else:
         sources = [(getattr(data, s), s, f"data.{s}") for s in splits]
@@ -126,6 +136,9 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
     problems = check_batch(t.global_batch, t.micro_batch, world_size)
     p_problems, precision, notes = check_precision(t.precision, cfg.model.frozen_dtype, device_type, bf16_supported)
     problems += p_problems
+    if cfg.data.features and not cfg.data.use_features:
+        notes.append(f"data.features={cfg.data.features} is set but data.use_features=false: training runs the "
+                     "encoder on the media (set data.use_features=true to train from the cached features)")
     if check_paths:
         problems += check_backbone(cfg.model.llm, "llm")
         if cfg.model.inject.get("name") != "none":

@@ -27,3 +27,16 @@ def test_an_adapter_outside_a_run_evaluates_beside_itself(tmp_path):
     (tmp_path / "best").mkdir()
     out = default_out_dir(str(tmp_path / "best" / "adapter.safetensors"), "val")
     assert out == str(tmp_path / "best" / "eval_val")
+
+
+def test_zero_shot_other_data_and_limited_evaluations_never_take_the_splits_own_folder(tmp_path):
+    from scaling.cli.eval import out_dir_qualifiers
+
+    adapter = str(tmp_path / "best" / "adapter.safetensors")
+    own = out_dir_qualifiers("caption", "caption", "shards/coco/test-{000000..000004}.tar", None, None)
+    assert own == [] and default_out_dir(adapter, "test", own).endswith("eval_test")  # the paper's figure
+    assert out_dir_qualifiers("vqa", "vqa", "shards/vqav2#test", "shards/vqav2#test", None) == []
+    zero_shot = out_dir_qualifiers("gqa", "vqa", "/data/shards/gqa", "/data/shards/vqav2", None)
+    assert default_out_dir(adapter, "test", zero_shot).endswith("eval_test_gqa_gqa")
+    other = out_dir_qualifiers("caption", "caption", "/d/nocaps/val-{0..3}.tar", "/d/coco/test-{0..4}.tar", 8)
+    assert other == ["nocaps", "limit8"]

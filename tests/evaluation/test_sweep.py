@@ -71,14 +71,16 @@ def test_sweep_rejects_bad_keys_before_writing(base_cfg, tmp_path, capsys):
 
 
 def test_sweep_run_trains_in_sequence_and_resumes(base_cfg, tmp_path, capsys):
-    fake = tmp_path / "fake_train.py"  # stands in for `scaling train`: writes metrics.json in output_dir
+    fake = tmp_path / "fake_train.py"  # stands in for `scaling train`: writes its summary (+ metrics.json)
     fake.write_text(textwrap.dedent("""
         import json, os, sys, yaml
         cfg = yaml.safe_load(open(sys.argv[sys.argv.index("--config") + 1]))
         out = cfg["train"]["output_dir"]
         with open(os.path.join(out, "calls.txt"), "a") as fh:
             fh.write("x")
-        json.dump({"task": "caption", "metrics": {"CIDEr": cfg["train"]["lr"]}}, open(os.path.join(out, "metrics.json"), "w"))
+        json.dump({"finished": True}, open(os.path.join(out, "train_summary.json"), "w"))
+        if cfg["train"]["seed"] == 0:  # seed 1 stands for a toy:// run: no metrics.json, finished all the same
+            json.dump({"task": "caption", "metrics": {"CIDEr": cfg["train"]["lr"]}}, open(os.path.join(out, "metrics.json"), "w"))
     """))
     out = tmp_path / "sweep"
     args = ["sweep", "--config", base_cfg, "--grid", "train.lr=1e-3,8e-4", "--seeds", "0,1", "--out", str(out),
@@ -111,7 +113,7 @@ def test_slurm_array_self_contained(base_cfg, tmp_path, monkeypatch):
     assert all(p.config in text for p in points)
     assert 'CONFIG="${CONFIGS[$SLURM_ARRAY_TASK_ID]}"' in text
     assert 'srun $LAUNCHER train --config "$CONFIG"' in text
-    assert 'metrics.json" ]' in text  # finished points are skipped
+    assert '"finished": true\' "$RUN_DIR/train_summary.json"' in text  # finished points are skipped
     assert text.count(">>> SET") >= 4
     # the points are listed in index order so task i runs point i
     assert [text.index(p.config) for p in points] == sorted(text.index(p.config) for p in points)

@@ -147,3 +147,24 @@ def test_fingerprints_see_a_change_anywhere_in_the_backbone_and_tolerate_only_dt
 
     old_style = {k: dict(v, weights=dict(list(v["weights"].items())[:3])) if v else v for k, v in stored.items()}
     assert compare(old_style, model_fingerprints(build_model(_cfg(dirs["llama"], dirs["vit"]).model))) == []
+
+
+def test_an_adapter_whose_config_holds_a_removed_key_still_loads(tmp_path, dirs):
+    # adapters written before eval.answer_list was removed store it in their config
+    model, _ = _trained_adapter(tmp_path, dirs)
+    cfg = to_dict(_cfg(dirs["llama"], dirs["vit"]))
+    cfg["eval"]["answer_list"] = None
+    path = str(tmp_path / "old.safetensors")
+    ckpt.save_adapter(path, model.trainable_state_dict(), cfg, model_fingerprints(model), step=7)
+    with pytest.warns(UserWarning, match="ignored eval.answer_list"):
+        loaded, loaded_cfg = ckpt.load_adapter(path, "cpu")
+    assert loaded_cfg.model.method == "depalm"
+    with pytest.raises(ConfigError, match="unknown key 'eval.answer_list'"):  # a new config may not set it
+        load_config(None, ["eval.answer_list=x"])
+
+
+def test_a_missing_checkpoint_path_says_it_does_not_exist_and_when_best_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; RUN/best is written only when"):
+        ckpt.resolve_checkpoint(str(tmp_path / "run" / "best"))
+    with pytest.raises(ConfigError, match=r"no adapter: .*nowhere' does not exist"):
+        ckpt.resolve_adapter_path(str(tmp_path / "nowhere"))

@@ -98,9 +98,16 @@ def test_launch_scripts_have_no_personal_paths(path):
         assert text.rstrip().splitlines()[-1].endswith(" requeue")  # finish ... requeue: scontrol requeue on the marker
 
 
-def test_a_key_given_twice_with_different_values_is_refused():
+def test_a_shell_expanded_shard_pattern_is_refused_and_other_repeats_take_the_last_value():
     # an unquoted shard pattern expanded by a shell: one data.train= per shard, of which the last would win
     with pytest.raises(ConfigError, match=r"data.train is given twice .*Quote the override"):
         load_config(None, ["data.train=/d/train-000000.tar", "data.train=/d/train-000001.tar"])
-    cfg = load_config(None, ["train.lr=1e-4", "train.lr=1e-4"])  # the same value twice is harmless
-    assert cfg.train.lr == 1e-4
+    cfg = load_config(None, ["train.lr=1e-4", "train.lr=2e-4", "data.train=/d/a.tar", "data.train=/d/a.tar"])
+    assert cfg.train.lr == 2e-4 and cfg.data.train == "/d/a.tar"  # a later override replaces an earlier one
+
+
+def test_a_value_of_the_wrong_type_is_one_clear_problem():
+    # not also a TypeError from the section's own range checks comparing the unconverted string
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/cpu_tiny.yaml", ["train.lr=abc"])
+    assert err.value.problems == ["train.lr: expected a number, got 'abc'"]

@@ -186,3 +186,21 @@ def test_deleted_shards_stop_the_run_before_any_model_loads(tmp_path, tiny_shard
     assert rc == 2, stderr
     assert "train-000000.tar" in stderr and "scaling data inspect" in stderr and "Traceback" not in stderr
     assert not os.path.exists(run / "checkpoints")  # stopped before anything was built
+
+
+def test_a_mistyped_shape_name_fails_at_once_with_the_close_match(tmp_path):
+    from scaling.training.validate import check_backbone
+
+    (msg,) = check_backbone("tiny-lama", "llm")  # offline, a hub lookup would retry for a minute first
+    assert "did you mean 'tiny-llama'?" in msg and "shape names:" in msg
+    assert check_backbone("meta-llama/Llama-2-7b-hf", "llm") == []  # a hub id is left to the hub
+    assert check_backbone("tiny-llama", "llm") == []
+
+
+def test_cached_features_need_no_training_shards_and_unused_features_are_noted(tmp_path):
+    cfg = cfg_with(tmp_path, "data.train=null", "data.use_features=true", f"data.features={tmp_path / 'features'}")
+    with pytest.raises(ConfigError) as err:  # the features are checked in place of data.train
+        plan_run(cfg, 1, "cpu")
+    assert "data.train is not set" not in str(err.value) and "data.features" in str(err.value)
+    plan = plan_run(cfg_with(tmp_path, f"data.features={tmp_path / 'features'}"), 1, "cpu")
+    assert any("data.use_features=false" in note for note in plan.notes)
