@@ -21,7 +21,7 @@ wait_through_signals() {
 # A rendezvous port per job, so two jobs whose first node is the same do not collide: MASTER_PORT if set,
 # else derived from SLURM_JOB_ID (or this shell's pid outside SLURM).
 job_port() {
-    echo "${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-$$} % 20000))}"
+    echo "${MASTER_PORT:-$((10000 + ${SLURM_JOB_ID:-$$} % 20000))}"  # 10000-29999: below the ephemeral range
 }
 
 # OVERRIDES (a space-separated string of key=value) as the array OVR, with train.output_dir=RUN_DIR last

@@ -91,7 +91,7 @@ def test_sbatch_passes_a_run_dir_with_spaces_as_one_argument_and_a_per_job_port(
     args = (tmp_path / "srun_args").read_text().splitlines()
     assert f"train.output_dir={run_dir}" in args  # one argument, spaces and all
     assert "train.lr=1e-4" in args and "train.output_dir=/elsewhere" not in args  # RUN_DIR wins
-    assert (tmp_path / "port").read_text().strip() == str(20000 + 77)  # from SLURM_JOB_ID: jobs do not collide
+    assert (tmp_path / "port").read_text().strip() == str(10000 + 77)  # from SLURM_JOB_ID: jobs do not collide
 
 
 def _start(cmd, env):
