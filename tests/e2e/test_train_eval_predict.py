@@ -30,7 +30,7 @@ def shards(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_eval_predict_convert(shards, backbones, tmp_path, capsys):
+def test_train_eval_predict_convert(shards, backbones, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     overrides = [
         "model.method=depalm", f"model.llm={backbones['llama']}", f"model.encoder={backbones['vit']}",
@@ -56,3 +56,17 @@ def test_train_eval_predict_convert(shards, backbones, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--task", "gqa", "--out", str(tmp_path / "z"),
                  "--max-new-tokens", "3", "--json"]) == 0
     assert "accuracy" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
+    # a scoring failure (here: no Java) keeps the generations and says how to re-score them; by default a
+    # zero-shot evaluation gets its own folder beside the split's own scores
+    import scaling.evaluation.evaluate as evaluate_module
+    from scaling.evaluation.metrics import MetricsError
+
+    def no_java(*args, **kwargs):
+        raise MetricsError("java not found")
+
+    monkeypatch.setattr(evaluate_module, "compute_metrics", no_java)
+    assert main(["eval", "--checkpoint", str(run), "--split", "test", "--task", "gqa", "--max-new-tokens", "3"]) == 2
+    err = capsys.readouterr().err
+    (saved,) = list((run / "eval").glob("step_*_test_gqa/predictions.jsonl"))
+    assert len(open(saved).readlines()) == 12
+    assert "java not found" in err and f"scaling score --task gqa --predictions {saved}" in err
