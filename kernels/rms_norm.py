@@ -184,15 +184,11 @@ class ResidualRMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, ds, dy):
+        # (autograd materialises the gradient of an unused output as zeros: ds and dy are never None)
         s2, weight, rstd = ctx.saved_tensors
         D = s2.shape[1]
-        compute_dw = ctx.needs_input_grad[2]
-        if dy is None:  # the normalised output was not used
-            dx = ds if ds is not None else torch.zeros(ctx.x_shape, device=s2.device, dtype=s2.dtype)
-            dw = torch.zeros_like(weight) if compute_dw else None
-            return dx, (dx if ctx.has_delta else None), dw, None
-        dres2 = None if ds is None else _as_rows(ds.to(s2.dtype), D)
-        dx, dw = _backward(_as_rows(dy.to(ctx.out_dtype), D), s2, weight, rstd, compute_dw, dres2)
+        dx, dw = _backward(_as_rows(dy.to(ctx.out_dtype), D), s2, weight, rstd, ctx.needs_input_grad[2],
+                           _as_rows(ds.to(s2.dtype), D))
         dx = dx.view(ctx.x_shape)
         return dx, (dx if ctx.has_delta else None), dw, None
 

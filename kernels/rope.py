@@ -207,7 +207,6 @@ def qkv_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, hq: int, h
     the ``cat`` of the split's backward."""
     if qkv.dim() != 3 or qkv.shape[-1] != (hq + 2 * hk) * hd:
         raise ValueError(f"qkv must be [B, T, (hq + 2*hk)*hd] = [.., .., {(hq + 2 * hk) * hd}], got {tuple(qkv.shape)}")
-    q, k, _ = _split_heads(qkv, hq, hk, hd)
     supported = (cos.dim() == 3 and sin.shape == cos.shape and hd % 2 == 0 and cos.shape[-1] == hd
                  and cos.shape[1] == qkv.shape[1] and cos.shape[0] in (1, qkv.shape[0])
                  and qkv.dtype in _TL and cos.dtype in _TL and sin.dtype == cos.dtype

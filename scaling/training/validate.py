@@ -98,13 +98,13 @@ def check_backbone(name: str, kind: str) -> list[str]:
         return [f"{key}={name!r} has no config.json: point it at a Hugging Face model directory (save_pretrained output)"]
     if "/" not in name and not os.path.isdir(path):
         # not a hub id (owner/name), not a directory here: a mistyped shape name would otherwise cost a
-        # minute of hub retries offline before failing without naming the shape names
-        import difflib
+        # minute of hub retries offline before failing without naming the shape names (a strict cutoff:
+        # legacy hub ids without an owner, such as gpt2-medium, must still pass)
+        from scaling.config.base import suggest
 
-        close = difflib.get_close_matches(name, list(shapes), n=1, cutoff=0.75)
-        if close:
-            return [f"{key}={name!r} is neither a shape name nor a local directory: did you mean {close[0]!r}? "
-                    f"shape names: {sorted(shapes)}"]
+        hint = suggest(name, shapes, cutoff=0.75)
+        if hint:
+            return [f"{key}={name!r} is neither a shape name nor a local directory{hint}; shape names: {sorted(shapes)}"]
     return []
 
 
