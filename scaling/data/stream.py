@@ -43,6 +43,7 @@ from scaling.data.resume import LoaderState, reconcile
 from scaling.data.shards import ShardRef, all_shards_missing_error, read_positions, resolve_split
 from scaling.data.subset import kept_positions
 from scaling.data.text import TextEncoder, template_for
+from scaling.data.workers import worker_init
 
 log = logging.getLogger(__name__)
 MAX_LOGGED_SKIPS = 20
@@ -246,10 +247,6 @@ class ShardStream(IterableDataset):
             yield {"_meta": {"worker": worker, "cursor": cursor, "skipped": skipped}, "_empty": True}
 
 
-def _worker_init(_):
-    torch.set_num_threads(1)
-
-
 class StreamLoader:
     """Iterable over one epoch of batches for one rank, with ``state_dict``/``load_state_dict``.
 
@@ -340,7 +337,7 @@ class StreamLoader:
         ds.epoch, ds.cursors, ds.batches_done = self.epoch, list(self.cursors), self.batches
         if self.num_workers > 0:
             loader = DataLoader(
-                ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
+                ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=worker_init,
                 pin_memory=self.pin_memory and torch.cuda.is_available(), prefetch_factor=self.prefetch_factor,
                 persistent_workers=False,
             )
