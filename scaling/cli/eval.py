@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N samples")
     p.add_argument("--llm", help="the LLM directory, if it moved since training (fingerprints are checked)")
     p.add_argument("--encoder", help="the encoder directory, if it moved since training")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the backbones' own Python code (auto_map); never taken from the checkpoint's stored config")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its Java start is slow)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=4 model.frozen_dtype=fp16")
@@ -42,6 +44,7 @@ def run(args) -> int:
     import torch
     import transformers
 
+    from scaling.config.stored import stored_pipe_source
     from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
     from scaling.evaluation.metrics import MetricsError, format_table
@@ -60,12 +63,18 @@ def run(args) -> int:
     if task not in TASKS:
         raise ConfigError(f"checkpoint {args.checkpoint} records no task ({task!r}); pass --task {{{','.join(TASKS)}}}")
     overrides = list(args.overrides) + [f"data.task={task}"]
+    pipe = stored_pipe_source(stored, args.split)
+    if pipe and not args.data and not any(o.startswith(f"data.{args.split}=") for o in args.overrides):
+        raise ConfigError(f"the checkpoint's stored config has data.{args.split}={pipe!r}, a shell command, which a "
+                          f"stored config cannot run; pass the data yourself: --data SHARDS (or --data '{pipe}' if you "
+                          f"trust that command)")
     if args.data:
         overrides.append(f"data.{args.split}={args.data}")
     for flag, key in (("batch_size", "eval.batch_size"), ("max_new_tokens", "eval.max_new_tokens"), ("num_beams", "eval.num_beams")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    model, cfg = load_adapter(adapter, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
+    model, cfg = load_adapter(adapter, device, llm=args.llm, encoder=args.encoder, overrides=overrides,
+                              trust_remote_code=args.trust_remote_code)
     if getattr(cfg.data, args.split, None) is None:
         given = [s for s in ("train", "val", "test") if getattr(cfg.data, s, None)]
         raise ConfigError(f"no data for split {args.split!r}: pass --data SHARDS"

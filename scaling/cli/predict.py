@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--llm", help="the LLM directory, if it moved since training")
     p.add_argument("--encoder", help="the encoder directory, if it moved since training")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the backbones' own Python code (auto_map); never taken from the checkpoint's stored config")
     p.set_defaults(func=run)
 
 
@@ -76,7 +78,8 @@ def run(args) -> int:
         raise ConfigError("no media file given: scaling predict --checkpoint RUN FILE [FILE ...] [KEY=VALUE ...]")
     if args.question:
         overrides.append("data.task=vqa")
-    model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides)
+    model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides,
+                              trust_remote_code=args.trust_remote_code)
     task = "vqa" if args.question else cfg.data.task
     if task != "caption" and not args.question:
         raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")

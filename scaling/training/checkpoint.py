@@ -196,21 +196,29 @@ def load_adapter(
     encoder: str | None = None,
     overrides: Iterable[str] = (),
     check_fingerprints: bool = True,
+    trust_remote_code: bool = False,
 ):
     """Build the model an adapter was trained with and load its weights → ``(model, cfg)``.
 
     ``llm``/``encoder`` replace the stored backbone paths (same weights elsewhere on disk);
     ``overrides`` are ``model.*``/``eval.*`` ``key=value`` strings (e.g. ``model.frozen_dtype=fp32``).
     Backbones whose fingerprints differ from the training ones are refused with what differs.
+    The stored config never grants trust (:mod:`scaling.config.stored`): the backbones' remote code runs only
+    with ``trust_remote_code=True`` (or a ``model.trust_remote_code=true`` override), and stored ``pipe:`` data
+    sources are dropped.
     """
     from scaling.config import config_from_dict
     from scaling.config.base import apply_overrides, drop_removed_keys
+    from scaling.config.stored import untrusted
     from scaling.models.builder import build_model
     from scaling.training.fingerprint import compare, model_fingerprints
 
     tensors, meta = read_adapter(path)
     data = drop_removed_keys(meta["config"], lambda msg: warnings.warn(msg, stacklevel=2))
+    data = untrusted(data, lambda msg: warnings.warn(msg, stacklevel=2))
     extra = list(overrides)
+    if trust_remote_code:
+        extra.append("model.trust_remote_code=true")
     if llm:
         extra.append(f"model.llm={llm}")
     if encoder:

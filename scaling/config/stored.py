@@ -1,0 +1,55 @@
+"""What a stored config may not grant: trust, or a command to run.
+
+A config read back from a file someone else may have written (an adapter's safetensors metadata, a
+checkpoint's config) is data, never permission. :func:`untrusted` removes from it every value that
+would execute something when used:
+
+* ``model.trust_remote_code`` is set to false: remote code runs only when the command line
+  (``--trust-remote-code``, a ``model.trust_remote_code=true`` override) or the caller's argument
+  (``load_adapter(..., trust_remote_code=True)``) asks for it, every time;
+* ``pipe:`` data sources (``data.train/val/test/features/index``) are dropped: a ``pipe:`` URL is a
+  shell command, which runs only when the user passes it (``--data 'pipe:...'``, ``data.test=pipe:...``).
+
+Overrides applied afterwards (the user's own) may set any of these again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from scaling.config.base import deep_merge
+
+DATA_SOURCES = ("train", "val", "test", "features", "index")
+EXECUTING_PREFIXES = ("pipe:",)
+
+
+def executes(value: Any) -> bool:
+    """True for a data source that runs a command when opened (``pipe:...``)."""
+    return isinstance(value, str) and value.strip().startswith(EXECUTING_PREFIXES)
+
+
+def untrusted(data: Mapping[str, Any], note: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``data`` (a stored config) without anything that grants trust or runs a command; ``note(msg)`` per removal."""
+    out = deep_merge({}, data)
+    model = out.get("model")
+    if isinstance(model, dict) and model.get("trust_remote_code"):
+        model["trust_remote_code"] = False
+        if note:
+            note("the stored config sets model.trust_remote_code=true, which a stored config cannot grant: remote "
+                 "code stays off (pass --trust-remote-code / trust_remote_code=True if you trust the backbones' code)")
+    section = out.get("data")
+    if isinstance(section, dict):
+        for key in DATA_SOURCES:
+            if executes(section.get(key)):
+                if note:
+                    note(f"ignored data.{key}={section[key]!r} from the stored config: a pipe: source runs a shell "
+                         f"command, which only a value you pass yourself may do (e.g. --data or data.{key}=...)")
+                section[key] = None
+    return out
+
+
+def stored_pipe_source(data: Mapping[str, Any], split: str) -> str | None:
+    """The stored ``data.<split>`` when it is a ``pipe:`` command (which :func:`untrusted` drops), else None."""
+    section = data.get("data") if isinstance(data, Mapping) else None
+    value = section.get(split) if isinstance(section, Mapping) else None
+    return value if executes(value) else None
