@@ -28,6 +28,6 @@ def test_ci_runs_the_readme_commands():
     for marker in ("<!-- ci:main -->", "<!-- ci:tests -->"):
         assert marker in readme and marker in ci
         block = readme.split(marker, 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip()
-        assert "pip install" in block and "torch==2.13.0" in block
+        assert "pip install" in block and "torch==2.14.1" in block and "torchvision==0.29.1" in block
     tests_block = readme.split("<!-- ci:tests -->", 1)[1].split("```", 2)[1]
     assert "pytest" in tests_block
