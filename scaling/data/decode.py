@@ -85,9 +85,13 @@ def parse_record(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 class SampleDecoder:
     """``decoder(raw, rng)`` → ``{"id", "record", "target", "answers", "task", "media_key", "media"}``."""
 
-    def __init__(self, spec: MediaSpec | None, train: bool, task: str, cfg: Any = None, use_features: bool = False):
+    def __init__(self, spec: MediaSpec | None, train: bool, task: str, cfg: Any = None, use_features: bool = False,
+                 require_answers: bool | None = None):
         self.spec = spec
         self.train = train
+        # a sample without answers cannot be trained on, nor scored (the data loaders skip and count it);
+        # prediction on the user's own files needs none
+        self.require_answers = train if require_answers is None else require_answers
         self.task = task
         self.cfg = cfg
         self.use_features = use_features
@@ -108,8 +112,8 @@ class SampleDecoder:
 
     def _decode(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         record, answers = parse_record(raw)
-        if self.train and not answers:
-            raise SampleError("no answer to train on")
+        if self.require_answers and not answers:
+            raise SampleError("no answer to train on" if self.train else "no reference answer to score against")
         target = answers[rng.randrange(len(answers))] if (self.train and answers) else (answers[0] if answers else "")
         out = {
             "id": str(record.get("id", raw.get("__key__"))),

@@ -13,7 +13,8 @@ Guarantees (see :mod:`scaling.data.plan` for how):
 * evaluation: every sample exactly once across ranks (no padding/duplicates; counts may differ by one
   sample between ranks; the evaluator gathers lists);
 * exact resume: ``state_dict()`` / ``load_state_dict()`` (:mod:`scaling.data.resume`);
-* bad samples (corrupt/missing media, unreadable shard) are skipped, counted (``loader.skipped``) and
+* bad samples (corrupt/missing media, unreadable shard, no ``answers`` to train on or score against) are
+  skipped, counted (``loader.skipped``) and
   their keys logged; a training rank still yields its full batch count (it takes the next samples and,
   if its share runs out, cycles through it again; a worker whose whole share is undecodable, e.g. inside
   a lost shard, reads seeded replacement samples from the rank's other shards and the split instead,
@@ -466,7 +467,7 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
         if spec.modality == "video" and spec.frames != data.video_frames:
             log.info("video clips are sampled at %d frames (the encoder's), not data.video_frames=%d",
                      spec.frames, data.video_frames)
-    decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features and perceives)
+    decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features and perceives, require_answers=True)
     text = TextEncoder(tokenizer, data.max_text_len, template_for(task, data.prompt_template))
     batch_size = cfg.train.micro_batch if train else cfg.eval.batch_size
     workers = data.num_workers if num_workers is None else num_workers

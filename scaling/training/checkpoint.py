@@ -358,6 +358,14 @@ def commit(root: str, step: int, keep_last: int) -> str:
     return final
 
 
+def update_state(ckpt_dir: str, fields: dict[str, Any]) -> None:
+    """Rewrite fields of a committed checkpoint's ``trainer_state.json`` (atomically)."""
+    path = os.path.join(ckpt_dir, STATE)
+    state = read_json(path)
+    state.update(fields)
+    write_json_atomic(path, state)
+
+
 def write_rank_files(ckpt_dir: str, rank: int, loader_state: Any, window: dict | None = None) -> None:
     save_pt(rng_state(), os.path.join(ckpt_dir, rank_file("rng", rank)))
     save_pt(loader_state, os.path.join(ckpt_dir, rank_file("data", rank)))

@@ -11,8 +11,9 @@
    a changed ``train.lr``/``train.max_steps`` re-targets the schedule from the next step);
 4. loop over optimizer steps: ``accumulation`` micro batches (``global_batch / (micro_batch ×
    world)``), then a clipped step that is skipped (and counted) when the gradient is not finite;
-   log every ``train.log_every`` steps, evaluate every ``train.eval_every`` steps (validation
-   loss, generated samples, and the ``evaluate_fn`` hook), checkpoint every ``train.save_every``;
+   log every ``train.log_every`` steps, checkpoint every ``train.save_every``, then evaluate every
+   ``train.eval_every`` steps (validation loss, generated samples, and the ``evaluate_fn`` hook; a
+   failing evaluation is reported and training goes on);
 5. on SIGTERM/SIGUSR1, checkpoint at the next step boundary, write ``RUN/requeue`` and return
    ``train.requeue_exit_code``; at the end write ``train_summary.json`` (and ``metrics.json`` when
    the hook produced metrics).
@@ -208,6 +209,7 @@ class Trainer:
         self._write_rank_file()
         _seed_all(t.seed * 1000 + self.env.rank)  # per-rank streams (dropout) from here on
         self.data_state = None
+        self.eval_failures: list[dict] = []  # {"step", "error"} of this job's failed evaluations
         self.window_state = None  # the log window's sums at the checkpoint (steps since the last log line)
         self.resumed_from = self._maybe_resume()
         self.gpu, self.peak = gpu_type(self.device)
@@ -410,6 +412,32 @@ class Trainer:
             lines.append(f"- generated: {_decode(self.tokenizer, out[i])!r} | reference: {_decode(self.tokenizer, refs[i])!r}")
         return "\n".join(lines)
 
+    def evaluate_reporting_failure(self, saved_dir: str | None = None) -> bool:
+        """:meth:`evaluate`; a failure is reported (log, ``train_log.jsonl``, ``train_summary.json``) and training
+        goes on. True when it succeeded. (A failure raised on every rank, as the hook's scoring errors are, keeps the
+        ranks in step; a rank failing alone inside a collective cannot be caught here.)"""
+        st = self.state
+        try:
+            self.evaluate()
+            return True
+        except Exception as err:  # noqa: BLE001 - an evaluation must not end the training (the checkpoint is saved)
+            self.strategy.train(True)
+            message = f"{type(err).__name__}: {err}"
+            self.eval_failures.append({"step": st.step, "error": message})
+            self.monitor.scalars(st.step, {"eval/failed": 1.0}, prefix="eval")
+            where = saved_dir or self.out
+            self.monitor.write(
+                f"step {st.step} eval FAILED ({message}); training goes on"
+                + (f" (the checkpoint of step {st.step} is saved)" if saved_dir else "")
+                + f". Once the cause is fixed, score it with `scaling eval --checkpoint {where} --split val`")
+            return False
+
+    def _record_eval_in(self, ckpt_dir: str) -> None:
+        """The checkpoint of this step was written before its evaluation: add the metrics and best to its state."""
+        if self.main:
+            ckpt.update_state(ckpt_dir, {"last_metrics": self.state.last_metrics, "best": self.state.best})
+        distributed.barrier()
+
     def evaluate(self) -> dict:
         """Validation loss, samples and the hook's metrics; keeps the best adapter. Collective."""
         st = self.state
@@ -504,11 +532,14 @@ class Trainer:
                         self._log_window(window, comm)
                         window = _Window()
                     epoch_done = st.step_in_epoch >= steps_this_epoch
-                    if (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps:
-                        self.evaluate()
+                    # save first: an evaluation that fails (or a job killed while evaluating) loses no step
+                    saved_dir = None
                     if st.step % t.save_every == 0 or st.step == self.total_steps:
-                        self.save(loader, epoch_done, window)
+                        saved_dir = self.save(loader, epoch_done, window)
                         last_saved = st.step
+                    if (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps:
+                        if self.evaluate_reporting_failure(saved_dir) and saved_dir is not None:
+                            self._record_eval_in(saved_dir)
                     self.monitor.advance()
                     if self.on_step is not None:
                         self.on_step(st.step, {"loss": st.last_loss, "applied": info.applied})
@@ -590,6 +621,7 @@ class Trainer:
             "precision": st.precision,
             "final_loss": st.last_loss,
             "this_job_loop_seconds": round(loop_seconds, 3),
+            "eval_failures": self.eval_failures,
         }
         ckpt.write_json_atomic(os.path.join(self.out, "train_summary.json"), summary)
         hook_metrics = {k: v for k, v in st.last_metrics.items() if k != "val_loss"}
