@@ -156,7 +156,8 @@ def _from_dict(cls: type, data: Mapping[str, Any], path: str, problems: list[str
             continue
         before = len(problems)
         kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key, problems)
-        bad_value |= len(problems) > before and not dataclasses.is_dataclass(hints[key])
+        # a nested section that failed is None: this section's checks would only trip over it too
+        bad_value |= len(problems) > before and (not dataclasses.is_dataclass(hints[key]) or kwargs[key] is None)
     if bad_value:  # the section's own checks would only trip over the unconverted value (TypeErrors)
         return None
     try:

@@ -14,6 +14,9 @@ class ExtractConfig:
     n_levels: int = 1  # the last n_fl encoder layers
     tokens: Literal["all", "cls"] = "all"
     layers: list[int] | None = None  # explicit layer indices (overrides n_levels)
+    # every level through the encoder's own final norm (scaling/models/final_norm.py): auto = the official
+    # per-encoder default (DePALM extractors.py norm: auto; null for EVA-CLIP/MAViL), final = always, none = raw
+    norm: Literal["auto", "final", "none"] = "auto"
 
 
 @dataclasses.dataclass

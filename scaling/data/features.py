@@ -47,7 +47,8 @@ def build_extractor(model_cfg, device: str | torch.device = "cpu"):
                           "cannot be cached; train from media (data.use_features=false)")
     encoder = load_encoder(model_cfg.encoder, model_cfg.frozen_dtype, device, model_cfg.video_frames,
                            model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
-    return FeatureExtractor(encoder, model_cfg.extract.n_levels, model_cfg.extract.tokens, model_cfg.extract.layers).eval()
+    return FeatureExtractor(encoder, model_cfg.extract.n_levels, model_cfg.extract.tokens, model_cfg.extract.layers,
+                            model_cfg.extract.norm).eval()
 
 
 class _ShardSamples(IterableDataset):

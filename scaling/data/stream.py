@@ -392,20 +392,32 @@ def check_features_meta(meta: dict[str, Any], model_cfg) -> None:
         raise ConfigError("data.use_features=true but these shards hold no cached features; create them with "
                           "`scaling data cache-features --config CFG --out DIR` and set data.features=DIR")
     want = feature_signature(model_cfg)
-    have = {k: feats.get(k) for k in want}
+    # caches written before model.extract.norm existed hold raw layer outputs
+    have = {k: feats.get(k, "none" if k == "norm" else None) for k in want}
     diff = [f"{k}: cached {have[k]!r}, config {want[k]!r}" for k in want if have[k] != want[k]]
     if diff:
-        raise ConfigError("the cached features do not match the model config (" + "; ".join(diff) +
-                          "); re-run `scaling data cache-features` with this config")
+        fix = "re-run `scaling data cache-features` with this config"
+        if have["norm"] != want["norm"]:
+            fix += f", or set model.extract.norm={have['norm']} to use these features as they are"
+        raise ConfigError("the cached features do not match the model config (" + "; ".join(diff) + f"); {fix}")
 
 
 def feature_signature(model_cfg) -> dict[str, Any]:
-    """What cached features depend on (compared at load time)."""
+    """What cached features depend on (compared at load time). ``norm`` is the resolved
+    ``model.extract.norm`` (``final``/``none``), so ``auto`` matches the explicit choice it stands for."""
+    from scaling.models.backbones import encoder_info, load_config_only
+    from scaling.models.final_norm import signature_value
+
     ex = model_cfg.extract
+    if ex.norm == "none":
+        norm = "none"
+    else:  # resolving auto/final needs the encoder's type (its config only, no weights)
+        enc_cfg = load_config_only(model_cfg.encoder, "encoder", model_cfg.trust_remote_code)
+        norm = signature_value(ex.norm, encoder_info(enc_cfg, model_cfg.video_frames).encoder_type)
     return {
         "encoder": os.path.basename(os.path.normpath(os.path.expanduser(model_cfg.encoder))),
         "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
-        "video_frames": model_cfg.video_frames,
+        "video_frames": model_cfg.video_frames, "norm": norm,
     }
 
 

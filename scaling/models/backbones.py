@@ -176,6 +176,7 @@ class EncoderInfo:
     num_mel_bins: int | None = None
     max_length: int | None = None
     per_frame: bool = False  # an image encoder applied to each video frame ("ViT avg")
+    encoder_type: str = ""  # registry key of scaling.models.final_norm.FINAL_NORMS (HF: the config's model_type)
 
     @property
     def n_patches(self) -> int:
@@ -199,15 +200,18 @@ def encoder_info(cfg: PretrainedConfig, video_frames: int | None = None) -> Enco
     if modality == "audio":
         f = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
         t = (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1
-        return EncoderInfo("audio", d, n_layers, True, 2, (f, t), (2, 2), num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
+        return EncoderInfo("audio", d, n_layers, True, 2, (f, t), (2, 2), num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length,
+                           encoder_type=model_type)
     side = cfg.image_size // cfg.patch_size
     if modality == "video":
         # TimeSformer orders patch tokens patch-major, frame-minor: index = patch * T + frame
         frames = cfg.num_frames
-        return EncoderInfo("video", d, n_layers, True, 1, (side, side, frames), (2, 2, 1), image_size=cfg.image_size, num_frames=frames)
+        return EncoderInfo("video", d, n_layers, True, 1, (side, side, frames), (2, 2, 1), image_size=cfg.image_size, num_frames=frames,
+                           encoder_type=model_type)
     has_cls = model_type not in ("siglip", "siglip_vision_model")
     n_special = 1 + getattr(cfg, "num_register_tokens", 0) if has_cls else 0
-    info = EncoderInfo("image", d, n_layers, has_cls, n_special, (side, side), (2, 2), image_size=cfg.image_size)
+    info = EncoderInfo("image", d, n_layers, has_cls, n_special, (side, side), (2, 2), image_size=cfg.image_size,
+                       encoder_type=model_type)
     if video_frames:
         info = dataclasses.replace(info, modality="video", grid=(video_frames, side, side), block=(1, 2, 2), num_frames=video_frames, per_frame=True)
     return info
@@ -227,25 +231,29 @@ class PerceptualEncoder(nn.Module):
         self.model = model
         self.info = info
 
-    def forward(self, media: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """``norm``: applied to every level's tokens (the encoder's final norm, ``model.extract.norm``);
+        per frame, before the special tokens are averaged over frames."""
         info = self.info
         if info.per_frame:
             if media.dim() != 5:
                 raise ValueError(f"video input must be [batch, frames, 3, H, W], got {tuple(media.shape)}")
             b, f = media.shape[:2]
-            states = self._hidden_states(media.flatten(0, 1), levels)  # [b*f, L, n, d]
+            states = self._hidden_states(media.flatten(0, 1), levels, norm)  # [b*f, L, n, d]
             states = states.unflatten(0, (b, f))  # [b, f, L, n, d]
             special = states[:, :, :, : info.n_special].mean(dim=1)  # [b, L, s, d]
             patches = states[:, :, :, info.n_special :].permute(0, 2, 1, 3, 4).flatten(2, 3)  # [b, L, f*n, d]
             return torch.cat([special, patches], dim=2)
-        return self._hidden_states(media, levels)
+        return self._hidden_states(media, levels, norm)
 
-    def _hidden_states(self, media: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """media → ``[batch, len(levels), n_special + n_patches, d]`` (each level through ``norm`` when given)."""
         kind = self.info.modality if not self.info.per_frame else "image"
         key = {"image": "pixel_values", "video": "pixel_values", "audio": "input_values"}[kind]
         out = self.model(**{key: media}, output_hidden_states=True)
         hidden = out.hidden_states[1:]  # drop the embedding output: levels are layer outputs
-        return torch.stack([hidden[i] for i in levels], dim=1)
+        states = torch.stack([hidden[i] for i in levels], dim=1)
+        return norm(states) if norm is not None else states
 
 
 def load_encoder(

@@ -46,7 +46,8 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
             cfg.encoder, cfg.frozen_dtype, device, cfg.video_frames, cfg.trust_remote_code, meta=meta,
             attn_implementation=cfg.attn_implementation,
         )
-        extractor = FeatureExtractor(encoder, cfg.extract.n_levels, cfg.extract.tokens, cfg.extract.layers)
+        extractor = FeatureExtractor(encoder, cfg.extract.n_levels, cfg.extract.tokens, cfg.extract.layers,
+                                     cfg.extract.norm)
         info = encoder.info
         if map_name == "resampler" and cfg.extract.tokens == "cls":
             raise ConfigError("the block resampler pools patch tokens: set model.extract.tokens=all")

@@ -4,6 +4,8 @@
 other special tokens (AST's distillation token, DINOv2 registers) are dropped.
 ``tokens="cls"``: the [CLS] token only; for an encoder without one, the mean of that level's patch
 tokens (as the DePALM supplement does for MAViL). ``layers`` picks any list of layers instead.
+``norm`` (``auto|final|none``): every level goes through the encoder's own final norm, as the
+official code does (see :mod:`scaling.models.final_norm`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from scaling.config.base import ConfigError
 from scaling.models.backbones import PerceptualEncoder
+from scaling.models.final_norm import final_norm_module, resolve_norm
 
 
 def select_tokens(states: torch.Tensor, tokens: str, has_cls: bool, n_special: int) -> torch.Tensor:
@@ -28,7 +31,10 @@ def select_tokens(states: torch.Tensor, tokens: str, has_cls: bool, n_special: i
 class FeatureExtractor(nn.Module):
     """Runs the frozen encoder; ``forward(media)`` → ``[B, n_levels, n_tok, d_feats]``."""
 
-    def __init__(self, encoder: PerceptualEncoder, n_levels: int = 1, tokens: str = "all", layers: list[int] | None = None):
+    def __init__(
+        self, encoder: PerceptualEncoder, n_levels: int = 1, tokens: str = "all", layers: list[int] | None = None,
+        norm: str = "auto",
+    ):
         super().__init__()
         n_enc = encoder.info.n_layers
         if layers:
@@ -42,6 +48,11 @@ class FeatureExtractor(nn.Module):
             self.levels = list(range(-n_levels, 0))
         self.tokens = tokens
         self.encoder = encoder
+        self.norm_choice = norm
+        # the final norm is a module of the frozen encoder: looked up at call time, not registered twice
+        self.applies_norm = resolve_norm(norm, encoder.info.encoder_type)
+        if self.applies_norm:
+            final_norm_module(encoder.model, encoder.info.encoder_type)  # fails early if the encoder has none
 
     @property
     def n_levels(self) -> int:
@@ -58,7 +69,8 @@ class FeatureExtractor(nn.Module):
         # The frozen encoder already runs in its half dtype: autocast would only add fp32 up-casts
         # of its LayerNorms and the casts back (measured: several ms per step at CLIP-L scale).
         with torch.autocast(media.device.type, enabled=False):
-            states = self.encoder(media.to(self._dtype()), self.levels)
+            norm = final_norm_module(self.encoder.model, info.encoder_type) if self.applies_norm else None
+            states = self.encoder(media.to(self._dtype()), self.levels, norm)
         return select_tokens(states, self.tokens, info.has_cls, info.n_special)
 
     def _dtype(self) -> torch.dtype:

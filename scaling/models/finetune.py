@@ -47,8 +47,8 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)) or name.endswith(("rmsnorm", "layernorm", "norm"))
 
 
-# Encoder modules applied after the layer stack: extraction reads layer outputs, so they get no
-# gradient; a trainable parameter without a gradient makes ZeRO-2 hang, so they are never tuned.
+# Encoder modules applied after the layer stack: the pooler and head get no gradient (a trainable
+# parameter without a gradient makes ZeRO-2 hang); the final norm (model.extract.norm) stays frozen.
 UNUSED_ENCODER_HEADS = ("layernorm", "post_layernorm", "pooler", "head", "fc_norm")
 
 

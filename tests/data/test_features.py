@@ -86,6 +86,14 @@ def test_features_must_match_the_model_config(setup):
     bad = load_config(None, [*overrides, "data.use_features=true", f"data.features={out}", "model.extract.n_levels=1"])
     with pytest.raises(ConfigError, match="n_levels"):
         build_loader(bad, word_tokenizer(), "train", 0, 1, True)
+    # extract.norm is part of the signature: the cache was made with auto (= the ViT's final layernorm)
+    index = json.load(open(os.path.join(out, "index.json")))
+    assert index["splits"]["train"]["features"]["norm"] == "final"
+    other = load_config(None, [*overrides, "data.use_features=true", f"data.features={out}", "model.extract.norm=none"])
+    with pytest.raises(ConfigError, match="norm: cached 'final', config 'none'.*model.extract.norm=final"):
+        build_loader(other, word_tokenizer(), "train", 0, 1, True)
+    same = load_config(None, [*overrides, "data.use_features=true", f"data.features={out}", "model.extract.norm=final"])
+    assert next(iter(build_loader(same, word_tokenizer(), "train", 0, 1, True)))["features"].dim() == 4
     raw = load_config(None, [*overrides, "data.use_features=true"])  # features flag on media shards
     with pytest.raises(ConfigError, match="no cached features"):
         build_loader(raw, word_tokenizer(), "train", 0, 1, True)

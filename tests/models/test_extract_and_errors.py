@@ -19,7 +19,7 @@ from scaling.models.tiny import tiny_media
 def test_extraction_returns_the_last_levels_of_the_encoder(backbones, arch):
     enc = load_encoder(backbones[arch], "fp32")
     media = next(iter(tiny_media(arch).values()))
-    ex = FeatureExtractor(enc, n_levels=2, tokens="all")
+    ex = FeatureExtractor(enc, n_levels=2, tokens="all", norm="none")
     feats = ex(media)
     key = {"timesformer": "pixel_values", "ast": "input_values"}.get(arch, "pixel_values")
     hidden = enc.model(**{key: media}, output_hidden_states=True).hidden_states
@@ -29,7 +29,7 @@ def test_extraction_returns_the_last_levels_of_the_encoder(backbones, arch):
         h = hidden[level]
         expected = torch.cat([h[:, :1], h[:, info.n_special:]], 1) if info.has_cls else h
         assert torch.allclose(feats[:, j], expected, atol=1e-6)
-    cls = FeatureExtractor(enc, n_levels=1, tokens="cls")(media)
+    cls = FeatureExtractor(enc, n_levels=1, tokens="cls", norm="none")(media)
     assert cls.shape == (2, 1, 1, info.hidden_size)
     if not info.has_cls:  # SigLIP: the mean of the patch tokens stands in for CLS
         assert torch.allclose(cls[:, 0, 0], hidden[-1].mean(1), atol=1e-6)
@@ -46,9 +46,58 @@ def test_image_encoder_per_frame_averages_cls_over_time(backbones):
     enc = load_encoder(backbones["vit"], "fp32", video_frames=3)
     assert enc.info.modality == "video" and enc.info.grid == (3, 4, 4)
     video = torch.randn(2, 3, 3, 32, 32)
-    feats = FeatureExtractor(enc, tokens="cls")(video)
+    feats = FeatureExtractor(enc, tokens="cls", norm="none")(video)
     per_frame = enc.model(pixel_values=video.flatten(0, 1), output_hidden_states=True).hidden_states[-1][:, 0]
     assert torch.allclose(feats[:, 0, 0], per_frame.view(2, 3, -1).mean(1), atol=1e-6)
+    # with the final norm: each frame's output is normalised, then averaged (the encoder's per-image output)
+    normed = FeatureExtractor(enc, tokens="cls", norm="auto")(video)
+    per_frame = enc.model(pixel_values=video.flatten(0, 1)).last_hidden_state[:, 0]  # ViT: after its layernorm
+    assert torch.allclose(normed[:, 0, 0], per_frame.view(2, 3, -1).mean(1), atol=1e-5)
+
+
+# The official extractors (DePALM extractors.py, feat_model.norm: auto; eP-ALM's encoders) pass every
+# extracted level through the encoder's final norm. Reference per encoder, written from that description:
+# the final norm module by its Hugging Face name, applied to every token of every level.
+_FINAL_NORM = {"vit": "layernorm", "clip": "post_layernorm", "dinov2": "layernorm", "siglip": "post_layernorm",
+               "timesformer": "layernorm", "ast": "layernorm"}
+
+
+@pytest.mark.parametrize("arch", sorted(_FINAL_NORM))
+def test_extract_norm_auto_applies_the_final_norm_to_every_level(backbones, arch):
+    enc = load_encoder(backbones[arch], "fp32")
+    media = next(iter(tiny_media(arch).values()))
+    key = {"ast": "input_values"}.get(arch, "pixel_values")
+    out = enc.model(**{key: media}, output_hidden_states=True)
+    norm = enc.model.get_submodule(_FINAL_NORM[arch])
+    info = enc.info
+    feats = FeatureExtractor(enc, n_levels=3, tokens="all")(media)  # default: auto
+    assert torch.equal(feats, FeatureExtractor(enc, n_levels=3, tokens="all", norm="final")(media))
+    for j, level in enumerate((-3, -2, -1)):
+        h = norm(out.hidden_states[level])
+        expected = torch.cat([h[:, :1], h[:, info.n_special:]], 1) if info.has_cls else h
+        torch.testing.assert_close(feats[:, j], expected, atol=1e-5, rtol=0)
+    # the last level is what the encoder itself outputs after its final norm
+    if arch == "clip":  # HF CLIP: last_hidden_state is before post_layernorm; pooler_output = post_layernorm([CLS])
+        torch.testing.assert_close(feats[:, -1, 0], out.pooler_output, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(feats[:, -1, 0], out.last_hidden_state[:, 0], atol=1e-5, rtol=0)
+    raw = FeatureExtractor(enc, n_levels=3, tokens="all", norm="none")(media)
+    assert not torch.allclose(raw, feats, atol=1e-2)
+
+
+def test_extract_norm_registry_defaults_and_errors():
+    from scaling.models.final_norm import FINAL_NORMS, resolve_norm
+
+    for encoder_type in ("clip", "vit", "dinov2", "siglip", "timesformer", "audio-spectrogram-transformer"):
+        assert resolve_norm("auto", encoder_type) is True and resolve_norm("none", encoder_type) is False
+    with pytest.raises(ConfigError, match="no final-norm entry .*model.extract.norm=none"):
+        resolve_norm("auto", "unknown-encoder")
+    assert resolve_norm("none", "unknown-encoder") is False
+    with pytest.raises(ConfigError, match="auto.*final.*none"):
+        resolve_norm("layernorm", "vit")
+    with pytest.raises(ConfigError, match="model.extract.norm"):
+        load_config(None, ["model.extract.norm=layernorm"])
+    assert all(e.paths and e.source for e in FINAL_NORMS.values())
 
 
 def test_unknown_method_and_blocks_list_the_valid_ones():
