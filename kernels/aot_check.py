@@ -73,8 +73,10 @@ def _signature(fn, args, kwargs) -> tuple[dict, dict, dict]:
     return sig, consts, opts
 
 
-def record_launches(quick: bool = False) -> list[tuple[Any, tuple, dict]]:
-    """Run every launcher (forward and backward) at the real shapes with recording kernels."""
+def record_launches(quick: bool = False, dtypes: list[torch.dtype] | None = None) -> list[tuple[Any, tuple, dict]]:
+    """Run every launcher (forward and backward) at the real shapes with recording kernels.
+
+    ``dtypes``: the activation dtypes to launch with (default: bf16 when ``quick``, else bf16, fp16, fp32)."""
     from . import attention as att
     from . import fp8_linear as f8
     from . import prefix_injection as inj
@@ -92,7 +94,8 @@ def record_launches(quick: bool = False) -> list[tuple[Any, tuple, dict]]:
                 patched.append((mod, name, obj))
                 setattr(mod, name, _Recorder(obj, calls))
     try:
-        dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float16, torch.float32]
+        if dtypes is None:
+            dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float16, torch.float32]
         # attention: QPMapper (B=32, H=8, 289 tokens, D=128), last layer (32 queries), other head dims
         att_shapes = [(289, 289, 128), (32, 289, 128)] + ([] if quick else [(300, 517, 64), (300, 517, 80)])
         for dt in dtypes:
@@ -157,7 +160,12 @@ def check(archs: list[int], quick: bool = False, verbose: bool = True) -> list[d
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    calls = record_launches(quick)
+    # --quick checks one dtype: bf16, or fp16 when a target predates bf16 (sm_70/sm_75, V100/T4),
+    # which would otherwise skip every bf16 launch and check nothing
+    dtypes = None
+    if quick:
+        dtypes = [torch.bfloat16] + ([torch.float16] if min(archs) < 80 else [])
+    calls = record_launches(quick, dtypes)
     seen = set()
     records = []
     for arch in archs:
@@ -209,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
     bad = [r for r in records if not r["ok"]]
     print(f"{len(records) - len(bad)}/{len(records)} kernel specializations compiled within limits", file=sys.stderr)
+    archs = args.arch or [80, 90]
+    empty = sorted(a for a in archs if not any(r["arch"] == a for r in records))
+    if empty:  # a check that checked nothing is a failure, not a pass
+        print(f"error: no kernel specialization was compiled for {', '.join(f'sm_{a}' for a in empty)} "
+              f"(every recorded launch was skipped for that target); nothing was checked", file=sys.stderr)
+        return 2
     return 1 if bad else 0
 
 

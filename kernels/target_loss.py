@@ -9,11 +9,17 @@ this op never holds more than one chunk of logits:
 forward (Liger-Kernel's fused linear cross-entropy design), for each chunk of ``C`` rows:
   1. ``logits_c = hidden_c @ weight.T (+ bias)``  -- cuBLAS, input dtype, into one reused buffer ``[C, V]``;
   2. a Triton kernel (one program per row) streams the row over V in blocks with an online
-     log-sum-exp in fp32, computes the row's loss, and overwrites the logits **in place** with
-     ``d_logits = (softmax - (1 - ls) * onehot - ls / V) / n_valid`` (zero for ignored rows);
-  3. ``d_hidden_c = d_logits_c @ weight`` (and ``d_weight += d_logits_c.T @ hidden_c`` in fp32 only
-     if ``weight.requires_grad``, ``d_bias += sum(d_logits_c)`` only if ``bias.requires_grad``).
-backward: the stored gradients times ``grad_output`` (a scalar).
+     log-sum-exp in fp32, computes the row's loss, and overwrites the logits **in place** with the
+     *unnormalised* row gradient ``g = softmax - (1 - ls) * onehot - ls / V`` (zero for ignored rows);
+  3. ``d_hidden_c = g_c @ weight`` (and ``d_weight += g_c.T @ hidden_c`` in fp32 only if
+     ``weight.requires_grad``, ``d_bias += sum(g_c)`` only if ``bias.requires_grad``).
+backward: the stored gradients times ``grad_output / n_valid``, multiplied in fp32 and rounded to
+the input dtype once. Neither the 1/n_valid factor nor the loss scale ever passes through a 16-bit
+number on its own: a GradScaler / DeepSpeed fp16 scale of 65536 is not representable in fp16 (it
+would turn every gradient entry into inf), and dividing by n_valid before the scale would flush
+small probabilities to zero (fp16's smallest subnormal is 6e-8). Entries of ``g`` lie in [-1, 1],
+so they never overflow; with fp16 the trainable-head gradient ``g.T @ hidden`` is a sum of C rows
+and is accumulated from fp32 operands.
 
 The loss is the mean over non-ignored rows of ``lse - (1 - ls) * z_y - (ls / V) * sum_j z_j``, i.e.
 exactly ``F.cross_entropy(logits.float(), labels, label_smoothing=ls, ignore_index=ignore_index)``.
@@ -43,12 +49,12 @@ _MAX_BLOCK_V_INTERPRET = 1024
 @triton.jit
 def _ce_loss_grad_kernel(
     LOGITS, s_logits_n,
-    LABELS, LOSS, INV_N,
+    LABELS, LOSS,
     V, ignore_index,
     eps_over_v, one_minus_ls,
     HAS_SMOOTHING: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
-    """One program per row of the chunk: loss[row] and, if WRITE_GRAD, logits[row] <- d_logits[row]."""
+    """One program per row of the chunk: loss[row] and, if WRITE_GRAD, logits[row] <- d loss[row] / d logits[row]."""
     row = tl.program_id(0).to(tl.int64)
     ptr = LOGITS + row * s_logits_n
     offs = tl.arange(0, BLOCK_V)
@@ -83,16 +89,15 @@ def _ce_loss_grad_kernel(
         loss = loss - eps_over_v * sum_z
     tl.store(LOSS + row, loss)
 
-    # pass 2: gradient of the (mean-reduced) loss w.r.t. this row's logits, written in place
+    # pass 2: gradient of this row's loss w.r.t. its logits (not yet divided by n_valid), in place
     if WRITE_GRAD:
-        inv_n = tl.load(INV_N)
         for v0 in range(0, V, BLOCK_V):
             cols = v0 + offs
             mask = cols < V
             z = tl.load(ptr + cols, mask=mask, other=0.0).to(tl.float32)
             g = tl.exp(z - lse) - eps_over_v
             g = tl.where(cols == y, g - one_minus_ls, g)
-            tl.store(ptr + cols, to_dtype(g * inv_n, LOGITS.dtype.element_ty), mask=mask)
+            tl.store(ptr + cols, to_dtype(g, LOGITS.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,30 +145,34 @@ def _flce_forward(hidden, weight, labels, bias, label_smoothing, ignore_index, c
         else:
             torch.mm(h, wT, out=logits)
         _ce_loss_grad_kernel[(e - s,)](
-            logits, logits.stride(0), labels[s:e], loss_rows[s:e], inv_n,
+            logits, logits.stride(0), labels[s:e], loss_rows[s:e],
             V, ignore_index, ls / V, 1.0 - ls,
             HAS_SMOOTHING=ls > 0.0, WRITE_GRAD=write_grad, BLOCK_V=BLOCK_V, num_warps=warps,
         )
         if need_dh:
             torch.mm(logits, weight, out=d_hidden[s:e])
         if need_dw:
-            d_weight += torch.mm(logits.t(), h).float()
+            if hidden.dtype == torch.float16:  # a sum of C rows of |g| <= 1 times |h| may pass 65504
+                d_weight += torch.mm(logits.t().float(), h.float())
+            else:
+                d_weight += torch.mm(logits.t(), h).float()
         if need_db:
             d_bias += logits.float().sum(0)
 
     loss = loss_rows.sum() / n_valid.to(torch.float32)
-    return loss, d_hidden, d_weight, d_bias
+    return loss, d_hidden, d_weight, d_bias, inv_n
 
 
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
-    """Autograd wrapper: gradients are computed during the forward and scaled in the backward."""
+    """Autograd wrapper: gradients are computed during the forward (not yet divided by n_valid) and
+    scaled by ``grad_output / n_valid`` in fp32 in the backward."""
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, bias, label_smoothing, ignore_index, chunk_size):
         need_dh = ctx.needs_input_grad[0]
         need_dw = ctx.needs_input_grad[1]
         need_db = bias is not None and ctx.needs_input_grad[3]
-        loss, dh, dw, db = _flce_forward(hidden, weight, labels, bias, label_smoothing, ignore_index,
+        loss, dh, dw, db, inv_n = _flce_forward(hidden, weight, labels, bias, label_smoothing, ignore_index,
                                          chunk_size, need_dh, need_dw, need_db)
         ctx.w_dtype = weight.dtype
         ctx.b_dtype = bias.dtype if bias is not None else None
@@ -171,16 +180,17 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
             dh if dh is not None else torch.empty(0),
             dw if dw is not None else torch.empty(0),
             db if db is not None else torch.empty(0),
+            inv_n,
         )
         ctx.has = (dh is not None, dw is not None, db is not None)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        dh, dw, db = ctx.saved_tensors
+        dh, dw, db, inv_n = ctx.saved_tensors
         has_dh, has_dw, has_db = ctx.has
-        g = grad_output.to(torch.float32)
-        d_hidden = (dh * g.to(dh.dtype)) if has_dh else None
+        g = grad_output.to(torch.float32) * inv_n  # fp32: a loss scale of 65536 is inf in fp16
+        d_hidden = (dh.float() * g).to(dh.dtype) if has_dh else None
         d_weight = (dw * g).to(ctx.w_dtype) if has_dw else None
         d_bias = (db * g).to(ctx.b_dtype) if has_db else None
         return d_hidden, d_weight, None, d_bias, None, None, None
@@ -237,7 +247,7 @@ def target_cross_entropy(
         hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
     if not grad_wanted:
-        loss, _, _, _ = _flce_forward(hidden, weight, labels, bias, label_smoothing, ignore_index, chunk_size,
+        loss, _, _, _, _ = _flce_forward(hidden, weight, labels, bias, label_smoothing, ignore_index, chunk_size,
                                       False, False, False)
         return loss
     return FusedLinearCrossEntropyFunction.apply(hidden, weight, labels, bias, float(label_smoothing),

@@ -75,8 +75,13 @@ def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, 
     mask = attention_mask
     if mask is not None and mask.dim() == 4:
         mask = mask[:, :, :, : k.shape[-2]]
+    if mask is not None and hq != hk:
+        # SDPA's flash kernel takes no mask and its memory-efficient kernel no enable_gqa: both together
+        # fall to the math kernel (the full attention matrix). Expand the key/value heads instead, as
+        # transformers does (a view-free copy of k/v only, [B, Hk, T, d] -> [B, Hq, T, d]).
+        k, v = k.repeat_interleave(hq // hk, dim=1), v.repeat_interleave(hq // hk, dim=1)
     attn = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=hq != hk,
+        q, k, v, attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=mask is None and hq != hk,
     )
     attn = attn.transpose(1, 2).reshape(b, t, hq * hd)
     x, n2 = residual_rms_norm(x, self.post_attention_layernorm.weight, f["eps_post"],

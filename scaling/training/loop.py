@@ -235,6 +235,8 @@ class Trainer:
             "device": str(self.device), "strategy": self.strategy.kind, "zero_stage": self.strategy.zero_stage,
             "frozen_params_total": total, "frozen_params_local": local, "accumulation": self.accum,
             "fused_llm_layers": self.fused.get("fused_layers", 0), "fp8_llm_layers": self.fused.get("fp8_layers", 0),
+            # rotary frequencies must stay fp32 under bf16/fp16 training (DeepSpeed < 0.19.2 cast every buffer)
+            "inv_freq_dtypes": sorted({str(b.dtype) for n, b in self.model.named_buffers() if n.endswith("inv_freq")}),
         }
         os.makedirs(os.path.join(self.out, "ranks"), exist_ok=True)
         ckpt.write_json_atomic(os.path.join(self.out, "ranks", f"rank{self.env.rank:05d}.json"), info)

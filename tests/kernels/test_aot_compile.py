@@ -45,3 +45,26 @@ def test_all_kernels_compile_for_sm90():
     bad = [r for r in records if not r["ok"]]
     assert not bad, json.dumps(bad, indent=1)[:3000]
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_check_that_compiles_nothing_fails(monkeypatch, capsys):
+    """``--quick --arch 70`` used to record bf16 launches only, skip all of them (no bf16 before sm_80)
+    and exit 0 having compiled 0 kernels. Quick mode now adds fp16 for pre-Ampere targets, and a target
+    with no compiled specialization is an error whatever the reason."""
+    import torch
+
+    from scaling.kernels import aot_check
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    real = aot_check.record_launches
+    seen = []
+    monkeypatch.setattr(aot_check, "record_launches", lambda quick, dtypes=None: seen.append(dtypes) or [])
+    assert aot_check.main(["--quick", "--arch", "70"]) == 2
+    assert torch.float16 in seen[-1], "quick mode must check fp16 on a GPU without bf16"
+    aot_check.main(["--quick", "--arch", "90"])
+    assert seen[-1] == [torch.bfloat16]
+    # the old quick behaviour (bf16 launches only) on sm_70: every launch is skipped -> failure, said so
+    monkeypatch.setattr(aot_check, "record_launches", lambda quick, dtypes=None: real(quick, [torch.bfloat16]))
+    assert aot_check.main(["--quick", "--arch", "70"]) == 2
+    err = capsys.readouterr().err
+    assert "0/0 kernel specializations" in err and "no kernel specialization was compiled for sm_70" in err

@@ -119,3 +119,35 @@ def test_fused_layer_backward_runs_no_residual_accumulation():
     # only the frozen weights' views (AccumulateGrad-free nodes) may be shared; no activation is
     assert all("Accumulate" not in s and "Add" not in s for s in shared), shared
     torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_gqa_with_a_mask_never_reaches_sdpa_with_enable_gqa(arch, monkeypatch):
+    """Flash takes no mask and the memory-efficient kernel no ``enable_gqa``: SDPA given both runs its
+    math kernel. With a mask (left padding, inner injection's hidden slots) the fused layer must expand
+    the key/value heads itself; without one it keeps ``enable_gqa`` (no copy of k/v)."""
+    model = _model(arch)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    embeds = torch.randn(2, 9, 64)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0  # left padding: a real mask reaches the layers
+    ref = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+    accelerate_llm(model, mode="torch")
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, *args, enable_gqa=False, **kwargs):
+        calls.append((attn_mask is not None, bool(enable_gqa), q.shape[1], k.shape[1]))
+        return sdpa(q, k, v, attn_mask, *args, enable_gqa=enable_gqa, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    out = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+    masked = [c for c in calls if c[0]]
+    assert len(masked) == 2, calls  # both layers got the padding mask
+    assert not [c for c in masked if c[1]], f"SDPA got a mask and enable_gqa together: {calls}"
+    assert all(hq == hk for _, _, hq, hk in masked), "k/v heads must be expanded to the query heads"
+    valid = mask.bool()
+    torch.testing.assert_close(out[valid], ref[valid], rtol=1e-5, atol=1e-5)
+    calls.clear()
+    model(inputs_embeds=embeds, use_cache=False)  # no padding: causal only, GQA inside SDPA
+    assert calls and all(not m and g for m, g, _, _ in calls), calls

@@ -148,3 +148,24 @@ def test_target_ce_memory_gpu():
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
     assert extra < N * V * 4 * 0.5, f"peak extra memory {extra / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("w_grad", [False, True], ids=["frozen-head", "trainable-head"])
+def test_target_ce_fp16_loss_scaling_matches_reference(device, w_grad):
+    """fp16 training multiplies the loss by GradScaler's / DeepSpeed's scale (65536, not representable in
+    fp16) before backward: the fused gradients must equal the reference path's (scaled) gradients,
+    finite, with the small probabilities kept (no flush to zero before the scale)."""
+    N, D, V, scale = 192, 32, 1024, 65536.0
+    h, w, _, y = _make(N, D, V, torch.float16, device, bias=False, w_grad=w_grad, ignore_every=7)
+    wrt = [h, w] if w_grad else [h]
+    loss = target_cross_entropy(h, w, y, chunk_size=64, mode="triton")
+    grads = torch.autograd.grad(loss * scale, wrt)
+    ref = torch.autograd.grad(target_cross_entropy_reference(h, w, y) * scale, wrt)
+    wrt64 = [t.detach().double().requires_grad_() for t in wrt]
+    grads64 = torch.autograd.grad(_ce64(wrt64[0], wrt64[1] if w_grad else w.detach().double(), y) * scale, wrt64)
+    for name, a, r, e in zip(("hidden", "weight"), grads, ref, grads64):
+        assert a.dtype == torch.float16
+        assert torch.isfinite(r).all(), "the reference path itself must stay finite at this scale"
+        assert torch.isfinite(a).all(), f"d{name}: {int((~torch.isfinite(a)).sum())} non-finite entries"
+        err, ref_err = _rel_err(a, e), _rel_err(r, e)
+        assert err < max(2 * ref_err, GRAD_TOL[torch.float16]), f"d{name} rel err {err:.2e} (reference {ref_err:.2e})"

@@ -177,3 +177,13 @@ def test_zero3_with_cpu_offload_runs(tmp_path):
     torchrun(out, 4, "train.deepspeed=ds_configs/zero3_offload.json", "train.lr=5e-3", "train.save_every=2")
     assert_two_ranks(out, "deepspeed", 3)
     assert ckpt.find_latest(str(out)).endswith("step_000004")
+
+
+def test_zero2_bf16_keeps_the_rotary_frequencies_fp32(tmp_path):
+    """DeepSpeed before 0.19.2 cast the whole module to bf16/fp16, buffers included: LLaMA's rotary
+    ``inv_freq`` lost its precision and positions degraded (pyproject's floor is that release)."""
+    out = tmp_path / "z2bf16"
+    torchrun(out, 2, "train.deepspeed=ds_configs/zero2_bf16.json", "train.precision=bf16", "train.device=cpu")
+    ranks = assert_two_ranks(out, "deepspeed", 2)
+    assert all(r["inv_freq_dtypes"] == ["torch.float32"] for r in ranks), [r["inv_freq_dtypes"] for r in ranks]
+    assert all(row["loss"] == row["loss"] for row in by_step(out).values())  # the bf16 steps ran (finite)
