@@ -21,8 +21,9 @@ Layout of a run directory::
                                         optimizer and trainable weights; frozen weights excluded)
     RUN/best/adapter.safetensors        the adapter at the best value of the selection metric
 
-A checkpoint is written into ``step_000500.tmp/`` and renamed once every rank has written its part,
-then ``latest`` is replaced atomically and all but the newest ``train.keep_last`` are deleted: a job
+A checkpoint is written into ``step_000500.tmp/`` (every file fsynced), a ``manifest.json`` of checksums is
+added once every rank has written its part (:mod:`scaling.training.manifest`; verified before a resume,
+which falls back to the newest intact checkpoint), the directory is renamed, then ``latest`` is replaced atomically and all but the newest ``train.keep_last`` are deleted: a job
 killed while saving leaves the previous checkpoint intact. Everything is read back with
 ``safetensors`` or ``torch.load(weights_only=True)`` (DeepSpeed's own files included: its loader is
 routed through a weights-only load that allows its three bookkeeping classes). The directory must be
@@ -45,6 +46,8 @@ import numpy as np
 import torch
 
 from scaling.config.base import ConfigError
+from scaling.training import manifest
+from scaling.training.manifest import fsync_path
 
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter.safetensors"
@@ -85,6 +88,7 @@ def read_json(path: str) -> Any:
 def save_pt(obj: Any, path: str) -> None:
     tmp = f"{path}.tmp"
     torch.save(obj, tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
@@ -145,6 +149,7 @@ def save_adapter(path: str, tensors: dict[str, torch.Tensor], config: dict, fing
     clean = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     tmp = f"{path}.tmp"
     save_file(clean, tmp, metadata=meta)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
@@ -293,6 +298,21 @@ def find_latest(path: str) -> str | None:
     return None
 
 
+def find_resumable(path: str, warn) -> tuple[str | None, str | None]:
+    """(the newest intact checkpoint of a run directory, or None; an error when every checkpoint is damaged).
+
+    Damaged newer checkpoints are renamed ``step_N.damaged`` and named through ``warn`` with what was wrong
+    (:mod:`scaling.training.manifest`)."""
+    found = list_checkpoints(checkpoints_dir(path))
+    intact, damaged = manifest.newest_intact(found, warn)
+    if intact is None and damaged:
+        return None, "\n".join(
+            [f"no intact checkpoint to resume in {checkpoints_dir(path)}:"] + damaged
+            + ["restore the files from a backup, or start afresh with another train.output_dir (or train.resume=never "
+               "after moving the damaged checkpoints away)"])
+    return intact, None
+
+
 def _missing(path: str) -> str | None:
     """Why ``path`` cannot be a checkpoint because it does not exist (``RUN/best``: when it is written), or None."""
     if os.path.exists(path):
@@ -350,9 +370,11 @@ def commit(root: str, step: int, keep_last: int) -> str:
     """Rename the temporary directory into place, point ``latest`` at it, prune old ones."""
     tmp = os.path.join(root, step_name(step) + ".tmp")
     final = os.path.join(root, step_name(step))
+    manifest.write(tmp)  # checksums of every rank's files (each fsynced) before the rename
     if os.path.isdir(final):  # the same step saved again (e.g. preemption right after a periodic save)
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_path(root)  # the rename itself
     write_text_atomic(os.path.join(root, LATEST), step_name(step) + "\n")
     prune(root, keep_last, protect=[final])
     return final
@@ -364,6 +386,7 @@ def update_state(ckpt_dir: str, fields: dict[str, Any]) -> None:
     state = read_json(path)
     state.update(fields)
     write_json_atomic(path, state)
+    manifest.refresh(ckpt_dir, [STATE])
 
 
 def write_rank_files(ckpt_dir: str, rank: int, loader_state: Any, window: dict | None = None) -> None:

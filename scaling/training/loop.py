@@ -244,8 +244,11 @@ class Trainer:
     def _maybe_resume(self) -> str | None:
         if self.cfg.train.resume != "auto":
             return None
-        found = ckpt.find_latest(self.out) if self.main else None
-        found = distributed.broadcast_object(found)
+        # rank 0 verifies every rank's files against the checkpoint's manifest and falls back past damaged ones
+        found = ckpt.find_resumable(self.out, lambda msg: _log(True, f"WARNING: {msg}")) if self.main else (None, None)
+        found, error = distributed.broadcast_object(found)
+        if error:
+            raise ConfigError(error)
         if found is None:
             return None
         saved = ckpt.read_json(os.path.join(found, ckpt.STATE))

@@ -163,10 +163,13 @@ class AccelerateStrategy(Strategy):
 
     def load(self, directory: str) -> None:
         if not os.path.isfile(os.path.join(directory, "optimizer.pt")):
-            raise RuntimeError(
-                f"{directory} has no optimizer.pt: it was written by DeepSpeed (train.deepspeed set); resume it with the "
-                f"same train.deepspeed, or start a new run from its weights"
-            )
+            if os.path.isdir(os.path.join(directory, "deepspeed")):
+                raise RuntimeError(
+                    f"{directory} has no optimizer.pt: it was written by DeepSpeed (train.deepspeed set); resume it with "
+                    f"the same train.deepspeed, or start a new run from its weights"
+                )
+            raise RuntimeError(f"{directory} is incomplete: optimizer.pt is missing (deleted or lost); resume from an "
+                               f"earlier checkpoint (move this one away) or start a new run from its weights")
         tensors, _ = ckpt.read_adapter(os.path.join(directory, ckpt.ADAPTER))
         ckpt.load_trainable(self.model, tensors, source=directory)
         self.optimizer.load_state_dict(ckpt.load_pt(os.path.join(directory, "optimizer.pt"), self.device))

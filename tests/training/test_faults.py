@@ -63,3 +63,65 @@ def test_the_eval_loader_skips_and_counts_samples_without_references(tmp_path):
     assert sorted(ids) == sorted(f"id{i}" for i in range(10) if i not in unscorable)
     assert all(all(refs) for b in batches for refs in b["answers"])
     assert loader.skipped == 3 and all("no reference answer" in k for k in loader.skipped_keys)
+
+
+def _flip(path, at=None):
+    data = bytearray(open(path, "rb").read())
+    i = len(data) // 2 if at is None else at
+    data[i] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+DAMAGE = {
+    "flipped optimizer.pt": (lambda d: _flip(os.path.join(d, "optimizer.pt")), "optimizer.pt does not match its checksum"),
+    "flipped adapter": (lambda d: _flip(os.path.join(d, ckpt.ADAPTER), at=-8), "adapter.safetensors does not match"),
+    "truncated adapter": (lambda d: open(os.path.join(d, ckpt.ADAPTER), "r+b").truncate(100), "adapter.safetensors has 100 bytes"),
+    "empty rng file": (lambda d: open(os.path.join(d, "rng_rank00000.pt"), "w").close(), "rng_rank00000.pt has 0 bytes"),
+    "broken state": (lambda d: open(os.path.join(d, ckpt.STATE), "w").write("{\"step\": 4,"), "trainer_state.json"),
+    "missing optimizer.pt": (lambda d: os.remove(os.path.join(d, "optimizer.pt")), "optimizer.pt is missing"),
+}
+
+
+def test_the_manifest_names_every_kind_of_damage(tmp_path):
+    import shutil
+
+    from scaling.training import manifest
+
+    run(tmp_path, "run", 2, "train.save_every=2")
+    src = ckpt.find_latest(str(tmp_path / "run"))
+    assert os.path.isfile(os.path.join(src, manifest.MANIFEST)) and manifest.problems(src) == []
+    for name, (damage, expected) in DAMAGE.items():
+        copy = str(tmp_path / name.replace(" ", "_"))
+        shutil.copytree(src, copy)
+        damage(copy)
+        found = manifest.problems(copy)
+        assert any(expected in p for p in found), (name, found)
+        os.remove(os.path.join(copy, manifest.MANIFEST))  # a checkpoint from before manifests: structural checks
+        if name not in ("flipped optimizer.pt", "flipped adapter"):
+            assert manifest.problems(copy), name
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one_and_resumes_exactly(tmp_path, capsys):
+    import pytest
+
+    from scaling.config import ConfigError
+
+    extra = ("data.train=toy://colours?n=64", "train.save_every=2")
+    full = run(tmp_path, "full", 6, *extra)
+    run(tmp_path, "run", 4, *extra)
+    out = str(tmp_path / "run")
+    _flip(os.path.join(out, "checkpoints", "step_000004", "optimizer.pt"))
+    capsys.readouterr()
+    resumed = run(tmp_path, "run", 6, *extra)
+    err = capsys.readouterr().err
+    assert "checkpoint step_000004 is damaged: optimizer.pt does not match its checksum" in err
+    assert "resuming from step_000002" in err and "resumed from" in err and "(step 2)" in err
+    assert os.path.isdir(os.path.join(out, "checkpoints", "step_000004.damaged"))
+    a, b = {r["step"]: r for r in read_log(full.output_dir)}, {r["step"]: r for r in read_log(resumed.output_dir)}
+    for s in range(3, 7):  # the resumed run redid steps 3-4 and went on exactly as the uninterrupted one
+        assert a[s]["loss"] == b[s]["loss"], s
+    # nothing intact: refused with what is damaged and the fix
+    for _, path in ckpt.list_checkpoints(os.path.join(out, "checkpoints")):
+        open(os.path.join(path, "rng_rank00000.pt"), "w").close()
+    with pytest.raises(ConfigError, match=r"no intact checkpoint(.|\n)*rng_rank00000.pt has 0 bytes(.|\n)*another train.output_dir"):
+        run(tmp_path, "run", 8, *extra)

@@ -1,0 +1,179 @@
+"""Checkpoint integrity: a manifest of checksums written at commit, verified before a resume.
+
+``RUN/checkpoints/step_N/manifest.json`` lists every file of the checkpoint (relative path, size,
+SHA-256), the DeepSpeed partitions of every rank included. Rank 0 writes it once every rank has
+written (and fsynced) its files, just before the directory is renamed into place; the manifest
+itself is fsynced too. :func:`problems` re-reads a checkpoint and says what is damaged: a missing,
+truncated or changed file, an empty file, a ``trainer_state.json`` that is not JSON, an adapter whose
+header does not parse, a file the strategy needs that is absent. A checkpoint written before
+manifests existed gets the structural checks only.
+
+:func:`newest_intact` is what a resume uses: the newest checkpoint without problems. Every newer damaged
+one is renamed ``step_N.damaged`` (kept for inspection, never resumed or pruned) and named in a warning
+with what was wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable
+
+MANIFEST = "manifest.json"
+VERSION = 1
+CHUNK = 1 << 22
+DAMAGED_SUFFIX = ".damaged"
+
+
+def fsync_path(path: str) -> None:
+    """Flush a file (or directory) to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _files(directory: str) -> list[str]:
+    out = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), directory)
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def entry(directory: str, rel: str) -> dict:
+    path = os.path.join(directory, rel)
+    fsync_path(path)  # files written by other ranks and by DeepSpeed too: on disk before the rename
+    return {"size": os.path.getsize(path), "sha256": _digest(path)}
+
+
+def write(directory: str) -> str:
+    """Checksum every file under ``directory`` into ``manifest.json`` (fsyncs each file and the manifest)."""
+    files = {rel: entry(directory, rel) for rel in _files(directory)}
+    path = os.path.join(directory, MANIFEST)
+    _write_json(path, {"version": VERSION, "files": files})
+    return path
+
+
+def refresh(directory: str, rels: list[str]) -> None:
+    """Re-checksum ``rels`` after they were rewritten (a checkpoint's state updated after its evaluation)."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        return
+    with open(path) as fh:
+        data = json.load(fh)
+    for rel in rels:
+        data["files"][rel] = entry(directory, rel)
+    _write_json(path, data)
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def problems(directory: str) -> list[str]:
+    """What is damaged in the checkpoint ``directory`` (empty: intact)."""
+    from scaling.training import checkpoint as ckpt
+
+    out: list[str] = []
+    path = os.path.join(directory, MANIFEST)
+    if os.path.isfile(path):
+        try:
+            with open(path) as fh:
+                listed = json.load(fh)["files"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return [f"{MANIFEST} is unreadable ({type(err).__name__}: {err})"]
+        for rel, want in sorted(listed.items()):
+            full = os.path.join(directory, rel)
+            if not os.path.isfile(full):
+                out.append(f"{rel} is missing")
+            elif os.path.getsize(full) != want["size"]:
+                out.append(f"{rel} has {os.path.getsize(full):,} bytes, {want['size']:,} when written (truncated or overwritten)")
+            elif _digest(full) != want["sha256"]:
+                out.append(f"{rel} does not match its checksum (changed bytes)")
+    # structural checks (the only ones for checkpoints written before manifests)
+    state = None
+    state_path = os.path.join(directory, ckpt.STATE)
+    try:
+        with open(state_path) as fh:
+            state = json.load(fh)
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no integer 'step'")
+    except (OSError, ValueError) as err:
+        msg = f"{ckpt.STATE} is unreadable ({type(err).__name__}: {err})"
+        if not any(p.startswith(ckpt.STATE) for p in out):
+            out.append(msg)
+        state = None
+    adapter = os.path.join(directory, ckpt.ADAPTER)
+    if not any(p.startswith(ckpt.ADAPTER) for p in out):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(adapter, framework="pt") as fh:
+                list(fh.keys())
+        except Exception as err:  # noqa: BLE001 - any failure to parse means damaged
+            out.append(f"{ckpt.ADAPTER} is unreadable ({type(err).__name__}: {err})")
+    if state is not None:
+        world = int(state.get("world_size") or 1)
+        need = [ckpt.rank_file(kind, r) for r in range(world) for kind in ("rng", "data")]
+        if state.get("strategy") == "deepspeed":
+            if not os.path.isdir(os.path.join(directory, "deepspeed")):
+                out.append("deepspeed/ (the DeepSpeed state) is missing")
+        else:
+            need += ["optimizer.pt", "scheduler.pt"]
+        for rel in need:
+            full = os.path.join(directory, rel)
+            if any(p.startswith(rel) for p in out):
+                continue
+            if not os.path.isfile(full):
+                out.append(f"{rel} is missing")
+            elif os.path.getsize(full) == 0:
+                out.append(f"{rel} is empty")
+    return out
+
+
+def newest_intact(checkpoints: list[tuple[int, str]], warn: Callable[[str], None]) -> tuple[str | None, list[str]]:
+    """(the newest checkpoint without problems or None, the problems of the damaged newer ones).
+
+    ``checkpoints``: ``(step, path)`` oldest first. Each damaged one newer than the one returned is renamed
+    ``<name>.damaged`` and reported through ``warn``.
+    """
+    damaged: list[str] = []
+    for step, path in reversed(checkpoints):
+        found = problems(path)
+        if not found:
+            if damaged:
+                warn(f"resuming from {os.path.basename(path)} (step {step}), the newest intact checkpoint")
+            return path, damaged
+        moved = path + DAMAGED_SUFFIX
+        try:
+            if os.path.isdir(moved):  # an earlier damaged copy of the same step
+                shutil.rmtree(moved)
+            os.replace(path, moved)
+        except OSError:
+            moved = path
+        line = f"checkpoint {os.path.basename(path)} is damaged: " + "; ".join(found) + f" (kept as {moved})"
+        damaged.append(line)
+        warn(line)
+    return None, damaged
