@@ -77,10 +77,9 @@ def run(args) -> int:
     if args.run:
         command = shlex.split(args.train_command) if args.train_command else list(DEFAULT_TRAIN_COMMAND)
         result = run_points(points, command, fail_fast=args.fail_fast)
-        print(
-            f"sweep: {len(result['done'])} trained, {len(result['skipped'])} skipped (finished before), "
-            f"{len(result['failed'])} failed{': ' + ', '.join(result['failed']) if result['failed'] else ''}"
-        )
+        from scaling.cli.summary import sweep_block
+
+        print(sweep_block(result, args.out, points))
         return 1 if result["failed"] else 0
     print(f"next: `scaling sweep ... --run` to train them here, or `--slurm` for a job array; then `scaling report {args.out}`")
     return 0

@@ -8,7 +8,9 @@
 Rank and world size come from the launcher's environment. ``--check`` validates the config for the
 world size of the environment (or ``--world-size N``) and exits before loading any model.
 Exit codes: 0 done, 2 configuration problem, 124 (``train.requeue_exit_code``) checkpointed after
-SIGTERM/SIGUSR1 and should be requeued.
+SIGTERM/SIGUSR1 and should be requeued, 130 Ctrl-C (the first one checkpoints at the end of the current step;
+rerun the same command to resume; a second Ctrl-C aborts at once). The end-of-run summary (steps, samples,
+time, losses, best checkpoint, skipped samples/steps, next commands) goes to stdout, logs to stderr.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ def run(args) -> int:
         result = train(cfg, evaluate_fn=_evaluate_fn(cfg))
     finally:
         distributed.shutdown()
-    if result.preempted:
+    if result.preempted and not result.interrupted:
         print(f"checkpointed at step {result.state.step} after a preemption signal; exit {result.exit_code} "
               f"(requeue: the job resumes from {result.output_dir}/checkpoints/latest)", file=sys.stderr)
+    if result.summary is not None:  # rank 0
+        from scaling.cli.summary import train_block
+
+        print(train_block(result, cfg), flush=True)
     return result.exit_code

@@ -27,7 +27,7 @@ class TrainConfig:
     save_every: int = 500  # steps
     keep_last: int = 3
     log_every: int = 10
-    eval_every: int | None = None  # steps; None = at the end only
+    eval_every: int | None = None  # steps; None = at the end only; 0 = off (no validation loss, samples or best checkpoint)
     resume: Literal["auto", "never"] = "auto"
     # --- added with the trainer (scaling/training) ---
     decay_1d: bool = False  # also weight-decay biases, norm scales and other 1-D parameters
@@ -58,8 +58,9 @@ class TrainConfig:
             problems.append(f"train.epochs must be > 0 (or set train.max_steps), got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"train.max_steps must be >= 1, got {self.max_steps}")
-        if self.eval_every is not None and self.eval_every < 1:
-            problems.append(f"train.eval_every must be >= 1 or null, got {self.eval_every}")
+        if self.eval_every is not None and self.eval_every < 0:
+            problems.append(f"train.eval_every must be >= 1 (every N steps), 0 (off) or null (at the end only), "
+                            f"got {self.eval_every}")
         if self.val_batches is not None and self.val_batches < 0:
             problems.append(f"train.val_batches must be >= 0 or null, got {self.val_batches}")
         if not 1 <= self.requeue_exit_code <= 255:

@@ -4,10 +4,11 @@ Slurm (and ``kill -TERM -PGID``) signals every process of a job step, DataLoader
 PyTorch's worker SIGTERM handler exits the worker when the signal does not come from its parent; the
 trainer then fails with ``DataLoader worker (pid …) exited unexpectedly`` before it reads its stop flag,
 so no preemption checkpoint is written. A worker therefore ignores the preemption signals
-(:data:`scaling.training.signals.HANDLED`, SIGTERM and SIGUSR1) and leaves them to the trainer, which
+(:data:`scaling.training.signals.HANDLED`: SIGTERM, SIGUSR1 and SIGINT) and leaves them to the trainer, which
 checkpoints and stops; the workers then exit with their loader (or, should the trainer die, through
-PyTorch's parent watchdog). SIGINT stays as it is (Ctrl-C stops everything at once); SIGKILL cannot be
-ignored, so Slurm's final kill still ends them.
+PyTorch's parent watchdog). Ctrl-C reaches the whole foreground process group: the trainer's first one
+checkpoints at the end of the step and needs the workers' batches until then, its second one aborts the
+trainer, whose workers then go with it. SIGKILL cannot be ignored, so Slurm's final kill still ends them.
 
 Any loader that starts worker processes (``torch.utils.data.DataLoader``, torchdata's
 ``StatefulDataLoader``) passes ``worker_init_fn=worker_init``, or calls :func:`ignore_preemption_signals`
@@ -24,7 +25,7 @@ from scaling.training.signals import HANDLED
 
 
 def ignore_preemption_signals() -> None:
-    """SIG_IGN for SIGTERM / SIGUSR1 in this process (a data worker: the trainer handles them)."""
+    """SIG_IGN for SIGTERM / SIGUSR1 / SIGINT in this process (a data worker: the trainer handles them)."""
     for name in HANDLED:
         sig = getattr(signal, name, None)
         if sig is not None:

@@ -261,13 +261,27 @@ def load_points(sweep_dir: str) -> list[SweepPoint]:
     return [SweepPoint(**p) for p in index["points"]]
 
 
+def _stderr_fd() -> int | None:
+    """Our stderr's file descriptor (a child's stdout goes there), or None (inherit) when it has none."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def run_points(
     points: Sequence[SweepPoint],
     train_command: Sequence[str] = DEFAULT_TRAIN_COMMAND,
     fail_fast: bool = False,
-    log=print,
+    log=None,
 ) -> dict[str, list[str]]:
-    """Train the points one after the other (``<train_command> --config <config>``), skipping finished ones."""
+    """Train the points one after the other (``<train_command> --config <config>``), skipping finished ones.
+
+    Progress lines (``log``, default: stderr) and the trainings' own output (their stdout too) go to stderr:
+    stdout is left to the sweep's result."""
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
     result: dict[str, list[str]] = {"skipped": [], "done": [], "failed": []}
     for point in points:
         tag = f"[{point.index + 1}/{len(points)}] {point.name}"
@@ -277,7 +291,8 @@ def run_points(
             continue
         cmd = [*train_command, "--config", point.config]
         log(f"{tag}: {shlex.join(cmd)}")
-        rc = subprocess.call(cmd)
+        sys.stderr.flush()
+        rc = subprocess.call(cmd, stdout=_stderr_fd())
         if rc == 0 and point.finished:
             result["done"].append(point.name)
             continue

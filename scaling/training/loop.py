@@ -46,7 +46,7 @@ from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
 from scaling.training import distributed, ds_config, loaders, recompute, validate
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
-from scaling.training.signals import REQUEUE_FILE, StopFlag
+from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag
 
 EvaluateFn = Callable[[Any, int], dict]
 MEDIA_KEYS = ("pixel_values", "video", "audio")
@@ -80,7 +80,10 @@ class TrainResult:
     exit_code: int
     state: TrainerState
     output_dir: str
-    preempted: bool = False
+    preempted: bool = False  # stopped by a signal (preemption or Ctrl-C) and checkpointed
+    interrupted: bool = False  # ... and that signal was Ctrl-C (exit 130, no requeue marker)
+    checkpoint: str | None = None  # the newest checkpoint of the run when it stopped
+    summary: dict | None = None  # train_summary.json (rank 0)
 
 
 def default_metric(cfg) -> str:
@@ -542,7 +545,8 @@ class Trainer:
                     if st.step % t.save_every == 0 or st.step == self.total_steps:
                         saved_dir = self.save(loader, epoch_done, window)
                         last_saved = st.step
-                    if (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps:
+                    if t.eval_every != 0 and (  # 0 = off; None = at the end only
+                            (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps):
                         if self.evaluate_reporting_failure(saved_dir) and saved_dir is not None:
                             self._record_eval_in(saved_dir)
                     self.monitor.advance()
@@ -553,7 +557,13 @@ class Trainer:
                 if st.step_in_epoch >= steps_this_epoch:
                     st.epoch += 1
                     st.step_in_epoch = 0
-            if preempted:
+            interrupted = preempted and self.stop.interrupted_agreed
+            if interrupted:
+                if st.step > 0 and last_saved != st.step:
+                    self.monitor.write(f"Ctrl-C: checkpointing step {st.step}")
+                    self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
+                code = INTERRUPT_EXIT_CODE
+            elif preempted:
                 self.monitor.write(f"preemption signal ({self.stop.name or 'on another rank'}): checkpointing step {st.step}")
                 if last_saved != st.step:
                     self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
@@ -567,8 +577,9 @@ class Trainer:
             self.monitor.close()
             self.stop.uninstall()
         st.train_seconds += time.time() - self.started
-        self._write_summary(preempted, time.time() - t0)
-        return TrainResult(code, st, self.out, preempted)
+        summary = self._write_summary(preempted, time.time() - t0)
+        latest = ckpt.list_checkpoints(self.root)
+        return TrainResult(code, st, self.out, preempted, interrupted, latest[-1][1] if latest else None, summary)
 
     def _count_seen(self, w: "_Window", sums: list[float] | None = None) -> None:
         """Add the window's samples/tokens not counted yet to the state (collective unless ``sums`` are given)."""
@@ -607,9 +618,9 @@ class Trainer:
         if not self.cfg.train.progress_bar:
             self.monitor.write(f"step {st.step}/{self.total_steps} | " + summarize({k: v for k, v in values.items() if "/" not in k}))
 
-    def _write_summary(self, preempted: bool, loop_seconds: float) -> None:
+    def _write_summary(self, preempted: bool, loop_seconds: float) -> dict | None:
         if not self.main:
-            return
+            return None
         st = self.state
         summary = {
             "train_seconds": round(st.train_seconds, 3),
@@ -625,6 +636,9 @@ class Trainer:
             "zero_stage": st.zero_stage,
             "precision": st.precision,
             "final_loss": st.last_loss,
+            "val_loss": st.last_metrics.get("val_loss"),  # the last evaluation's (null without data.val)
+            "best": st.best,  # {"metric", "value", "step"} of RUN/best, null when none was kept
+            "best_dir": os.path.join(self.out, "best") if st.best else None,
             "this_job_loop_seconds": round(loop_seconds, 3),
             "eval_failures": self.eval_failures,
         }
@@ -637,6 +651,7 @@ class Trainer:
                 "source": "the training's periodic evaluation (val subset; METEOR and SPICE off): "
                           "`scaling eval --checkpoint RUN --split test` scores the whole test split",
             })
+        return summary
 
 
 class _Window:

@@ -8,18 +8,25 @@ different times), saves a checkpoint, writes ``RUN/requeue`` and exits with
 ``train.requeue_exit_code`` (124). ``launch/*.sbatch`` requeue the job on that file or code; the
 requeued job resumes by itself (``train.resume=auto`` finds ``checkpoints/latest``).
 
-Repeated signals are ignored (the save must finish); SIGINT (Ctrl-C) is left alone and stops at once.
+Repeated preemption signals are ignored (the save must finish).
+
+SIGINT (Ctrl-C) is handled the way torchtune and Lightning users expect: the first one also checkpoints at the
+next step boundary, but writes no requeue marker and exits 130 (an interrupt, not a preemption); a second
+one raises ``KeyboardInterrupt`` at once (no checkpoint). :meth:`StopFlag.agreed` tells the ranks apart
+from a preemption with one all-reduce of two flags.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 from scaling.training import distributed
 
-HANDLED = ("SIGTERM", "SIGUSR1")
+HANDLED = ("SIGTERM", "SIGUSR1", "SIGINT")
 REQUEUE_FILE = "requeue"
+INTERRUPT_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class StopFlag:
@@ -28,10 +35,19 @@ class StopFlag:
     def __init__(self, signals: tuple[str, ...] = HANDLED):
         self.signum: int | None = None
         self.received_at: float | None = None
+        self.interrupts = 0  # SIGINTs received
+        self.interrupted_agreed = False  # set by agreed(): some rank got a SIGINT (and none a preemption signal)
         self._previous: dict[int, object] = {}
         self._signals = [getattr(signal, name) for name in signals if hasattr(signal, name)]
 
     def _handler(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                raise KeyboardInterrupt  # second Ctrl-C: abort now, no checkpoint
+            # os.write: a print here could re-enter a print the signal interrupted
+            os.write(2, b"\nCtrl-C: checkpointing at the end of this step, then stopping (press Ctrl-C again to abort "
+                        b"at once, without a checkpoint)\n")
         if self.signum is None:
             self.signum = signum
             self.received_at = time.time()
@@ -60,6 +76,18 @@ class StopFlag:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
+    @property
+    def interrupted(self) -> bool:
+        """This rank's signal was Ctrl-C (SIGINT) rather than a preemption signal."""
+        return self.signum == signal.SIGINT
+
     def agreed(self, device="cpu") -> bool:
-        """True on every rank when any rank received a signal (one tiny all-reduce)."""
-        return distributed.all_reduce([1.0 if self.local else 0.0], "max", device)[0] > 0
+        """True on every rank when any rank received a signal (one tiny all-reduce).
+
+        Also sets :attr:`interrupted_agreed`: True when a rank got Ctrl-C and none a preemption signal
+        (a preemption wins: its job must be requeued)."""
+        preempt = 1.0 if self.local and not self.interrupted else 0.0
+        interrupt = 1.0 if self.interrupted else 0.0
+        preempt, interrupt = distributed.all_reduce([preempt, interrupt], "max", device)
+        self.interrupted_agreed = interrupt > 0 and preempt == 0
+        return preempt > 0 or interrupt > 0
