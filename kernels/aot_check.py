@@ -170,11 +170,12 @@ def check(archs: list[int], quick: bool = False, verbose: bool = True) -> list[d
     records = []
     for arch in archs:
         for fn, args, kwargs in calls:
-            sig, consts, opts = _signature(fn, args, kwargs)
-            if arch < 80 and any(v == "*bf16" for v in sig.values()):
+            tensor_dtypes = {a.dtype for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+            if arch < 80 and torch.bfloat16 in tensor_dtypes:
                 continue  # no bf16 on pre-Ampere GPUs
-            if arch < 89 and any(v == "*fp8e4nv" for v in sig.values()):
+            if arch < 89 and torch.float8_e4m3fn in tensor_dtypes:
                 continue  # no e4m3 before Ada / Hopper (the launcher runs PyTorch's cast there)
+            sig, consts, opts = _signature(fn, args, kwargs)
             key = (arch, fn.__name__, tuple(sig.items()), tuple(sorted((k, str(v)) for k, v in consts.items())),
                    tuple(sorted(opts.items())))
             if key in seen:
