@@ -8,7 +8,8 @@
   lets the text attend to them; every other layer hides them from the text. This is the same
   computation as prepending and removing, and it keeps one sequence length for the KV cache.
 - ``cross-attention`` (DePALM^c-attn): a tanh-gated cross-attention block (gate initialised at 0)
-  before each of those layers; text tokens are queries, the perceptual tokens keys and values.
+  before each of those layers; text tokens are queries, the perceptual tokens keys and values
+  (the official block by default; the paper text's variant with ``attn_out_proj`` / ``out_norm``).
 - ``none``: no perception (the blind baseline: the LLM with prompt tuning only).
 """
 
@@ -68,25 +69,39 @@ class InnerLayerInjection(nn.Module):
 
 
 class GatedCrossAttention(nn.Module):
-    """DePALM^c-attn text side: FFN + RMSNorm on the text, cross-attention, up-projection, RMSNorm,
-    tanh gate: ``x + tanh(h) · x_r`` with ``h`` initialised at 0 (an untrained block is the identity)."""
+    """DePALM^c-attn text side: ``x + tanh(h) · x_r`` with the gate ``h`` initialised at 0 (an untrained
+    block is the identity).
+
+    Default (the official code, ``CrossAttentionFeatExtractor``):
+    ``x_r = Linear_out(RMSNorm_{d_embed}(MHA(W_q · RMSNorm(MLP(x)), W_k · f, W_v · f)))``, the MLP being
+    Linear(d_llm → d_embed) → GELU → Linear(d_embed → d_embed); the attention has no output projection
+    (``attn_out_proj=False``) and its dropout is off (``dropout=0``: the official code applies none in
+    training). The paper's text: ``attn_out_proj=True`` and ``out_norm="llm"`` (RMSNorm at d_llm after
+    the up-projection): ``x_r = RMSNorm_{d_llm}(Linear_out(Attn_out(MHA(...))))``.
+    """
 
     kernel_mode = "torch"
 
-    def __init__(self, d_llm: int, d_embed: int = 1024, n_heads: int = 8, dropout: float = 0.1):
+    def __init__(self, d_llm: int, d_embed: int = 1024, n_heads: int = 8, dropout: float = 0.0,
+                 attn_out_proj: bool = False, out_norm: str = "embed"):
         super().__init__()
+        if out_norm not in ("embed", "llm"):
+            raise ConfigError(f"cross-attention out_norm must be 'embed' (the official code: RMSNorm before the "
+                              f"up-projection) or 'llm' (the paper's text: after it), got {out_norm!r}")
+        self.norm_first = out_norm == "embed"
         self.text_ffn = nn.Sequential(nn.Linear(d_llm, d_embed), nn.GELU(), nn.Linear(d_embed, d_embed))
-        self.text_norm = nn.RMSNorm(d_embed, eps=1e-6)
-        self.attn = MultiHeadAttention(d_embed, n_heads, dropout)
+        self.text_norm = nn.RMSNorm(d_embed, eps=1e-4)
+        self.attn = MultiHeadAttention(d_embed, n_heads, dropout, out_proj=attn_out_proj)
+        self.out_norm = nn.RMSNorm(d_embed if self.norm_first else d_llm, eps=1e-4)
         self.proj_out = nn.Linear(d_embed, d_llm)
-        self.out_norm = nn.RMSNorm(d_llm, eps=1e-6)
         self.gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, text: torch.Tensor, perceptual: torch.Tensor) -> torch.Tensor:
         """text ``[B, T, d_llm]``, perceptual ``[B, N, d_embed]`` → ``[B, T, d_llm]``."""
         dtype = self.proj_out.weight.dtype
         q = self.text_norm(self.text_ffn(text.to(dtype)))
-        x_r = self.out_norm(self.proj_out(self.attn(q, perceptual.to(dtype))))
+        a = self.attn(q, perceptual.to(dtype))  # [B, T, d_embed]
+        x_r = self.proj_out(self.out_norm(a)) if self.norm_first else self.out_norm(self.proj_out(a))
         return text + (torch.tanh(self.gate) * x_r).to(text.dtype)
 
 
@@ -95,10 +110,11 @@ class CrossAttentionInjection(nn.Module):
 
     kind = "cross-attention"
 
-    def __init__(self, d_llm: int, d_embed: int, n_llm_layers: int = 12, n_left: int = 0, n_heads: int = 8, dropout: float = 0.1):
+    def __init__(self, d_llm: int, d_embed: int, n_llm_layers: int = 12, n_left: int = 0, n_heads: int = 8, dropout: float = 0.0,
+                 attn_out_proj: bool = False, out_norm: str = "embed"):
         super().__init__()
         self.n_llm_layers, self.n_left = n_llm_layers, n_left
-        self.block = GatedCrossAttention(d_llm, d_embed, n_heads, dropout)
+        self.block = GatedCrossAttention(d_llm, d_embed, n_heads, dropout, attn_out_proj, out_norm)
 
     def plan(self, n_layers: int, n_levels: int) -> dict[int, int]:
         return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left)

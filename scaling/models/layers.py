@@ -3,7 +3,8 @@
 ``TransformerLayer`` is a standard post-norm transformer encoder layer (the QPMapper's, as
 ``nn.TransformerEncoderLayer`` with GELU, the same parameters) whose attention goes through
 :func:`scaling.models.ops.attention` (Triton flash attention on GPU), and which can compute only the
-last ``n`` rows (the query tokens) in the QPMapper's last layer.
+last ``n`` rows (the query tokens) in the QPMapper's last layer. Its feed-forward activation is
+``gelu`` or ``none`` (the official DePALM R-QPMapper runs its FFN with no activation).
 """
 
 from __future__ import annotations
@@ -12,21 +13,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaling.config.base import ConfigError, suggest
 from scaling.models import ops
+
+# feed-forward activations of TransformerLayer: id -> module factory
+ACTIVATIONS = {"gelu": nn.GELU, "none": nn.Identity}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module ``name`` (``ACTIVATIONS``); an unknown name is a ConfigError listing the valid ones."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}{suggest(name, ACTIVATIONS)}; valid: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with a packed input projection (as ``nn.MultiheadAttention``)."""
+    """Multi-head attention with a packed input projection (as ``nn.MultiheadAttention``).
+
+    ``out_proj=False`` leaves out the output projection: the heads' outputs are concatenated and
+    returned as they are (the official DePALM c-attn cross-attention)."""
 
     kernel_mode = "torch"
 
-    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_proj: bool = True):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"attention width {dim} is not divisible by {n_heads} heads")
         self.n_heads = n_heads
         self.in_proj = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim) if out_proj else nn.Identity()
         self.dropout = dropout
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,14 +64,16 @@ class MultiHeadAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Post-norm transformer encoder layer: LN(x + Attn(x)), then LN(h + FFN(h)); GELU; dropout."""
+    """Post-norm transformer encoder layer: LN(x + Attn(x)), then LN(h + FFN(h)); GELU (or no
+    activation: ``activation="none"``); dropout."""
 
-    def __init__(self, dim: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1):
+    def __init__(self, dim: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1, activation: str = "gelu"):
         super().__init__()
         ffn_dim = ffn_dim or dim
         self.attn = MultiHeadAttention(dim, n_heads, dropout=dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        act = make_activation(activation)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), act, nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
@@ -71,10 +88,11 @@ class TransformerLayer(nn.Module):
 class QueryPooler(nn.Module):
     """Learned query tokens appended to the input, ``n_layers`` transformer layers, query outputs kept."""
 
-    def __init__(self, dim: int, n_layers: int, n_queries: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1):
+    def __init__(self, dim: int, n_layers: int, n_queries: int, n_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1,
+                 activation: str = "gelu"):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
-        self.layers = nn.ModuleList(TransformerLayer(dim, n_heads, ffn_dim, dropout) for _ in range(n_layers))
+        self.layers = nn.ModuleList(TransformerLayer(dim, n_heads, ffn_dim, dropout, activation) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """x ``[B, N, dim]`` → ``[B, n_queries, dim]``; ``valid`` ``[B, N]`` bool: False marks padding

@@ -84,29 +84,43 @@ class QPMapper(nn.Module):
 class BlockResampler(nn.Module):
     """DePALM^{R-*}: project, pool blocks of 4 tokens on the token grid, prepend CLS, RMSNorm, project.
 
-    pool: ``avgpool`` (mean of a block), ``linear`` (concatenate the block, one linear layer: a
-    strided convolution), ``qpmapper`` (a QPMapper with one query over the block's tokens,
-    shared across blocks). Grids whose sides are not multiples of the block are padded
-    (avgpool averages only the real tokens; qpmapper's attention masks the padding out; linear sees zeros).
+    pool: ``avgpool``, ``linear`` (concatenate the block, one linear layer: a strided convolution),
+    ``qpmapper`` (a QPMapper with one query over the block's tokens, shared across blocks).
+
+    ``avgpool="channels"`` (default, the official code: ``nn.AvgPool1d(4)`` applied to a block
+    ``[4 tokens, d]`` averages groups of 4 adjacent channels inside each token, and the block's token
+    is the concatenation of its 4 tokens' results, in grid order); ``avgpool="tokens"``: the mean of
+    the block's tokens (the paper's text). ``qp_activation`` is the R-QPMapper's feed-forward
+    activation: ``none`` (default, the official ``adapter.activation: null``) or ``gelu``.
+
+    Grids whose sides are not multiples of the block are padded: tokens-avgpool averages only the
+    real tokens, qpmapper's attention masks the padding out; linear and channels-avgpool see zeros.
     """
 
     def __init__(
         self, d_in: int, d_out: int, grid: tuple[int, ...], block: tuple[int, ...], has_cls: bool = True,
         pool: str = "avgpool", d_embed: int | None = None, qp_layers: int = 4, n_heads: int = 8, dropout: float = 0.1,
+        avgpool: str = "channels", qp_activation: str = "none",
     ):
         super().__init__()
         if pool not in ("avgpool", "linear", "qpmapper"):
             raise ConfigError(f"resampler pool must be one of ['avgpool', 'linear', 'qpmapper'], got {pool!r}{suggest(pool, ['avgpool', 'linear', 'qpmapper'])}")
+        if avgpool not in ("channels", "tokens"):
+            raise ConfigError(f"resampler avgpool must be 'channels' (the official code) or 'tokens' (the paper's text), got {avgpool!r}")
         if len(grid) != len(block):
             raise ConfigError(f"resampler block {block} does not match the token grid {grid}")
         d_embed = d_embed or d_out
-        self.grid, self.block, self.has_cls, self.pool_kind = tuple(grid), tuple(block), has_cls, pool
+        self.grid, self.block, self.has_cls, self.pool_kind, self.avgpool = tuple(grid), tuple(block), has_cls, pool, avgpool
         self.block_size = math.prod(block)
+        if pool == "avgpool" and avgpool == "channels" and d_embed % self.block_size:
+            raise ConfigError(
+                f"channel average pooling splits each token's {d_embed} channels into groups of {self.block_size}: "
+                f"set model.map.d_embed to a multiple of {self.block_size}, or model.map.avgpool=tokens")
         self.proj_in = nn.Linear(d_in, d_embed)
         if pool == "linear":
             self.pool = nn.Linear(self.block_size * d_embed, d_embed)
         elif pool == "qpmapper":
-            self.pool = QueryPooler(d_embed, qp_layers, 1, n_heads, d_embed, dropout)
+            self.pool = QueryPooler(d_embed, qp_layers, 1, n_heads, d_embed, dropout, activation=qp_activation)
         self.norm = nn.RMSNorm(d_embed, eps=1e-6)
         self.proj_out = nn.Linear(d_embed, d_out)
 
@@ -148,7 +162,11 @@ class BlockResampler(nn.Module):
         h = self.proj_in(x.flatten(0, 1))
         cls, patches = (h[:, :1], h[:, 1:]) if self.has_cls else (h[:, :0], h)
         blocks, valid = self._blocks(patches)
-        if self.pool_kind == "avgpool":
+        if self.pool_kind == "avgpool" and self.avgpool == "channels":
+            # [B*, n_blocks, k tokens, d] -> mean over k adjacent channels -> [B*, n_blocks, k, d/k] -> concat the k tokens
+            k = self.block_size
+            pooled = blocks.unflatten(-1, (-1, k)).mean(-1).flatten(2)
+        elif self.pool_kind == "avgpool":
             w = valid.to(blocks.dtype)
             pooled = (blocks * w[None, :, :, None]).sum(2) / w.sum(1)[None, :, None]
         elif self.pool_kind == "linear":
@@ -164,8 +182,8 @@ class BlockResampler(nn.Module):
 def sample_keep_fraction(
     training: bool, f_min: float, f_max: float, f_mean: float, f_std: float, p_max: float, generator: torch.Generator | None = None
 ) -> float:
-    """The DePALM supplement's R-rand fraction: f_max at evaluation; in training f_max with
-    probability p_max, else f ~ N(f_mean, f_std) clipped to [f_min, f_max]."""
+    """The DePALM R-rand fraction: f_max at evaluation; in training f_max with probability p_max,
+    else f ~ N(f_mean, f_std) clipped to [f_min, f_max]."""
     if not training:
         return f_max
     if torch.rand((), generator=generator).item() < p_max:
@@ -175,63 +193,78 @@ def sample_keep_fraction(
 
 
 class RandomTokenMapper(nn.Module):
-    """DePALM^{R-rand}: keep CLS + floor(f · n_tk) patch tokens, project, RMSNorm, project.
+    """DePALM^{R-rand}: keep CLS + a random subset of the patch tokens, RMSNorm, project.
 
-    Training keeps a uniformly random subset (its order preserved) with f drawn by
-    :func:`sample_keep_fraction`; evaluation keeps f_max of the tokens, evenly spaced (deterministic).
+    Default (the official code, ``rand_any_patch``): kept tokens → CLS prepended → RMSNorm(d_in) →
+    Linear(d_in → d_out). ``proj_in=True`` is the paper's text (Table 1's 21M): Linear(d_in → d_out)
+    → RMSNorm(d_out) → Linear(d_out → d_out).
+
+    Training keeps ``round(f · n_tk)`` patch tokens (``rounding="floor"``: the text's ⌊f · n_tk⌋; at
+    least 1), f drawn by :func:`sample_keep_fraction`, one random subset (order preserved) shared by
+    the whole batch. Evaluation keeps every token (``eval_full=True``, the official default); with
+    ``eval_full=False`` it keeps a random subset of f_max of them, as in training with f = f_max.
     """
 
     def __init__(
         self, d_in: int, d_out: int, has_cls: bool = True, f_min: float = 1 / 16, f_max: float = 0.5,
-        f_mean: float = 0.25, f_std: float = 0.2, p_max: float = 0.1,
+        f_mean: float = 0.25, f_std: float = 0.2, p_max: float = 0.1, eval_full: bool = True,
+        rounding: str = "round", proj_in: bool = False,
     ):
         super().__init__()
         if not 0 < f_min <= f_max <= 1:
             raise ConfigError(f"R-rand needs 0 < f_min <= f_max <= 1, got f_min={f_min}, f_max={f_max}")
-        self.has_cls = has_cls
+        if rounding not in ("round", "floor"):
+            raise ConfigError(f"R-rand rounding must be 'round' (the official code) or 'floor' (the paper's text), got {rounding!r}")
+        self.has_cls, self.eval_full, self.rounding = has_cls, eval_full, rounding
         self.f = dict(f_min=f_min, f_max=f_max, f_mean=f_mean, f_std=f_std, p_max=p_max)
-        self.proj_in = nn.Linear(d_in, d_out)
-        self.norm = nn.RMSNorm(d_out, eps=1e-6)
-        self.proj_out = nn.Linear(d_out, d_out)
-        self.last_fraction = f_max
+        d_norm = d_out if proj_in else d_in
+        self.proj_in = nn.Linear(d_in, d_out) if proj_in else nn.Identity()
+        self.norm = nn.RMSNorm(d_norm, eps=1e-4)
+        self.proj_out = nn.Linear(d_norm, d_out)
+        self.last_fraction = 1.0 if eval_full else f_max
+
+    def n_keep(self, f: float, n_tk: int) -> int:
+        """Patch tokens kept out of ``n_tk`` for fraction ``f`` (``round`` is Python's: halves to even, as numpy's)."""
+        k = round(f * n_tk) if self.rounding == "round" else math.floor(f * n_tk)
+        return min(n_tk, max(k, 1))
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[B, (1) + n_tk, d]`` → ``[B, (1) + floor(f·n_tk), d]``."""
+        """x ``[B, (1) + n_tk, d]`` → ``[B, (1) + k, d]``; the same k kept positions for the whole batch."""
+        if not self.training and self.eval_full:
+            self.last_fraction = 1.0
+            return x
         cls, patches = (x[:, :1], x[:, 1:]) if self.has_cls else (x[:, :0], x)
         n_tk = patches.shape[1]
         f = sample_keep_fraction(self.training, **self.f)
         self.last_fraction = f
-        k = max(1, math.floor(f * n_tk))
-        if self.training:
-            idx = torch.rand(x.shape[0], n_tk, device=x.device).argsort(dim=1)[:, :k].sort(dim=1).values
-        else:
-            idx = (torch.arange(k, device=x.device) * n_tk // k).expand(x.shape[0], k)
-        kept = patches.gather(1, idx[..., None].expand(-1, -1, patches.shape[-1]))
-        return torch.cat([cls, kept], dim=1)
+        idx = torch.randperm(n_tk)[: self.n_keep(f, n_tk)].sort().values.to(x.device)
+        return torch.cat([cls, patches[:, idx]], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[B, L, (1) + n_tk, d_in]`` → ``[B, L, (1) + floor(f·n_tk), d_out]``."""
+        """x ``[B, L, (1) + n_tk, d_in]`` → ``[B, L, (1) + k, d_out]`` (k = n_tk at evaluation with eval_full)."""
         b, l = x.shape[:2]
         h = self.select(x.flatten(0, 1))
         return self.proj_out(self.norm(self.proj_in(h))).unflatten(0, (b, l))
 
 
 class CrossAttentionResampler(nn.Module):
-    """DePALM^{c-attn}, perceptual side: P_in (d_in → d_embed), then one transformer layer.
+    """DePALM^{c-attn}, perceptual side: P_in (d_in → d_embed), one transformer layer, then (the
+    official code; ``proj_out=False`` leaves it out, as the paper's text) a Linear(d_embed → d_embed).
 
     Output stays at ``d_embed``: the gated cross-attention injection reads it as keys/values.
     """
 
-    def __init__(self, d_in: int, d_out: int, d_embed: int = 1024, n_heads: int = 8, dropout: float = 0.1):
+    def __init__(self, d_in: int, d_out: int, d_embed: int = 1024, n_heads: int = 8, dropout: float = 0.1, proj_out: bool = True):
         super().__init__()
         self.d_embed = d_embed
         self.proj_in = nn.Linear(d_in, d_embed)
         self.layer = TransformerLayer(d_embed, n_heads, d_embed, dropout)
+        self.proj_out = nn.Linear(d_embed, d_embed) if proj_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B, L, N, d_in]`` → ``[B, L, N, d_embed]``."""
         b, l = x.shape[:2]
-        return self.layer(self.proj_in(x.flatten(0, 1))).unflatten(0, (b, l))
+        return self.proj_out(self.layer(self.proj_in(x.flatten(0, 1)))).unflatten(0, (b, l))
 
 
 # id -> class; builders receive (d_in, d_out, n_levels, grid, block, has_cls) where their signature asks

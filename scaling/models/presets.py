@@ -75,9 +75,10 @@ METHODS: dict[str, dict[str, Any]] = {
         "finetune": {"n_prompt": 16},
     },
     "depalm-r-avgpool": {
-        "about": "DePALM^{R-avgpool,L0}: block resampler (2x2 / 4 tokens) averaging, d_emb = d_LLM",
+        "about": "DePALM^{R-avgpool,L0}: block resampler (2x2 / 4 tokens), d_emb = d_LLM; the official AvgPool1d(4) "
+                 "averages 4 adjacent channels of each token and concatenates the block's 4 (map.avgpool=tokens: the text's mean)",
         "extract": {"n_levels": 1, "tokens": "all"},
-        "map": {"name": "resampler", "pool": "avgpool"},
+        "map": {"name": "resampler", "pool": "avgpool", "avgpool": "channels"},
         "inject": {"name": "first-layer"},
         "finetune": {"n_prompt": 1},
     },
@@ -89,25 +90,31 @@ METHODS: dict[str, dict[str, Any]] = {
         "finetune": {"n_prompt": 1},
     },
     "depalm-r-qpmapper": {
-        "about": "DePALM^{R-QPMapper,L0}: block resampler, per-block QPMapper (4 layers, 1 query), d_emb 768",
+        "about": "DePALM^{R-QPMapper,L0}: block resampler, per-block QPMapper (4 layers, 1 query, FFN without "
+                 "activation as the official config), d_emb 768",
         "extract": {"n_levels": 1, "tokens": "all"},
-        "map": {"name": "resampler", "pool": "qpmapper", "d_embed": 768, "qp_layers": 4},
+        "map": {"name": "resampler", "pool": "qpmapper", "d_embed": 768, "qp_layers": 4, "qp_activation": "none"},
         "inject": {"name": "first-layer"},
         "finetune": {"n_prompt": 1},
     },
     "depalm-r-rand": {
-        "about": "DePALM^{R-rand,L0}: CLS + a random fraction f of the patch tokens (f_max 1/2 at evaluation)",
+        "about": "DePALM^{R-rand,L0}: CLS + round(f·n) random patch tokens in training (one subset per batch), all "
+                 "tokens at evaluation; RMSNorm(d_feats) + Linear(d_feats → d_LLM) as the official code (map.proj_in=true: the text's 21M)",
         "extract": {"n_levels": 1, "tokens": "all"},
-        "map": {"name": "rand", "f_min": 0.0625, "f_max": 0.5, "f_mean": 0.25, "f_std": 0.2, "p_max": 0.1},
+        "map": {"name": "rand", "f_min": 0.0625, "f_max": 0.5, "f_mean": 0.25, "f_std": 0.2, "p_max": 0.1,
+                "eval_full": True, "rounding": "round", "proj_in": False},
         "inject": {"name": "first-layer"},
         "finetune": {"n_prompt": 1},
     },
     "depalm-c-attn": {
-        "about": "DePALM^{c-attn}: 4 levels, P_in + one transformer layer, gated cross-attention in 12 inner layers (n_left 3)",
+        "about": "DePALM^{c-attn}: 4 levels, P_in + one transformer layer + Linear, gated cross-attention (no attention "
+                 "output projection, RMSNorm before the up-projection) in 12 inner layers (n_left 3), 16 prompt tokens; "
+                 "the official recipe clips gradients at 0.05 (train.clip=0.05)",
         "extract": {"n_levels": 4, "tokens": "all"},
-        "map": {"name": "xattn-resampler", "d_embed": 1024},
-        "inject": {"name": "cross-attention", "n_llm_layers": 12, "n_left": 3},
-        "finetune": {},
+        "map": {"name": "xattn-resampler", "d_embed": 1024, "proj_out": True},
+        "inject": {"name": "cross-attention", "n_llm_layers": 12, "n_left": 3, "attn_out_proj": False, "out_norm": "embed",
+                   "dropout": 0.0},
+        "finetune": {"n_prompt": 16},
     },
     "blind": {
         "about": "Blind baseline: the frozen LLM with prompt tuning and no perception (10 prompt tokens)",

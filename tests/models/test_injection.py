@@ -118,20 +118,20 @@ def test_first_layer_prefix_order_is_perceptual_then_prompt_then_text(backbones)
     assert torch.equal(x[:, 34:], model.layout.embed_tokens(ids))
 
 
-def test_rand_keeps_floor_f_tokens_plus_cls(backbones):
+def test_rand_keeps_round_f_tokens_plus_cls_in_training_and_all_at_evaluation(backbones):
     cfg = model_config(method="depalm-r-rand", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="fp32")
     model = build_model(cfg)
     mapper = model.mapper
     feats = torch.randn(3, 1, 17, 32)  # CLS + 16 patches
     model.eval()
-    assert mapper(feats).shape[2] == 1 + 16 // 2  # f = f_max = 1/2 at evaluation
+    assert mapper(feats).shape[2] == 17  # eval_full: every token at evaluation (the official default)
     assert torch.equal(mapper(feats), mapper(feats))  # deterministic at evaluation
     model.train()
     for _ in range(20):
         out = mapper(feats)
         f = mapper.last_fraction
         assert 1 / 16 <= f <= 1 / 2
-        assert out.shape[2] == 1 + int(f * 16)
+        assert out.shape[2] == 1 + max(1, round(f * 16))
     # the CLS token is always kept: the first output token equals the mapped CLS
     kept = mapper.select(feats[:, 0])
     assert torch.equal(kept[:, 0], feats[:, 0, 0])

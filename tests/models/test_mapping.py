@@ -41,10 +41,11 @@ def test_qpmapper_output_shape_and_rmsnorm():
 
 
 @pytest.mark.parametrize("grid,block", [((4, 4), (2, 2)), ((5, 3), (2, 2)), ((2, 4, 4), (1, 2, 2)), ((9,), (4,))])
-def test_block_resampler_avgpool_is_a_masked_average(grid, block):
+def test_block_resampler_token_avgpool_is_a_masked_average(grid, block):
+    """avgpool=tokens (the paper's text): the mean of a block's real tokens, on any grid."""
     torch.manual_seed(0)
     n = math.prod(grid)
-    m = BlockResampler(8, 8, grid, block, has_cls=True, pool="avgpool", d_embed=8)
+    m = BlockResampler(8, 8, grid, block, has_cls=True, pool="avgpool", d_embed=8, avgpool="tokens")
     x = torch.randn(2, 1, 1 + n, 8)
     out = m(x)
     n_blocks = math.prod(math.ceil(g / b) for g, b in zip(grid, block))
