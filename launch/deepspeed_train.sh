@@ -2,9 +2,12 @@
 # Multi-node training with the DeepSpeed launcher (passwordless SSH to every node of the hostfile).
 #   bash launch/deepspeed_train.sh configs/coco_depalm.yaml [key=value ...]
 # --no_local_rank: the trainer reads LOCAL_RANK from the environment, as under every other launcher.
-# No requeue here (not SLURM): SIGTERM / SIGUSR1 to this script are passed to the trainers once (through the
-# DeepSpeed launcher), they checkpoint, and this script exits 124: run the same command again to resume.
-# DeepSpeed's launcher SIGKILLs trainers 30 s after passing a signal on: the step + save must fit in that.
+# No requeue here (not SLURM): SIGTERM / SIGUSR1 to this script are passed to the trainers once, they checkpoint,
+# and this script exits 124: run the same command again to resume.
+# One node: through DeepSpeed's launcher, which SIGKILLs the trainers 30 s after passing a signal on (the step +
+# save must fit in that). Several nodes: as SIGUSR1 to rank 0 over SSH (its stop flag is all-reduced: every rank
+# stops at the same step); DeepSpeed's multi-node runner is left alone, since on a signal it interrupts pdsh,
+# whose closing SSH channels kill the trainers before they save.
 set -uo pipefail
 source launch/lib.sh || { echo "run this from the repository root" >&2; exit 2; }
 # ================================ set these ================================
@@ -35,15 +38,28 @@ fi
 OUT_DIR=$(scaling_run_dir "$CONFIG" train.deepspeed="$DS_CONFIG" "$@") || exit 2
 rm -f "$OUT_DIR/requeue"
 
+FIRST_HOST=$(grep -vE '^[[:space:]]*(#|$)' "$HOSTFILE" | head -n 1 | awk '{print $1}')
+STARTED=$(date +%s)
+
 set -m  # the launcher in its own process group: a signal reaches the trainers once, from the traps below
 deepspeed --hostfile "$HOSTFILE" --master_port "$MASTER_PORT" --no_local_rank \
     --module scaling train --config "$CONFIG" train.deepspeed="$DS_CONFIG" "$@" &
 PID=$!
+rank0_pid() {  # pid of this launch's rank 0 (RUN/ranks/rank00000.json written after it started), or nothing
+    local file="$OUT_DIR/ranks/rank00000.json"
+    [ -f "$file" ] && [ "$(stat -c %Y "$file")" -ge "$STARTED" ] || return 0
+    python -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$file" 2>/dev/null
+}
 pass_on() {  # signal for the trainers
-    echo "[$(date)] SIG$1: passing it to the trainers" >&2
-    if [ "$NODES" -gt 1 ]; then
+    local pid
+    if [ "$NODES" -gt 1 ] && [ "$1" != INT ] && pid=$(rank0_pid) && [ -n "$pid" ]; then
+        echo "[$(date)] SIG$1: passing it to rank 0 (pid $pid on $FIRST_HOST) as SIGUSR1" >&2
+        ssh "$FIRST_HOST" kill -s USR1 "$pid" || kill -s TERM "$PID" 2>/dev/null
+    elif [ "$NODES" -gt 1 ]; then
+        echo "[$(date)] SIG$1: passing it to the DeepSpeed runner (no rank 0 yet, or Ctrl-C)" >&2
         kill -s TERM "$PID" 2>/dev/null          # the multi-node runner stops pdsh and the launchers on every node
     else
+        echo "[$(date)] SIG$1: passing it to the trainers" >&2
         pkill -"$1" -P "$PID" 2>/dev/null        # one node: deepspeed.launcher.launch passes it to the trainers
     fi
 }

@@ -37,6 +37,53 @@ overrides_array() {
     if [ -n "${RUN_DIR:-}" ]; then OVR+=("train.output_dir=$RUN_DIR"); fi
 }
 
+# The state of a SLURM job as scontrol reports it (PENDING, RUNNING, ...; empty when unknown).
+job_state() {
+    scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' | head -n 1
+}
+
+# Processes per node: PROCS_PER_NODE when set, else the GPUs SLURM gave this node, else 1 (a node without
+# GPUs or GRES); OMP_NUM_THREADS: OMP_THREADS when set, else the node's CPUs (SLURM_CPUS_PER_TASK, one task per
+# node) shared by those processes.   usage: slurm_layout  (sets PROCS_PER_NODE, exports OMP_NUM_THREADS)
+slurm_layout() {
+    local gpus="${SLURM_GPUS_ON_NODE:-${SLURM_GPUS_PER_NODE:-}}"
+    gpus="${gpus##*:}"                              # "h100:8" -> "8"
+    if [ -z "${PROCS_PER_NODE:-}" ]; then
+        if [[ "$gpus" =~ ^[0-9]+$ ]] && [ "$gpus" -gt 0 ]; then PROCS_PER_NODE="$gpus"; else PROCS_PER_NODE=1; fi
+    fi
+    if ! [[ "$PROCS_PER_NODE" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: PROCS_PER_NODE=$PROCS_PER_NODE: set a positive number of processes per node" >&2
+        exit 2
+    fi
+    local cpus="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}"
+    export OMP_NUM_THREADS="${OMP_THREADS:-$(( cpus / PROCS_PER_NODE > 0 ? cpus / PROCS_PER_NODE : 1 ))}"
+}
+
+# A signal that reached the batch shell alone (`scancel -b -s SIG`, `#SBATCH --signal=B:SIG@T`) is passed on to
+# the trainers once, as SIGUSR1 (the trainers treat SIGTERM and SIGUSR1 alike): never as SIGTERM through srun,
+# which turns a SIGTERM into a SIGKILL of the step. With torchrun (MODE torchrun) it goes to rank 0 directly
+# (this node; its stop flag is all-reduced, so every rank stops at the same step), since a second signal would
+# cut torchrun's own shutdown short when SLURM signalled the step too (preemption, scancel); before rank 0 has
+# written RUN/ranks/rank00000.json, through srun. With one srun task per trainer (MODE tasks), through srun
+# (repeated signals are ignored by the trainers).   usage: pass_on_to_step SIG OUT_DIR SRUN_PID MODE
+pass_on_to_step() {
+    local sig="$1" out_dir="$2" srun_pid="$3" mode="$4" pid=""
+    if [ "$mode" = torchrun ] && [ -f "$out_dir/ranks/rank00000.json" ]; then
+        pid=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$out_dir/ranks/rank00000.json" 2>/dev/null)
+        # only this job's rank 0 (a file left by an earlier job names another process)
+        if [ -z "$pid" ] || ! tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$SLURM_JOB_ID"; then
+            pid=""
+        fi
+    fi
+    if [ -n "$pid" ]; then
+        echo "[$(date)] batch shell: SIG$sig, passing it to rank 0 (pid $pid) as SIGUSR1"
+        kill -s USR1 "$pid" 2>/dev/null
+    else
+        echo "[$(date)] batch shell: SIG$sig, passing it to the step as SIGUSR1"
+        kill -s USR1 "$srun_pid" 2>/dev/null
+    fi
+}
+
 # After the trainers exit: a RUN/requeue marker written by this job means "checkpointed after a preemption
 # signal". With `requeue` (the sbatch scripts): requeue the SLURM job (exit 0), or exit REQUEUE_EXIT when the
 # requeue fails (resubmit to resume). Without: exit REQUEUE_EXIT (run the same command again to resume).
@@ -50,7 +97,17 @@ finish() {  # OUT_DIR RC REQUEUE_EXIT [requeue]
                 echo "[$(date)] checkpointed at step $step after a preemption signal; requeued job $SLURM_JOB_ID"
                 exit 0
             fi
-            echo "[$(date)] checkpointed at step $step, but 'scontrol requeue $SLURM_JOB_ID' failed: resubmit the same job to resume" >&2
+            # a preemption (PreemptMode=REQUEUE) may have requeued the job already: the job is then pending again
+            # and resumes by itself; a second job on the same run directory would train beside it
+            local state; state=$(job_state "$SLURM_JOB_ID")
+            case "$state" in
+                PENDING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|PREEMPTED|CONFIGURING)
+                    echo "[$(date)] checkpointed at step $step; Slurm has already requeued job $SLURM_JOB_ID (state $state):" \
+                         "it resumes from this checkpoint by itself. Do not resubmit it (a second job would train in the same run directory)"
+                    exit 0 ;;
+            esac
+            echo "[$(date)] checkpointed at step $step, but 'scontrol requeue $SLURM_JOB_ID' failed (job state ${state:-unknown}):" \
+                 "resubmit the same job to resume" >&2
             exit "$requeue_exit"
         fi
         echo "[$(date)] checkpointed at step $step after a preemption signal: run the same command again to resume (exit $requeue_exit)"

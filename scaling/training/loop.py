@@ -235,6 +235,8 @@ class Trainer:
             "rank": self.env.rank, "world_size": self.env.world_size, "local_rank": self.env.local_rank,
             "launcher_env": self.env.source, "process_group_size": distributed.world_size(),
             "process_group_rank": distributed.rank(), "host": os.uname().nodename, "pid": os.getpid(),
+            # how the launcher reached this node: SLURM's node name, the SSH connection of a hostfile launcher
+            "slurm_node": os.environ.get("SLURMD_NODENAME"), "ssh_connection": os.environ.get("SSH_CONNECTION"),
             "device": str(self.device), "strategy": self.strategy.kind, "zero_stage": self.strategy.zero_stage,
             "frozen_params_total": total, "frozen_params_local": local, "accumulation": self.accum,
             "fused_llm_layers": self.fused.get("fused_layers", 0), "fp8_llm_layers": self.fused.get("fp8_layers", 0),
