@@ -176,6 +176,21 @@ def read_adapter(path: str, device: str | torch.device = "cpu") -> tuple[dict[st
     return tensors, meta
 
 
+def read_adapter_meta(path: str) -> dict[str, Any]:
+    """The metadata of an adapter file (JSON values decoded), without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        raw = fh.metadata() or {}
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value) if key != "format" else value
+        except json.JSONDecodeError:
+            meta[key] = value
+    return meta
+
+
 def resolve_adapter_path(path: str) -> str:
     """An adapter file, a checkpoint directory, a ``checkpoints/`` directory or a run directory → the adapter file."""
     if os.path.isfile(path):
@@ -216,7 +231,7 @@ def load_adapter(
     from scaling.config.base import apply_overrides, drop_removed_keys
     from scaling.config.stored import untrusted
     from scaling.models.builder import build_model
-    from scaling.training.fingerprint import compare, model_fingerprints
+    from scaling.training.fingerprint import model_fingerprints
 
     tensors, meta = read_adapter(path)
     data = drop_removed_keys(meta["config"], lambda msg: warnings.warn(msg, stacklevel=2))
@@ -232,17 +247,25 @@ def load_adapter(
     torch.manual_seed(cfg.train.seed)  # shape-name backbones: the same random weights as in training
     model = build_model(cfg.model, device)
     if check_fingerprints:
-        diffs = compare(meta.get("fingerprints") or {}, model_fingerprints(model))
-        if diffs:
-            raise ConfigError(
-                [f"adapter {path} was trained on other backbones than model.llm={cfg.model.llm!r}, "
-                 f"model.encoder={cfg.model.encoder!r}:"] + diffs
-                + ["pass the backbones it was trained on (load_adapter(..., llm=PATH, encoder=PATH) or "
-                   "model.llm=/model.encoder= overrides); `scaling inspect ADAPTER` shows them"]
-            )
+        check_backbones(path, meta, model_fingerprints(model), cfg.model)
     load_trainable(model, tensors, source=path)
     model.eval()
     return model, cfg
+
+
+def check_backbones(path: str, meta: dict, current: dict, model_cfg) -> None:
+    """Refuse backbones whose fingerprints differ from the ones the adapter at ``path`` (metadata ``meta``) was
+    trained on; one message for loading an adapter and for resuming a run."""
+    from scaling.training.fingerprint import compare
+
+    diffs = compare(meta.get("fingerprints") or {}, current)
+    if diffs:
+        raise ConfigError(
+            [f"adapter {path} was trained on other backbones than model.llm={model_cfg.llm!r}, "
+             f"model.encoder={model_cfg.encoder!r}:"] + diffs
+            + ["pass the backbones it was trained on (load_adapter(..., llm=PATH, encoder=PATH) or "
+               "model.llm=/model.encoder= overrides); `scaling inspect ADAPTER` shows them"]
+        )
 
 
 def load_trainable(model, tensors: dict[str, torch.Tensor], source: str = "the adapter") -> None:

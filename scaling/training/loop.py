@@ -269,6 +269,9 @@ class Trainer:
                 f"{self.strategy.kind} (stage {self.strategy.zero_stage}); resume with the same train.deepspeed"
             )
         self._check_batch_geometry(found, saved)
+        # the same refusal as loading the adapter: the trainable weights only mean something on these backbones
+        adapter_meta = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER))
+        ckpt.check_backbones(os.path.join(found, ckpt.ADAPTER), adapter_meta, self.fingerprints, self.cfg.model)
         self.strategy.load(found)
         t = self.cfg.train
         known = {f.name for f in dataclasses.fields(TrainerState)}

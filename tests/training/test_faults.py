@@ -125,3 +125,22 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one_and_res
         open(os.path.join(path, "rng_rank00000.pt"), "w").close()
     with pytest.raises(ConfigError, match=r"no intact checkpoint(.|\n)*rng_rank00000.pt has 0 bytes(.|\n)*another train.output_dir"):
         run(tmp_path, "run", 8, *extra)
+
+
+def test_resume_refuses_other_backbones_with_the_message_of_adapter_loading(tmp_path):
+    import pytest
+
+    from scaling.config import ConfigError
+    from scaling.models.tiny import save_tiny_llm
+
+    llm = save_tiny_llm(str(tmp_path / "llm"), "llama", seed=0)
+    other = save_tiny_llm(str(tmp_path / "other"), "llama", seed=1)  # same architecture, other weights
+    run(tmp_path, "run", 2, f"model.llm={llm}", "train.save_every=2")
+    with pytest.raises(ConfigError) as resumed:
+        run(tmp_path, "run", 4, f"model.llm={other}", "train.save_every=2")
+    with pytest.raises(ConfigError) as loaded:
+        ckpt.load_adapter(str(tmp_path / "run"), "cpu", llm=other)
+    assert "was trained on other backbones" in str(resumed.value) and "llm weights differ" in str(resumed.value)
+    assert resumed.value.problems[1:] == loaded.value.problems[1:]  # the same message (the first line names the file)
+    assert resumed.value.problems[0].split(" was trained")[1] == loaded.value.problems[0].split(" was trained")[1]
+    assert run(tmp_path, "run", 4, f"model.llm={llm}", "train.save_every=2").state.step == 4  # its own backbones resume
