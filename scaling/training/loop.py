@@ -46,6 +46,7 @@ from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
 from scaling.training import distributed, ds_config, loaders, recompute, validate
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
+from scaling.training.runlock import RunLock
 from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag
 
 EvaluateFn = Callable[[Any, int], dict]
@@ -117,17 +118,32 @@ class Trainer:
         self.loader_fn = loader_fn or loaders.build
         self.on_step = on_step
         self.started = time.time()
+        self.lock: RunLock | None = None
+
+    def release(self) -> None:
+        """Give the run directory back (the lock of rank 0)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.train
-        # first of all (every rank: the rank is not known yet): a requeue marker left by an earlier job must not
-        # survive this job's start, or a job failing below (config error, rendezvous) would be requeued forever
+        try:
+            env = distributed.read_env()
+        except Exception:
+            _remove_requeue_marker(t.output_dir)
+            raise
+        # one job per run directory (rank 0 holds RUN/lock): a second live job stops here, before writing anything
+        if env.is_main:
+            self.lock = RunLock(t.output_dir, warn=lambda msg: _log(True, f"WARNING: {msg}")).acquire()
+        # first of all: a requeue marker left by an earlier job must not survive this job's start, or a job
+        # failing below (config error, rendezvous) would be requeued forever
         _remove_requeue_marker(t.output_dir)
         # DeepSpeed 0.19 calls collectives torch 2.13 deprecates, once per call: keep the logs readable
         warnings.filterwarnings("ignore", message=r".*`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
                                 category=FutureWarning)
-        self.env = distributed.read_env()
+        self.env = env
         self.device = distributed.pick_device(self.env, t.device)
         self.plan = validate.plan_run(cfg, self.env.world_size, self.device.type)
         self.main = self.env.is_main
@@ -799,8 +815,11 @@ def train(cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Run (or resume) the training job described by ``cfg`` (see the module docstring)."""
     trainer = Trainer(cfg, evaluate_fn, loader_fn, on_step)
-    trainer.setup()
-    return trainer.run()
+    try:
+        trainer.setup()
+        return trainer.run()
+    finally:
+        trainer.release()
 
 
 def read_log(output_dir: str, kind: str = "train") -> list[dict]:

@@ -144,3 +144,61 @@ def test_resume_refuses_other_backbones_with_the_message_of_adapter_loading(tmp_
     assert resumed.value.problems[1:] == loaded.value.problems[1:]  # the same message (the first line names the file)
     assert resumed.value.problems[0].split(" was trained")[1] == loaded.value.problems[0].split(" was trained")[1]
     assert run(tmp_path, "run", 4, f"model.llm={llm}", "train.save_every=2").state.step == 4  # its own backbones resume
+
+
+def test_a_second_live_job_on_a_run_directory_is_refused_and_a_dead_jobs_lock_is_taken_over(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from scaling.config import ConfigError
+    from scaling.training import runlock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / runlock.LOCK
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": live.pid, "started": "earlier"}))
+        with pytest.raises(ConfigError, match=rf"in use by a live training job: host {socket.gethostname()} pid {live.pid}"
+                                              r"(.|\n)*another train.output_dir"):
+            run(tmp_path, "run", 2)
+        assert not (out / "checkpoints").exists()  # refused before writing anything
+        assert json.loads(lock.read_text())["pid"] == live.pid  # the live job keeps its lock
+    finally:
+        live.kill()
+        live.wait()
+    capsys.readouterr()
+    result = run(tmp_path, "run", 2)  # its holder died: taken over
+    assert result.state.step == 2 and "took over the lock of a dead job" in capsys.readouterr().err
+    assert not lock.exists()  # released at the end
+    # another host: the heartbeat decides
+    lock.write_text(json.dumps({"host": "node-elsewhere", "pid": 1}))
+    with pytest.raises(ConfigError, match="node-elsewhere pid 1"):
+        run(tmp_path, "run", 3)
+    old = time.time() - runlock.STALE_AFTER_S - 60
+    os.utime(lock, (old, old))
+    assert run(tmp_path, "run", 3).state.step == 3
+
+
+def test_the_lock_holder_refreshes_its_heartbeat_and_the_lock_is_released_after_a_failure(tmp_path):
+    import time
+
+    import pytest
+
+    from scaling.config import ConfigError
+    from scaling.training.runlock import LOCK, RunLock
+
+    with RunLock(str(tmp_path), heartbeat_s=0.05) as held:
+        first = os.path.getmtime(held.path)
+        deadline = time.time() + 30
+        while os.path.getmtime(held.path) == first and time.time() < deadline:
+            time.sleep(0.05)
+        assert os.path.getmtime(held.path) > first
+    assert not (tmp_path / LOCK).exists()
+    with pytest.raises(ConfigError):  # a job failing at validation gives the directory back
+        run(tmp_path, "run", 2, "train.global_batch=15")
+    assert not (tmp_path / "run" / LOCK).exists()
