@@ -12,6 +12,7 @@ CASES = {
     "depalm-qp-inner": {"extract": {"n_levels": 2}, "inject": {"n_llm_layers": 2, "n_left": 1}, "map": {"d_embed": 32}},
     "depalm-c-attn": {"extract": {"n_levels": 2}, "inject": {"n_llm_layers": 2, "n_left": 1}, "map": {"d_embed": 32}},
     "epalm": {"extract": {"n_levels": 3}, "inject": {"n_llm_layers": 3, "n_left": 0}},
+    "depalm-r-rand": {},  # evaluation keeps every token (eval_full): deterministic, batch-independent
 }
 
 
