@@ -337,10 +337,14 @@ class StreamLoader:
         ds = self.dataset
         ds.epoch, ds.cursors, ds.batches_done = self.epoch, list(self.cursors), self.batches
         if self.num_workers > 0:
+            # the workers' base seed comes from this generator, not from the process's global torch RNG: creating
+            # the iterator would otherwise draw from it, once per pass, at a point a resumed run does not repeat
+            # (a resume was not exact with workers: dropout and every later random draw shifted)
+            seed = derive_seed("dataloader", ds.seed, ds.rank, self.epoch) % 2**63
             loader = DataLoader(
                 ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=worker_init,
                 pin_memory=self.pin_memory and torch.cuda.is_available(), prefetch_factor=self.prefetch_factor,
-                persistent_workers=False,
+                persistent_workers=False, generator=torch.Generator().manual_seed(seed),
             )
             it = iter(loader)
         else:
