@@ -4,7 +4,7 @@
     scaling data convert vqav2 --questions v2_OpenEnded_mscoco_train2014_questions.json \\
         --annotations v2_mscoco_train2014_annotations.json --media coco/images --split train --out 'shards/vqav2/{split}-%06d.tar'
     scaling data inspect shards/coco
-    scaling data cache-features --config cfg.yaml --split train --views 4 --out features/coco
+    scaling data cache-features --config cfg.yaml --views 4 --out features/coco      (every split cfg.yaml names)
     scaling data bench shards/coco --split train
 
 See docs/data.md for the shard format and every dataset's files.

@@ -6,7 +6,9 @@
     sbatch launch/slurm_train.sbatch          (srun + torchrun on every node; requeued on preemption)
 
 Rank and world size come from the launcher's environment. ``--check`` validates the config for the
-world size of the environment (or ``--world-size N``) and exits before loading any model.
+world size of the environment (or ``--world-size N``), prints the batch geometry (micro × accumulation ×
+world = global) and whether it would resume ``train.output_dir`` (refusing a checkpoint of another world size
+or strategy), and exits before loading any model.
 Exit codes: 0 done, 2 configuration problem, 124 (``train.requeue_exit_code``) checkpointed after
 SIGTERM/SIGUSR1 and should be requeued, 130 Ctrl-C (the first one checkpoints at the end of the current step;
 rerun the same command to resume; a second Ctrl-C aborts at once). The end-of-run summary (steps, samples,
@@ -55,6 +57,7 @@ def run(args) -> int:
     import yaml
 
     from scaling.config import load_config, to_dict
+    from scaling.config.base import ConfigError
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
@@ -68,11 +71,22 @@ def run(args) -> int:
         env = distributed.read_env()
         world = args.world_size or env.world_size
         device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+        from scaling.training import resume_check
+
         plan = validate.plan_run(cfg, world, device)
+        problem = resume_check.resume_problem(cfg, plan)
+        if problem:
+            raise ConfigError(problem)
+        found, _ = resume_check.latest_state(cfg.train.output_dir) if cfg.train.resume == "auto" else (None, None)
+        geometry = (f"micro batch {cfg.train.micro_batch} × accumulation {plan.accumulation} × world {plan.world_size} "
+                    f"= global batch {cfg.train.global_batch}")
+        print(f"batch geometry: {geometry}; output {cfg.train.output_dir}"
+              + (f" (resumes {found})" if found else ""), file=sys.stderr)
         print(json.dumps({
-            "world_size": plan.world_size, "accumulation": plan.accumulation, "precision": plan.precision,
+            "world_size": plan.world_size, "global_batch": cfg.train.global_batch, "micro_batch": cfg.train.micro_batch,
+            "accumulation": plan.accumulation, "batch_geometry": geometry, "precision": plan.precision,
             "device": plan.device_type, "zero_stage": plan.zero_stage if plan.deepspeed else None,
-            "deepspeed": plan.deepspeed, "notes": plan.notes,
+            "deepspeed": plan.deepspeed, "output_dir": cfg.train.output_dir, "resumes": found, "notes": plan.notes,
         }, indent=2))
         return 0
 

@@ -446,7 +446,14 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
     source, index_split = _source_for(cfg, split)
     fraction = data.fraction if train else 1.0
     need_ids = train and (fraction < 1.0 or data.length_bucketing)
-    src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}")
+    try:
+        src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}")
+    except ConfigError as err:
+        if data.use_features and data.features and "has no split" in str(err):
+            from scaling.training.validate import features_split_hint
+
+            raise ConfigError(features_split_hint(str(err), split, data.features)) from None
+        raise
     missing = all_shards_missing_error(src.shards, source, f"data.{split}")
     if missing is not None:  # else every DataLoader worker would fail on its first shard
         raise missing

@@ -56,12 +56,14 @@ def _fuse_linear_weights(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.
     return weight, bias
 
 
-def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
-                   use_cache=False, cache_position=None, position_embeddings=None, **kwargs):
-    if past_key_values is not None or use_cache or position_embeddings is None:
+def _fused_forward(self, hidden_states, attention_mask=None, position_ids=None, use_cache=False,
+                   position_embeddings=None, **kwargs):
+    # the KV cache arrives as `cache` (transformers >= 5.x) or `past_key_values` (older): passed on as it came
+    kv_cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if kv_cache is not None or use_cache or position_embeddings is None:
         return self._scaling_original_forward(
-            hidden_states, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
-            use_cache=use_cache, cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
+            hidden_states, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=use_cache, position_embeddings=position_embeddings, **kwargs,
         )
     residual_rms_norm, qkv_rope, swiglu = _kernels()
     f = self._scaling_fused

@@ -20,6 +20,7 @@ from transformers import DynamicCache
 from scaling.models import ops
 from scaling.models.backbones import LLMLayout
 from scaling.models.extract import FeatureExtractor
+from scaling.models.hf_compat import cache_kwarg
 
 MEDIA_KEYS = {"pixel_values": "image", "video": "video", "audio": "audio"}
 
@@ -286,9 +287,10 @@ class PerceptualLM(nn.Module):
             state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count, embeds.dtype)
         self._state = state
         try:
+            # the KV-cache keyword the model declares (transformers 5.x renames past_key_values → cache)
             out = self.layout.base(
                 inputs_embeds=embeds, attention_mask=mask_2d, position_ids=positions,
-                past_key_values=cache, use_cache=cache is not None,
+                **{cache_kwarg(self.layout.base): cache}, use_cache=cache is not None,
             )
         finally:
             self._state = None

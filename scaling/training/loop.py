@@ -44,7 +44,7 @@ import yaml
 from scaling.config import to_dict
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
-from scaling.training import distributed, ds_config, loaders, recompute, validate
+from scaling.training import distributed, ds_config, loaders, recompute, resume_check, validate
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
 from scaling.training.runlock import RunLock
 from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag
@@ -164,6 +164,11 @@ class Trainer:
                 f"steps, a later resume could pick the old run's). Use another train.output_dir, move or delete "
                 f"{self.root}, or resume it with train.resume=auto"
             )
+        # a checkpoint this job cannot resume (other world size or strategy) fails now, before the model, the
+        # DeepSpeed op build and before config.yaml is overwritten
+        problem = distributed.broadcast_object(resume_check.resume_problem(cfg, self.plan) if self.main else None)
+        if problem:
+            raise ConfigError(problem)
         if self.main:
             os.makedirs(self.root, exist_ok=True)
             ckpt.clean_partial(self.root)
@@ -273,17 +278,10 @@ class Trainer:
         if found is None:
             return None
         saved = ckpt.read_json(os.path.join(found, ckpt.STATE))
-        if saved.get("world_size") != self.env.world_size:
-            raise ConfigError(
-                f"{found} was written by {saved.get('world_size')} ranks, this job has {self.env.world_size}: the data "
-                f"position and the ZeRO partitions are per rank. Resume with {saved.get('world_size')} ranks, or start "
-                f"afresh in another train.output_dir"
-            )
-        if saved.get("strategy") != self.strategy.kind or saved.get("zero_stage", 0) != self.strategy.zero_stage:
-            raise ConfigError(
-                f"{found} was written by {saved.get('strategy')} (ZeRO stage {saved.get('zero_stage', 0)}), this job runs "
-                f"{self.strategy.kind} (stage {self.strategy.zero_stage}); resume with the same train.deepspeed"
-            )
+        problem = resume_check.compatibility_problem(found, saved, self.env.world_size, self.strategy.kind,
+                                                     self.strategy.zero_stage)
+        if problem:
+            raise ConfigError(problem)
         self._check_batch_geometry(found, saved)
         # the same refusal as loading the adapter: the trainable weights only mean something on these backbones
         adapter_meta = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER))

@@ -108,6 +108,13 @@ def check_backbone(name: str, kind: str) -> list[str]:
     return []
 
 
+def features_split_hint(problem: str, split: str, features: str) -> str:
+    """A cached-features folder without a split the run reads: say how to cache it."""
+    return (f"{problem}. data.features={features} holds no cached {split!r} split: cache it with "
+            f"`scaling data cache-features --config CFG --split {split} --out {features}` (without --split it caches "
+            f"every split the config names: data.train, data.val, data.test), or set data.{split}=null")
+
+
 def check_data(cfg) -> list[str]:
     """The data sources the run will read: set, no placeholder, local ones naming existing shards."""
     from scaling.data.shards import check_index_path, check_source
@@ -125,6 +132,8 @@ def check_data(cfg) -> list[str]:
         sources = [(getattr(data, s), s, f"data.{s}") for s in splits]
     for source, split, what in sources:
         for problem in check_source(str(source), split, data.index, what):
+            if cached and "has no split" in problem:
+                problem = features_split_hint(problem, split, data.features)
             if problem not in problems:
                 problems.append(problem)
     return problems
