@@ -186,7 +186,8 @@ def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: in
         meta = {key: value for key, value in src.meta.items() if key not in ("shards", "samples_file", "created", "features")}
         entry = {**meta, "num_samples": n, "skipped": len(skipped), "shards": [e.__dict__ for e in entries],
                  "features": {**feature_signature(cfg.model), "shape": shape, "views": k, "augmented": augment,
-                              "dtype": "float16", "key": "npy", "source": source}}
+                              "dtype": "float16", "key": "npy", "source": source,
+                              "preprocess": spec.preprocess}}
         if parts == 1:
             path = update_index(out_dir, split, entry, writer.samples)
         else:

@@ -1,6 +1,8 @@
 """What the frozen encoder expects as input: :class:`MediaSpec` (modality, sizes, normalisation).
 
-Built from the model config without loading weights: the encoder's ``EncoderInfo`` gives the
+Encoders of other libraries (``timm:``, ``open_clip:``, ``mavil:``) take their library's own settings
+from their loader (:mod:`scaling.models.encoders`); ``MediaSpec.preprocess`` names which was used.
+For transformers encoders, built from the model config without loading weights: the encoder's ``EncoderInfo`` gives the
 modality, image size, frame count, mel bins and max length; ``preprocessor_config.json`` in the
 encoder's directory (when present) gives the resize mode, mean/std and resampling filter. Without
 one, the defaults of the transformers image processor of that model type are used:
@@ -67,6 +69,7 @@ class MediaSpec:
     audio_mean: float = AST_MEAN
     audio_std: float = AST_STD
     encoder_type: str | None = None
+    preprocess: str = "transformers"  # whose preprocessing this is (recorded with cached features)
 
     @property
     def media_key(self) -> str:
@@ -117,17 +120,24 @@ def spec_from_preprocessor(spec: MediaSpec, pre: dict[str, Any]) -> MediaSpec:
 def media_spec(model_cfg, data_cfg=None) -> MediaSpec:
     """The :class:`MediaSpec` of ``model_cfg.encoder`` (no weights loaded)."""
     from scaling.models.backbones import encoder_info, load_config_only
+    from scaling.models.encoders import loader_for, split_encoder_name
 
+    prefix, ref = split_encoder_name(model_cfg.encoder)
+    if prefix is not None:  # timm / open_clip / MAViL: that library's own preprocessing
+        loader = loader_for(prefix)
+        return loader.media(ref, loader.describe(ref, video_frames=getattr(model_cfg, "video_frames", None)), data_cfg)
     enc_cfg = load_config_only(model_cfg.encoder, "encoder", getattr(model_cfg, "trust_remote_code", False))
     info = encoder_info(enc_cfg, getattr(model_cfg, "video_frames", None))
     model_type = enc_cfg.model_type
     if info.modality == "audio":
-        spec = MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=model_type)
+        spec = MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=model_type,
+                         preprocess=f"transformers:{model_type}")
     else:
         mean, std, resize, ratio, resample = IMAGE_DEFAULTS.get(model_type, IMAGE_DEFAULTS["vit"])
         frames = info.num_frames or (data_cfg.video_frames if data_cfg is not None else 8)
         spec = MediaSpec(info.modality, image_size=int(info.image_size), mean=mean, std=std, resize=resize,
-                         resize_ratio=ratio, resample=resample, frames=int(frames), encoder_type=model_type)
+                         resize_ratio=ratio, resample=resample, frames=int(frames), encoder_type=model_type,
+                         preprocess=f"transformers:{model_type}")
     pre = _read_preprocessor(model_cfg.encoder)
     if pre:
         spec = spec_from_preprocessor(spec, pre)

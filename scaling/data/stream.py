@@ -409,17 +409,20 @@ def check_features_meta(meta: dict[str, Any], model_cfg) -> None:
 def feature_signature(model_cfg) -> dict[str, Any]:
     """What cached features depend on (compared at load time). ``norm`` is the resolved
     ``model.extract.norm`` (``final``/``none``), so ``auto`` matches the explicit choice it stands for."""
-    from scaling.models.backbones import encoder_info, load_config_only
+    from scaling.models.backbones import describe_encoder
+    from scaling.models.encoders import loader_for, split_encoder_name
     from scaling.models.final_norm import signature_value
 
     ex = model_cfg.extract
     if ex.norm == "none":
         norm = "none"
     else:  # resolving auto/final needs the encoder's type (its config only, no weights)
-        enc_cfg = load_config_only(model_cfg.encoder, "encoder", model_cfg.trust_remote_code)
-        norm = signature_value(ex.norm, encoder_info(enc_cfg, model_cfg.video_frames).encoder_type)
+        norm = signature_value(ex.norm, describe_encoder(model_cfg.encoder, model_cfg.video_frames,
+                                                         model_cfg.trust_remote_code).encoder_type)
+    prefix, ref = split_encoder_name(model_cfg.encoder)
+    name = loader_for(prefix).identity(ref) if prefix else os.path.basename(os.path.normpath(os.path.expanduser(model_cfg.encoder)))
     return {
-        "encoder": os.path.basename(os.path.normpath(os.path.expanduser(model_cfg.encoder))),
+        "encoder": name,
         "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
         "video_frames": model_cfg.video_frames, "norm": norm,
     }

@@ -177,6 +177,7 @@ class EncoderInfo:
     max_length: int | None = None
     per_frame: bool = False  # an image encoder applied to each video frame ("ViT avg")
     encoder_type: str = ""  # registry key of scaling.models.final_norm.FINAL_NORMS (HF: the config's model_type)
+    cls_pool: str = "token"  # tokens=cls takes the CLS token ("token") or the level's patch-token mean ("mean": MAViL, B.1)
 
     @property
     def n_patches(self) -> int:
@@ -212,9 +213,15 @@ def encoder_info(cfg: PretrainedConfig, video_frames: int | None = None) -> Enco
     n_special = 1 + getattr(cfg, "num_register_tokens", 0) if has_cls else 0
     info = EncoderInfo("image", d, n_layers, has_cls, n_special, (side, side), (2, 2), image_size=cfg.image_size,
                        encoder_type=model_type)
-    if video_frames:
-        info = dataclasses.replace(info, modality="video", grid=(video_frames, side, side), block=(1, 2, 2), num_frames=video_frames, per_frame=True)
-    return info
+    return per_frame_info(info, video_frames)
+
+
+def per_frame_info(info: EncoderInfo, video_frames: int | None) -> EncoderInfo:
+    """An image encoder's info, turned into a per-frame video encoder's when ``video_frames`` is set."""
+    if not video_frames or info.modality != "image":
+        return info
+    return dataclasses.replace(info, modality="video", grid=(video_frames, *info.grid), block=(1, 2, 2),
+                               num_frames=video_frames, per_frame=True)
 
 
 class PerceptualEncoder(nn.Module):
@@ -226,10 +233,13 @@ class PerceptualEncoder(nn.Module):
     averaged over frames and the patch tokens of all frames are concatenated (grid: frames × h × w).
     """
 
-    def __init__(self, model: nn.Module, info: EncoderInfo):
+    def __init__(self, model: nn.Module, info: EncoderInfo, config: Any = None):
         super().__init__()
         self.model = model
         self.info = info
+        # what fingerprints record as the architecture's dims (a transformers config, or a namespace
+        # with model_type / hidden_size / num_hidden_layers / ... for the other libraries)
+        self.config = config if config is not None else getattr(model, "config", None)
 
     def forward(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
         """``norm``: applied to every level's tokens (the encoder's final norm, ``model.extract.norm``);
@@ -265,8 +275,15 @@ def load_encoder(
     meta: bool = False,
     attn_implementation: str = "sdpa",
 ) -> PerceptualEncoder:
-    """Load a frozen perceptual encoder (CLIP vision, ViT, DINOv2, SigLIP vision, TimeSformer, AST)."""
+    """Load a frozen perceptual encoder: a transformers one (CLIP vision, ViT, DINOv2, SigLIP vision,
+    TimeSformer, AST, ...) or ``PREFIX:REF`` of another library (:mod:`scaling.models.encoders`)."""
     import transformers
+
+    from scaling.models.encoders import loader_for, split_encoder_name
+
+    prefix, ref = split_encoder_name(name)
+    if prefix is not None:
+        return loader_for(prefix).load(ref, dtype=dtype, device=device, video_frames=video_frames, meta=meta)
 
     cfg, is_shape = _load_config(name, "encoder", trust_remote_code)
     info = encoder_info(cfg, video_frames)
@@ -293,6 +310,16 @@ def load_encoder(
     return PerceptualEncoder(model, info)
 
 
+def describe_encoder(name: str, video_frames: int | None = None, trust_remote_code: bool = False) -> EncoderInfo:
+    """The :class:`EncoderInfo` of ``model.encoder`` (any loader), without loading weights."""
+    from scaling.models.encoders import loader_for, split_encoder_name
+
+    prefix, ref = split_encoder_name(name)
+    if prefix is not None:
+        return loader_for(prefix).describe(ref, video_frames=video_frames)
+    return encoder_info(load_config_only(name, "encoder", trust_remote_code), video_frames)
+
+
 def load_config_only(name: str, kind: str, trust_remote_code: bool = False) -> PretrainedConfig:
     """The transformers config of a backbone (path, hub id or shape name), without weights."""
     return _load_config(name, kind, trust_remote_code)[0]
@@ -305,6 +332,7 @@ __all__ = [
     "EncoderInfo",
     "LLMLayout",
     "PerceptualEncoder",
+    "describe_encoder",
     "encoder_info",
     "llm_layout",
     "load_config_only",

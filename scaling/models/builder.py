@@ -15,7 +15,7 @@ from torch import nn
 
 from scaling.config.base import ConfigError
 from scaling.config.model import ModelConfig
-from scaling.models.backbones import encoder_info, llm_layout, load_config_only, load_encoder, load_llm
+from scaling.models.backbones import describe_encoder, llm_layout, load_config_only, load_encoder, load_llm
 from scaling.models.extract import FeatureExtractor
 from scaling.models.finetune import UNUSED_ENCODER_HEADS, DeepPrompt, PromptTuning, apply_lora, attach_adapters, enable_bias_tuning
 from scaling.models.injection import build_injection
@@ -161,7 +161,10 @@ def count_trainable(model: nn.Module) -> int:
 
 def describe_backbones(cfg: ModelConfig) -> dict[str, str]:
     """Architecture names of the configured backbones, without loading weights."""
+    from scaling.models.encoders import split_encoder_name
+
     llm_cfg = load_config_only(cfg.llm, "llm", cfg.trust_remote_code)
-    enc_cfg = load_config_only(cfg.encoder, "encoder", cfg.trust_remote_code)
-    info = encoder_info(enc_cfg, cfg.video_frames)
-    return {"llm": llm_cfg.model_type, "encoder": enc_cfg.model_type, "modality": info.modality}
+    prefix, _ = split_encoder_name(cfg.encoder)
+    info = describe_encoder(cfg.encoder, cfg.video_frames, cfg.trust_remote_code)
+    encoder = prefix or load_config_only(cfg.encoder, "encoder", cfg.trust_remote_code).model_type
+    return {"llm": llm_cfg.model_type, "encoder": encoder, "modality": info.modality}

@@ -3,7 +3,7 @@
 ``tokens="all"``: [CLS] (when the encoder has one) followed by every patch token of the level;
 other special tokens (AST's distillation token, DINOv2 registers) are dropped.
 ``tokens="cls"``: the [CLS] token only; for an encoder without one, the mean of that level's patch
-tokens (as the DePALM supplement does for MAViL). ``layers`` picks any list of layers instead.
+tokens (as the DePALM supplement does for MAViL, whose CLS is replaced by that mean: ``EncoderInfo.cls_pool``). ``layers`` picks any list of layers instead.
 ``norm`` (``auto|final|none``): every level goes through the encoder's own final norm, as the
 official code does (see :mod:`scaling.models.final_norm`).
 """
@@ -18,11 +18,14 @@ from scaling.models.backbones import PerceptualEncoder
 from scaling.models.final_norm import final_norm_module, resolve_norm
 
 
-def select_tokens(states: torch.Tensor, tokens: str, has_cls: bool, n_special: int) -> torch.Tensor:
-    """states ``[B, L, n_special + n_patches, d]`` → ``[B, L, n_tok, d]`` for ``tokens`` all|cls."""
+def select_tokens(states: torch.Tensor, tokens: str, has_cls: bool, n_special: int, cls_pool: str = "token") -> torch.Tensor:
+    """states ``[B, L, n_special + n_patches, d]`` → ``[B, L, n_tok, d]`` for ``tokens`` all|cls.
+
+    ``cls_pool="mean"`` (MAViL, the DePALM supplement B.1): tokens=cls is the patch-token mean even
+    though the encoder has a CLS token."""
     patches = states[:, :, n_special:]
     if tokens == "cls":
-        return states[:, :, :1] if has_cls else patches.mean(dim=2, keepdim=True)
+        return states[:, :, :1] if has_cls and cls_pool == "token" else patches.mean(dim=2, keepdim=True)
     if tokens == "all":
         return torch.cat([states[:, :, :1], patches], dim=2) if has_cls else patches
     raise ConfigError(f"extract.tokens must be 'all' or 'cls', got {tokens!r}")
@@ -71,7 +74,7 @@ class FeatureExtractor(nn.Module):
         with torch.autocast(media.device.type, enabled=False):
             norm = final_norm_module(self.encoder.model, info.encoder_type) if self.applies_norm else None
             states = self.encoder(media.to(self._dtype()), self.levels, norm)
-        return select_tokens(states, self.tokens, info.has_cls, info.n_special)
+        return select_tokens(states, self.tokens, info.has_cls, info.n_special, info.cls_pool)
 
     def _dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype

@@ -46,6 +46,12 @@ FINAL_NORMS: dict[str, FinalNorm] = {
     "timesformer": FinalNorm(("layernorm",), True, "DePALM timesformermodel.py / eP-ALM models/timesformer.py: norm(x) per block"),
     # DePALM's ASTExtractor reads last_hidden_state (after layernorm); eP-ALM models/ast.py: v.norm per block
     "audio-spectrogram-transformer": FinalNorm(("layernorm",), True, f"{_DEPALM_AUTO}: layernorm"),
+    # encoders of other libraries (scaling.models.encoders): paths inside the loaded timm model /
+    # open_clip visual tower / MAViL audio branch
+    "timm": FinalNorm(("norm",), True, f"{_DEPALM_AUTO}: timm's norm (vit-*.yaml leave norm at auto)"),
+    "timm-eva-clip": FinalNorm(("norm",), False, "DePALM config/feat_model/eva-clip-L.yaml: norm: null"),
+    "open_clip": FinalNorm(("ln_post",), True, f"{_DEPALM_AUTO}: ln_post (clip-vit-*-laion.yaml leave norm at auto)"),
+    "mavil": FinalNorm(("fc_norm_a",), False, "DePALM config/feat_model/mavil.yaml: norm: null (auto would take fc_norm_a)"),
 }
 
 

@@ -93,3 +93,60 @@ def tiny_media(arch: str, batch: int = 2) -> dict[str, torch.Tensor]:
     if arch == "ast":
         return {"audio": torch.randn(batch, 64, 32)}
     return {"pixel_values": torch.randn(batch, 3, 32, 32)}
+
+
+# ------------------------------------------------- encoders of other libraries (timm, open_clip, MAViL)
+
+TINY_TIMM_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4)
+TINY_OPEN_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "patch_size": 8, "head_width": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def save_tiny_timm(out_dir: str, name: str = "eva02_large_patch14_clip_224.merged2b", seed: int = 0, **overrides) -> str:
+    """A tiny random timm model of architecture ``name`` in timm's hub layout (``config.json`` +
+    ``model.safetensors``, written by timm's ``save_for_hf``): load it as ``timm:<out_dir>``."""
+    import timm
+    from timm.models import save_for_hf
+
+    args = {**TINY_TIMM_ARGS, **overrides}
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, **args)
+    os.makedirs(out_dir, exist_ok=True)
+    save_for_hf(model, out_dir, model_args=args, safe_serialization=True)
+    return out_dir
+
+
+def save_tiny_open_clip(out_dir: str, seed: int = 0) -> str:
+    """A tiny random CLIP (both towers) in open_clip's hub layout (``open_clip_config.json`` +
+    ``open_clip_model.safetensors``): load its visual tower as ``open_clip:<out_dir>``."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    pre = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+           "interpolation": "bicubic", "resize_mode": "shortest"}
+    with open(os.path.join(out_dir, "open_clip_config.json"), "w") as fh:
+        json.dump({"model_cfg": TINY_OPEN_CLIP_CFG, "preprocess_cfg": pre}, fh)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{out_dir}", load_weights=False, pretrained_text=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "open_clip_model.safetensors"))
+    return out_dir
+
+
+def save_tiny_mavil(path: str, seed: int = 0, n_frames: int = 64, dim: int = 64, depth: int = 3) -> str:
+    """A tiny random MAViL audio encoder (128 mel bins, ``n_frames`` frames, heads = dim/64) saved as
+    a safetensors state dict with MAViL's key names: load it as ``mavil:<path>``."""
+    from safetensors.torch import save_file
+
+    from scaling.models.mavil import MAViLAudioEncoder, MAViLConfig
+
+    torch.manual_seed(seed)
+    model = MAViLAudioEncoder(MAViLConfig(n_frames=n_frames, n_mels=128, dim=dim, depth=depth, heads=max(1, dim // 64)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path

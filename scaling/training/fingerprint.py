@@ -82,10 +82,10 @@ def fingerprint(module: nn.Module | None, config=None) -> dict[str, Any] | None:
 
 def model_fingerprints(model) -> dict[str, Any]:
     """{"llm": ..., "encoder": ...} for a :class:`~scaling.models.model.PerceptualLM`."""
-    enc = model.extractor.encoder.model if model.extractor is not None else None
+    encoder = model.extractor.encoder if model.extractor is not None else None  # any loader: .model + .config
     return {
         "llm": fingerprint(model.llm, getattr(model.llm, "config", None)),
-        "encoder": fingerprint(enc, getattr(enc, "config", None)),
+        "encoder": fingerprint(encoder.model if encoder is not None else None, getattr(encoder, "config", None)),
     }
 
 

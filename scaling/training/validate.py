@@ -87,6 +87,15 @@ def check_backbone(name: str, kind: str) -> list[str]:
     shapes = LLM_SHAPES if kind == "llm" else ENCODER_SHAPES
     if name in shapes:
         return []
+    if kind == "encoder":
+        from scaling.models.encoders import loader_for, split_encoder_name
+
+        prefix, ref = split_encoder_name(name)
+        if prefix is not None:  # timm: / open_clip: / mavil: checks its own files and names
+            try:
+                return loader_for(prefix).check(ref)
+            except ConfigError as err:
+                return [str(err)]
     key = "model.llm" if kind == "llm" else "model.encoder"
     path = os.path.expanduser(name)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") >= 2

@@ -1,0 +1,156 @@
+"""``open_clip:ARCH@/checkpoint`` or ``open_clip:/folder`` (open_clip's hub layout: ``open_clip_config.json``
++ ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``): the **visual tower** only.
+
+The architecture comes from open_clip (``open_clip.create_model(ARCH or "local-dir:FOLDER",
+load_weights=False, pretrained_text=False)``: nothing downloaded), the weights from the local file:
+the ``visual.*`` tensors of a full CLIP checkpoint (the text tower's are ignored), or a visual-only
+state dict, loaded with an exact key match. Towers other than open_clip's ``VisionTransformer``
+(ModifiedResNet, timm trunks) are refused: use ``timm:`` for timm trunks.
+
+Levels come from the tower's ``forward_intermediates`` (block outputs, not normalised, the class
+token first); the final norm is ``ln_post``. Preprocessing: the model's ``preprocess_cfg`` (size,
+mean/std, interpolation, resize mode), as ``open_clip.create_model_and_transforms`` builds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+
+from scaling.config.base import ConfigError
+from scaling.models.backbones import EncoderInfo, PerceptualEncoder
+from scaling.models.encoders.checkpoint import find_weights, load_exact, read_state_dict
+from scaling.models.encoders.common import closest, dims_namespace, freeze, need_weights, parse_ref
+from scaling.models.encoders.registry import EncoderLoader, register
+
+log = logging.getLogger(__name__)
+EXAMPLE = "model.encoder=open_clip:ViT-L-14@/models/laion-clip-L/open_clip_model.safetensors"
+PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def _resolve(ref: str) -> tuple[str, str | None]:
+    """(the name open_clip.create_model takes, weights path or None)."""
+    import open_clip
+
+    name, path = parse_ref(ref)
+    if path and os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "open_clip_config.json")):
+            raise ConfigError(f"model.encoder=open_clip:{ref}: {path} has no open_clip_config.json (open_clip's hub layout); "
+                              f"or give the architecture: open_clip:ARCH@{path}/open_clip_model.safetensors")
+        return f"local-dir:{path}", find_weights(path, f"model.encoder=open_clip:{ref}")
+    if path and not os.path.exists(path):
+        raise ConfigError(f"model.encoder=open_clip:{ref}: {path} does not exist; give a local checkpoint, e.g. {EXAMPLE}")
+    if not name:
+        raise ConfigError(f"model.encoder=open_clip:{ref}: name the architecture, e.g. {EXAMPLE}")
+    if name not in open_clip.list_models():
+        near = closest(name, open_clip.list_models())
+        raise ConfigError(f"model.encoder=open_clip:{ref}: open_clip has no architecture {name!r}" +
+                          (f"; closest names: {near}" if near else "") + " (open_clip.list_models() lists them)")
+    return name, path
+
+
+def _create(ref: str, device: str):
+    import open_clip
+
+    name, _ = _resolve(ref)
+    with torch.device(device):
+        model = open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_text=False, device=device)
+    visual = model.visual
+    if not isinstance(visual, open_clip.transformer.VisionTransformer):
+        raise ConfigError(f"model.encoder=open_clip:{ref}: the visual tower is a {type(visual).__name__}; scaling reads "
+                          f"the patch tokens of open_clip's VisionTransformer (use timm:NAME@... for timm trunks)")
+    visual.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+    return visual
+
+
+def _info(visual) -> EncoderInfo:
+    grid = tuple(int(g) for g in visual.grid_size)
+    return EncoderInfo("image", int(visual.transformer.width), len(visual.transformer.resblocks), True, 1, grid, (2, 2),
+                       image_size=int(visual.image_size[0]), encoder_type="open_clip")
+
+
+@functools.lru_cache(maxsize=8)
+def _meta_visual(ref: str):
+    return _create(ref, "meta")
+
+
+class OpenClipEncoder(PerceptualEncoder):
+    """open_clip's visual tower; levels from ``forward_intermediates`` (see the module docstring)."""
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: torch.nn.Module | None = None) -> torch.Tensor:
+        """media ``[B, 3, H, W]`` → ``[B, len(levels), 1 + n_patches, d]``."""
+        n = self.info.n_layers
+        idx = [lvl % n for lvl in levels]
+        wanted = sorted(set(idx))
+        out = self.model.forward_intermediates(media, indices=wanted, normalize_intermediates=False, intermediates_only=True,
+                                               output_fmt="NLC", output_extra_tokens=True)
+        by_index = {i: torch.cat([pre, tok], dim=1)
+                    for i, tok, pre in zip(wanted, out["image_intermediates"], out["image_intermediates_prefix"])}
+        states = torch.stack([by_index[i] for i in idx], dim=1)
+        return norm(states) if norm is not None else states
+
+
+
+def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+    from scaling.models.backbones import per_frame_info
+
+    return per_frame_info(_info(_meta_visual(ref)), video_frames)
+
+
+def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> OpenClipEncoder:
+    from scaling.models.backbones import per_frame_info
+
+    name, path = _resolve(ref)
+    if meta:
+        visual = _create(ref, "meta")
+    else:
+        if path is None:
+            raise need_weights("open_clip", ref, EXAMPLE)
+        visual = _create(ref, "cpu")
+        sd = read_state_dict(path, f"model.encoder=open_clip:{ref}")
+        if any(k.startswith("visual.") for k in sd):
+            other = [k for k in sd if not k.startswith("visual.")]
+            sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+            log.info("open_clip:%s: visual tower only (%d tensors of the text tower/logit scale not used)", ref, len(other))
+        load_exact(visual, sd, f"model.encoder=open_clip:{ref}", path)
+    visual = freeze(visual, dtype, "meta" if meta else device)
+    info = per_frame_info(_info(visual), video_frames)
+    arch = name.split("local-dir:")[-1]
+    config = dims_namespace(f"open_clip:{os.path.basename(os.path.normpath(arch))}", hidden_size=info.hidden_size,
+                            num_hidden_layers=info.n_layers, image_size=info.image_size, patch_size=int(visual.patch_size[0]))
+    return OpenClipEncoder(visual, info, config)
+
+
+def media(ref: str, info: EncoderInfo, data_cfg=None):
+    """open_clip's ``preprocess_cfg`` → MediaSpec (eval: resize shortest side + center crop, or squash)."""
+    from scaling.data.preprocess import MediaSpec
+
+    cfg = _meta_visual(ref).preprocess_cfg
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ConfigError(f"model.encoder=open_clip:{ref}: preprocess resize_mode {mode!r} (letterbox padding) is not "
+                          f"supported; supported: shortest, squash")
+    frames = info.num_frames or (data_cfg.video_frames if data_cfg is not None else 8)
+    return MediaSpec(info.modality, image_size=int(info.image_size), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                     resize="shortest_edge" if mode == "shortest" else "square", resize_ratio=1.0,
+                     resample=PIL_RESAMPLE.get(cfg.get("interpolation", "bicubic"), 3), frames=int(frames),
+                     encoder_type="open_clip", preprocess=f"open_clip.preprocess_cfg(interpolation={cfg.get('interpolation')}, resize_mode={mode})")
+
+
+def check(ref: str) -> list[str]:
+    try:
+        _, path = _resolve(ref)
+    except ConfigError as err:
+        return [str(err)]
+    return [] if path else [str(need_weights("open_clip", ref, EXAMPLE))]
+
+
+def identity(ref: str) -> str:
+    name, path = parse_ref(ref)
+    return f"open_clip:{name or ''}@{os.path.basename(os.path.normpath(path)) if path else ''}"
+
+
+register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE))

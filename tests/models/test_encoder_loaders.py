@@ -1,0 +1,190 @@
+"""Encoders of other libraries (timm, open_clip, MAViL): tiny random models saved as users get them,
+loaded through ``model.encoder=PREFIX:...``; one extraction contract; their preprocessing; errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from scaling.config.base import ConfigError
+from scaling.config.model import model_config
+from scaling.models.backbones import describe_encoder, load_encoder
+from scaling.models.builder import build_model
+from scaling.models.extract import FeatureExtractor
+from scaling.models.final_norm import final_norm_module
+from scaling.models.tiny import save_tiny_mavil, save_tiny_open_clip, save_tiny_timm
+
+
+def _save_test_vit(path) -> str:
+    """timm's own tiny ``test_vit`` (0.4M parameters, with its classifier head) as a bare safetensors file."""
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("test_vit", pretrained=False).state_dict(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def encs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("lib_encoders")
+    timm_dir = save_tiny_timm(str(root / "eva"))
+    return {
+        "timm": f"timm:{timm_dir}",
+        "timm_file": f"timm:test_vit@{_save_test_vit(root / 'test_vit.safetensors')}",
+        "timm_vit": "timm:" + save_tiny_timm(str(root / "vit"), "vit_base_patch16_224.augreg_in21k", reg_tokens=2),
+        "open_clip": "open_clip:" + save_tiny_open_clip(str(root / "oc")),
+        "mavil": "mavil:" + save_tiny_mavil(str(root / "mavil.safetensors")),
+        "root": str(root),
+    }
+
+
+def test_timm_levels_are_block_outputs_before_the_final_norm(encs):
+    for key, side, grid, depth, d in (("timm", 32, 4, 3, 32), ("timm_file", 160, 10, 6, 64)):
+        enc = load_encoder(encs[key], "fp32")
+        info = enc.info
+        assert (info.grid, info.n_layers, info.hidden_size, info.has_cls, info.n_special) == ((grid, grid), depth, d, True, 1)
+        x = torch.randn(2, 3, side, side)
+        states = enc(x, [-3, -1])  # [B, L, 1 + grid², d]
+        assert states.shape == (2, 2, 1 + grid * grid, d)
+        # the last level, through timm's own final norm, is timm's forward_features
+        torch.testing.assert_close(final_norm_module(enc.model, enc.info.encoder_type)(states[:, 1]), enc.model.forward_features(x))
+        assert not torch.allclose(states[:, 0], states[:, 1])
+    ex = FeatureExtractor(load_encoder(encs["timm"], "fp32"), n_levels=2, tokens="cls")
+    assert ex(torch.randn(2, 3, 32, 32)).shape == (2, 2, 1, 32)
+
+
+def test_timm_register_tokens_are_special_tokens(encs):
+    enc = load_encoder(encs["timm_vit"], "fp32")
+    assert enc.info.n_special == 3 and enc.info.has_cls  # CLS + 2 registers, dropped by tokens=all except the CLS
+    ex = FeatureExtractor(enc, n_levels=1, tokens="all")
+    assert ex(torch.randn(1, 3, 32, 32)).shape == (1, 1, 1 + 16, 32)
+
+
+def test_open_clip_visual_tower_levels(encs):
+    enc = load_encoder(encs["open_clip"], "fp32")
+    assert enc.info.grid == (4, 4) and enc.info.n_layers == 3
+    x = torch.randn(2, 3, 32, 32)
+    states = enc(x, [-2, -1])
+    assert states.shape == (2, 2, 17, 32)
+    # open_clip's image embedding = ln_post(CLS of the last level) @ proj
+    torch.testing.assert_close(final_norm_module(enc.model, enc.info.encoder_type)(states[:, 1, 0]) @ enc.model.proj, enc.model(x))
+
+
+def test_mavil_levels_grid_and_b1_cls_mean(encs):
+    enc = load_encoder(encs["mavil"], "fp32")
+    info = enc.info
+    assert (info.modality, info.grid, info.n_layers, info.max_length, info.num_mel_bins) == ("audio", (4, 8), 3, 64, 128)
+    fbank = torch.randn(2, 64, 128)
+    states = enc(fbank, [-1])
+    assert states.shape == (2, 1, 33, 64)
+    torch.testing.assert_close(final_norm_module(enc.model, enc.info.encoder_type)(states[:, 0]), enc.model(fbank))
+    cls = FeatureExtractor(enc, n_levels=2, tokens="cls")(fbank)  # B.1: CLS → mean of the level's patch tokens
+    levels = enc(fbank, [-2, -1])
+    torch.testing.assert_close(cls[:, :, 0], levels[:, :, 1:].mean(dim=2))
+    assert not torch.allclose(cls[:, :, 0], levels[:, :, 0])
+
+
+def test_mavil_full_checkpoint_keeps_the_audio_branch(encs, tmp_path):
+    from safetensors.torch import load_file
+
+    sd = load_file(encs["mavil"].split(":", 1)[1])
+    torch.save({"model": {**sd, "blocks_v.0.norm1.weight": torch.ones(4), "decoder_embed.weight": torch.ones(2, 2)}},
+               tmp_path / "av.pth")
+    a, b = load_encoder(encs["mavil"], "fp32"), load_encoder(f"mavil:{tmp_path / 'av.pth'}", "fp32")
+    x = torch.randn(1, 64, 128)
+    torch.testing.assert_close(a(x, [-1]), b(x, [-1]))
+
+
+def test_preprocessing_follows_the_library(encs):
+    from scaling.data.preprocess import media_spec
+
+    spec = media_spec(model_config(encoder=encs["timm"]))  # eva02 CLIP: OpenAI CLIP mean, bicubic, crop_pct 0.9
+    assert spec.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and spec.resample == 3
+    assert spec.resize == "shortest_edge" and round(spec.image_size * spec.resize_ratio) == 35  # floor(32 / 0.9)
+    assert spec.preprocess.startswith("timm.resolve_data_config")
+    spec = media_spec(model_config(encoder=encs["timm_vit"]))  # augreg ViT: 0.5 mean/std, bilinear? (timm's cfg)
+    import timm
+
+    want = timm.data.resolve_data_config({}, model=timm.create_model("vit_base_patch16_224.augreg_in21k", pretrained=False,
+                                                                       img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4))
+    assert spec.mean == pytest.approx(want["mean"]) and spec.std == pytest.approx(want["std"])
+    spec = media_spec(model_config(encoder=encs["open_clip"]))
+    assert spec.image_size == 32 and spec.resize_ratio == 1.0 and spec.preprocess.startswith("open_clip")
+    spec = media_spec(model_config(encoder=encs["mavil"]))
+    assert (spec.modality, spec.num_mel_bins, spec.max_length) == ("audio", 128, 64)
+    assert spec.audio_mean == pytest.approx(-4.2677393) and spec.audio_std == pytest.approx(4.5689974)
+
+
+def test_meta_counts_at_real_shape_without_weights():
+    # EVA02-CLIP-L/14 visual: 303.3M parameters, counted on the meta device with no file
+    enc = load_encoder("timm:eva02_large_patch14_clip_224", meta=True)
+    assert sum(p.numel() for p in enc.parameters()) == 303_317_952 and enc.info.grid == (16, 16)
+    assert all(p.is_meta for p in enc.parameters())
+    info = describe_encoder("open_clip:ViT-L-14")
+    assert (info.hidden_size, info.n_layers, info.grid) == (1024, 24, (16, 16))
+    mavil = load_encoder("mavil:", meta=True)
+    assert mavil.info.grid == (64, 8) and mavil.info.n_patches == 512 and mavil.info.hidden_size == 768
+
+
+def test_methods_cli_counts_a_timm_encoder(capsys):
+    import json
+
+    from scaling.cli.main import main
+
+    counts = {}
+    for enc in ("timm:eva02_large_patch14_clip_224", "clip-vit-l14"):
+        assert main(["methods", "--show", "depalm", "--llm", "opt-6.7b", "--encoder", enc, "--json"]) == 0
+        counts[enc] = json.loads(capsys.readouterr().out)
+    eva, clip = counts.values()
+    assert eva["parameters"]["encoder"] == {"trainable": 0, "frozen": 303_317_952}
+    # same width (1024) and tokens (1 + 16x16) as CLIP-L/14: DePALM's interface has the same size
+    assert eva["trainable_parameters"] == clip["trainable_parameters"] > 0
+
+
+def test_errors_before_training(encs, tmp_path):
+    with pytest.raises(ConfigError, match=r"closest names: \['eva02_large_patch14_clip_336'"):
+        describe_encoder("timm:eva02_large_patch14_clip")
+    with pytest.raises(ConfigError, match="closest names:.*ViT-L-14"):
+        describe_encoder("open_clip:ViT-L-15")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_encoder(f"timm:eva02_large_patch14_clip_224@{tmp_path}/nope.safetensors")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_encoder(f"mavil:{tmp_path}/nope.pth")
+    with pytest.raises(ConfigError, match="names no weights"):
+        load_encoder("timm:eva02_large_patch14_clip_224")
+    # tiny weights under the real architecture: missing keys and shape mismatches, listed
+    with pytest.raises(ConfigError, match="missing keys: blocks.10.*shape mismatches"):
+        load_encoder(f"timm:eva02_large_patch14_clip_224@{encs['root']}/eva/model.safetensors")
+    # a partial match is refused: one key missing, one unexpected
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(encs["mavil"].split(":", 1)[1])
+    del sd["fc_norm_a.bias"]
+    save_file({**sd, "blocks_a.0.extra": torch.zeros(1)}, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ConfigError, match=r"missing keys: fc_norm_a.bias; unexpected keys: blocks_a.0.extra"):
+        load_encoder(f"mavil:{tmp_path / 'partial.safetensors'}")
+    sd = load_file(f"{encs['root']}/oc/open_clip_model.safetensors")
+    sd = {k: v for k, v in sd.items() if k != "visual.ln_post.weight"}
+    os.makedirs(tmp_path / "oc", exist_ok=True)
+    save_file(sd, str(tmp_path / "oc" / "w.safetensors"))
+    with pytest.raises(ConfigError, match="missing keys: ln_post.weight"):
+        load_encoder(f"open_clip:ViT-B-32@{tmp_path / 'oc' / 'w.safetensors'}")
+    # the run's validation reports the missing file before anything loads
+    from scaling.training.validate import check_backbone
+
+    assert "does not exist" in check_backbone(f"timm:vit_base_patch16_224@{tmp_path}/x.safetensors", "encoder")[0]
+    assert check_backbone(encs["timm"], "encoder") == []
+
+
+def test_fingerprints_tell_timm_checkpoints_apart(encs, backbones, tmp_path):
+    from scaling.training.fingerprint import compare, model_fingerprints
+
+    other = "timm:" + save_tiny_timm(str(tmp_path / "eva_seed1"), seed=1)
+    fps = [model_fingerprints(build_model(model_config(method="depalm", llm=backbones["llama"], encoder=e, frozen_dtype="fp32",
+                                                       map={"d_embed": 32}))) for e in (encs["timm"], encs["timm"], other)]
+    assert "timm:eva02_large_patch14_clip_224" in fps[0]["encoder"]["architecture"]
+    assert fps[0]["encoder"]["dims"]["hidden_size"] == 32
+    assert compare(fps[0], fps[1]) == []
+    assert any("encoder weights differ" in d for d in compare(fps[0], fps[2]))
