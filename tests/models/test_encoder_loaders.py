@@ -188,3 +188,19 @@ def test_fingerprints_tell_timm_checkpoints_apart(encs, backbones, tmp_path):
     assert fps[0]["encoder"]["dims"]["hidden_size"] == 32
     assert compare(fps[0], fps[1]) == []
     assert any("encoder weights differ" in d for d in compare(fps[0], fps[2]))
+
+
+def test_final_norm_defaults_follow_the_official_configs(encs):
+    # EVA-CLIP and MAViL: raw levels by default (norm: null); other timm models and open_clip: their final norm
+    expected = {"timm": False, "timm_vit": True, "open_clip": True, "mavil": False}
+    for key, normed in expected.items():
+        enc = load_encoder(encs[key], "fp32")
+        media = torch.randn(1, 64, 128) if key == "mavil" else torch.randn(1, 3, 32, 32)
+        raw = enc(media, [-1])
+        auto = FeatureExtractor(enc, n_levels=1, tokens="all", norm="auto")(media)
+        final = FeatureExtractor(enc, n_levels=1, tokens="all", norm="final")(media)
+        norm = final_norm_module(enc.model, enc.info.encoder_type)
+        n_special = enc.info.n_special
+        want_final = torch.cat([norm(raw)[:, :, :1], norm(raw)[:, :, n_special:]], dim=2)
+        torch.testing.assert_close(final, want_final)
+        torch.testing.assert_close(auto, final if normed else torch.cat([raw[:, :, :1], raw[:, :, n_special:]], dim=2))
