@@ -37,11 +37,13 @@ def _stub(tmp_path, name, body):
     os.chmod(path, 0o755)
 
 
-def _fake_slurm(tmp_path, srun_body, requeue_ok=True):
-    """Stub ``srun`` / ``scontrol`` (``scontrol requeue`` appends the job id to ``requeued``)."""
+def _fake_slurm(tmp_path, srun_body, requeue_ok=True, state="RUNNING"):
+    """Stub ``srun`` / ``scontrol`` (``scontrol requeue`` appends the job id to ``requeued``; ``show job`` reports
+    ``state``)."""
     _stub(tmp_path, "srun", srun_body)
     _stub(tmp_path, "scontrol",
           f'if [ "$1" = requeue ]; then echo "$2" >> "{tmp_path / "requeued"}"; {"exit 0" if requeue_ok else "exit 1"}; '
+          f'elif [ "$1" = show ] && [ "$2" = job ]; then echo "JobId=$3 JobName=x JobState={state} Reason=None"; '
           f'else echo node0; fi')
     return _env(tmp_path, SLURM_JOB_ID="77", SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
                 SLURM_NTASKS="1", SLURM_GPUS_ON_NODE="1", CONFIG="configs/coco_depalm.yaml",
@@ -78,6 +80,63 @@ def test_sbatch_a_failed_requeue_is_an_error_not_a_success(tmp_path, script):
     done = _sbatch(script, env)
     assert done.returncode == 124, done.stdout + done.stderr  # not COMPLETED/0: the run is unfinished
     assert "resubmit the same job to resume" in done.stderr
+
+
+@pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
+def test_sbatch_after_slurm_requeued_the_job_itself_says_so_and_not_resubmit(tmp_path, script):
+    # a preemption with GraceTime=0 (PreemptMode=REQUEUE): the job is pending again before the batch script ends
+    env = _fake_slurm(tmp_path, f'mkdir -p "{tmp_path / "run"}"; echo 5 > "{tmp_path / "run" / "requeue"}"; exit 1',
+                      requeue_ok=False, state="PENDING")
+    done = _sbatch(script, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Slurm has already requeued job 77 (state PENDING)" in done.stdout and "Do not resubmit" in done.stdout
+    assert "resubmit the same job" not in done.stdout + done.stderr
+
+
+def test_sbatch_processes_per_node_and_threads_come_from_the_allocation(tmp_path):
+    script = SBATCH[0]  # slurm_train.sbatch: one torchrun per node
+    env = _fake_slurm(tmp_path, f'echo "$PROCS_PER_NODE $OMP_NUM_THREADS" > "{tmp_path / "layout"}"')
+    env.pop("SLURM_GPUS_ON_NODE")
+    env.update(SLURM_GPUS_PER_NODE="0", SLURM_CPUS_PER_TASK="8", OMP_NUM_THREADS="3")  # a node without GPUs
+    done = _sbatch(script, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "layout").read_text().split() == ["1", "8"]  # one process, the task's 8 CPUs as its threads
+    env.update(PROCS_PER_NODE="4")
+    assert _sbatch(script, env).returncode == 0
+    assert (tmp_path / "layout").read_text().split() == ["4", "2"]  # the 8 CPUs shared by 4 processes
+    env.update(SLURM_GPUS_ON_NODE="h100:2", OMP_THREADS="5")
+    env.pop("PROCS_PER_NODE")
+    assert _sbatch(script, env).returncode == 0
+    assert (tmp_path / "layout").read_text().split() == ["2", "5"]  # the node's GPUs; threads set explicitly
+    env.update(PROCS_PER_NODE="two")
+    done = _sbatch(script, env)
+    assert done.returncode == 2 and "PROCS_PER_NODE=two" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
+def test_sbatch_passes_a_signal_for_the_batch_shell_on_as_usr1_once(tmp_path, script, sig):
+    # `scancel -b -s USR1` / `--signal=B:USR1@T` signal the batch shell alone: without a trap it dies and nothing is
+    # requeued; it must reach the step as SIGUSR1 (a SIGTERM to srun would make srun SIGKILL the step)
+    run_dir = tmp_path / "run"
+    body = (f'trap \'echo USR1 >> "{tmp_path / "srun.signals"}"; echo 7 > "{run_dir}/requeue"; exit 1\' USR1\n'
+            f'trap \'echo TERM >> "{tmp_path / "srun.signals"}"; exit 137\' TERM\n'
+            f'mkdir -p "{run_dir}"; touch "{tmp_path / "srun.ready"}"\nwhile true; do sleep 0.1; done')
+    env = _fake_slurm(tmp_path, body)
+    proc = _start(["bash", script], env)
+    try:
+        _wait_for(tmp_path / "srun.ready", proc)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out + proc.stderr.read()
+    assert (tmp_path / "srun.signals").read_text().split() == ["USR1"]
+    assert f"batch shell: SIG{sig.name[3:]}, passing it to the step as SIGUSR1" in out
+    assert (tmp_path / "requeued").read_text().split() == ["77"]
 
 
 @pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
