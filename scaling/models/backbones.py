@@ -9,6 +9,7 @@ uniformly (:class:`LLMLayout`, :class:`EncoderInfo`) so that the blocks never br
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, Pretrained
 
 from scaling.config.base import ConfigError
 from scaling.models.shapes import ENCODER_SHAPES, LLM_SHAPES, shape_config
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,6 +76,23 @@ class LLMLayout:
     attn_attr: str  # name of the self-attention submodule inside a layer
     ffn_attr: str  # name of the submodule whose output is the feed-forward output
     lora_targets: tuple[str, ...]
+    embed_scale: float = 1.0  # the embedding module multiplies token embeddings by this (Gemma: sqrt(d))
+    logit_scale: float = 1.0  # logits = lm_head(h) * logit_scale (Cohere)
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap) (Gemma-2's final_logit_softcapping)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` final hidden states → ``[..., V]`` logits exactly as the LLM's own head computes them."""
+        out = self.lm_head(hidden)
+        if self.logit_scale != 1.0:
+            out = out * self.logit_scale
+        if self.logit_softcap:
+            out = torch.tanh(out / self.logit_softcap) * self.logit_softcap
+        return out
+
+    @property
+    def plain_head(self) -> bool:
+        """The logits are ``lm_head(h)`` alone (the fused target-only loss applies)."""
+        return self.logit_scale == 1.0 and not self.logit_softcap
 
 
 def _find_layers(base: nn.Module) -> nn.ModuleList:
@@ -96,9 +116,6 @@ def llm_layout(llm: nn.Module) -> LLMLayout:
     if attn_attr is None or ffn_attr is None:
         raise ConfigError(f"unsupported decoder layer {type(layer).__name__}: no attention/FFN submodule found")
     cfg = llm.config
-    for bad in ("final_logit_softcapping", "logit_scale"):
-        if getattr(cfg, bad, None):
-            raise ConfigError(f"LLM {cfg.model_type!r} scales its logits ({bad}); it is not supported yet")
     emb_width = llm.get_input_embeddings().weight.shape[-1]
     if emb_width != cfg.hidden_size:
         raise ConfigError(
@@ -108,7 +125,13 @@ def llm_layout(llm: nn.Module) -> LLMLayout:
             f"LLaMA, Qwen2, GPT-2, ...)"
         )
     names = {n.rsplit(".", 1)[-1] for n, _ in layer.named_modules()}
-    lora = tuple(t for t in ("q_proj", "v_proj", "c_attn") if t in names)
+    # LoRA's default targets: q/v projections, else the fused q|k|v projection (GPT-2, Phi-3, GPT-NeoX, Falcon, BLOOM)
+    lora = tuple(t for t in ("q_proj", "v_proj") if t in names) or tuple(
+        t for t in ("c_attn", "qkv_proj", "query_key_value") if t in names)
+    emb = llm.get_input_embeddings()
+    embed_scale = getattr(emb, "scalar_embed_scale", None)
+    if embed_scale is None and isinstance(getattr(emb, "embed_scale", None), (int, float, torch.Tensor)):
+        embed_scale = float(emb.embed_scale)
     return LLMLayout(
         base=base,
         layers=layers,
@@ -119,7 +142,27 @@ def llm_layout(llm: nn.Module) -> LLMLayout:
         attn_attr=attn_attr,
         ffn_attr=ffn_attr,
         lora_targets=lora,
+        embed_scale=float(embed_scale or 1.0),
+        logit_scale=float(getattr(cfg, "logit_scale", None) or 1.0),
+        logit_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
     )
+
+
+def _with_attention_fallback(name: str, cfg: PretrainedConfig, attn_implementation: str, load) -> nn.Module:
+    """``load(attn_implementation)``; an architecture without SDPA (BLOOM, GPT-J on some versions, ...)
+    falls back to eager attention with a one-line note instead of failing."""
+    try:
+        return load(attn_implementation)
+    except ValueError as err:
+        unsupported = "does not support an attention implementation" in str(err)
+        if not (unsupported and attn_implementation == "sdpa"):
+            raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
+    log.warning("LLM %s (%s) has no SDPA attention in transformers: using eager attention (slower, same results)",
+                name, cfg.model_type)
+    try:
+        return load("eager")
+    except ValueError as err:
+        raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
 
 
 def load_llm(
@@ -139,18 +182,17 @@ def load_llm(
         cfg._attn_implementation = attn_implementation
         ctx = torch.device("meta") if meta else torch.device(device)
         with ctx:
-            try:
-                model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-            except ValueError as err:
-                raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
-    else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                os.path.expanduser(name), dtype=torch_dtype, attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
+            model = _with_attention_fallback(
+                name, cfg, attn_implementation,
+                lambda impl: AutoModelForCausalLM.from_config(
+                    cfg, dtype=torch_dtype, attn_implementation=impl, trust_remote_code=trust_remote_code),
             )
-        except ValueError as err:
-            raise ConfigError(f"{name!r} ({cfg.model_type}) is not a causal LM supported by transformers: {err}") from None
+    else:
+        model = _with_attention_fallback(
+            name, cfg, attn_implementation,
+            lambda impl: AutoModelForCausalLM.from_pretrained(
+                os.path.expanduser(name), dtype=torch_dtype, attn_implementation=impl, trust_remote_code=trust_remote_code),
+        )
         model.to(device)
     model.eval()
     model.requires_grad_(False)

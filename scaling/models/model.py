@@ -256,6 +256,18 @@ class PerceptualLM(nn.Module):
             return torch.zeros(batch, 0, d, dtype=dtype, device=device), state
         return torch.cat([p.to(dtype) for p in parts], dim=1), state
 
+    def _inputs(self, input_ids, attention_mask, prefix):
+        """``[prefix; embed(input_ids)]`` with mask and positions (see :func:`ops.inject_prefix`); the
+        text embeddings get the embedding module's own scale (Gemma multiplies by sqrt(d) there), the
+        perceptual/prompt prefix is used as is."""
+        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix,
+                                                    self.kernel_mode)
+        scale = self.layout.embed_scale
+        if scale != 1.0:
+            p = prefix.shape[1]
+            embeds = torch.cat([embeds[:, :p], embeds[:, p:] * embeds.new_tensor(scale)], dim=1)
+        return embeds, mask, positions
+
     def _pre_layer(self, idx: int, args: tuple, kwargs: dict):
         state = self._state
         if state is None:
@@ -319,7 +331,7 @@ class PerceptualLM(nn.Module):
         mapped = self.encode(features=features, pixel_values=pixel_values, video=video, audio=audio)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1])
-        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
+        embeds, mask, positions = self._inputs(input_ids, attention_mask, prefix)
         if mask_free and not state.hide_layers:  # the prefix is all real and precedes the text
             mask, positions = None, ops.arange_positions(mask)
         hidden = self._run(embeds, mask, positions, state)
@@ -330,7 +342,11 @@ class PerceptualLM(nn.Module):
             h = hidden[:, p : p + labels.shape[1] - 1]
             selected = targets != -100
             lm_head = self.layout.lm_head
-            if selected.any():
+            if selected.any() and not self.layout.plain_head:  # scaled / soft-capped logits (Cohere, Gemma-2)
+                logits = self.layout.logits(h[selected])
+                out["loss"] = torch.nn.functional.cross_entropy(
+                    logits.float(), targets[selected], label_smoothing=self.label_smoothing)
+            elif selected.any():
                 out["loss"] = ops.target_cross_entropy(
                     h[selected], lm_head.weight, targets[selected], self.label_smoothing, lm_head.bias, self.kernel_mode
                 )
@@ -338,7 +354,7 @@ class PerceptualLM(nn.Module):
                 out["loss"] = hidden.float().sum() * 0.0
             out["n_targets"] = selected.sum()
         if return_logits:
-            out["logits"] = self.layout.lm_head(hidden[:, p:])
+            out["logits"] = self.layout.logits(hidden[:, p:])
         return out
 
     # ------------------------------------------------------------------ generation
@@ -367,7 +383,7 @@ class PerceptualLM(nn.Module):
         mapped = self.encode(features=features, **media)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1], max_new_tokens)
-        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, input_ids, attention_mask, prefix, self.kernel_mode)
+        embeds, mask, positions = self._inputs(input_ids, attention_mask, prefix)
         b = input_ids.shape[0]
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         out_tokens = []
@@ -376,7 +392,7 @@ class PerceptualLM(nn.Module):
         for step in range(max_new_tokens):
             state.prefill = step == 0 or not use_cache
             hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
-            logits = self.layout.lm_head(hidden[:, -1]).float()
+            logits = self.layout.logits(hidden[:, -1]).float()
             token = logits.argmax(-1)
             token = torch.where(finished, torch.full_like(token, pad), token)
             out_tokens.append(token)
@@ -403,7 +419,7 @@ class PerceptualLM(nn.Module):
         ids, am = rep(input_ids), rep(attention_mask)
         prefix, state = self._prefix(mapped, ids.shape[0])
         self.check_length(prefix.shape[1], ids.shape[1], max_new_tokens)
-        embeds, mask, positions = ops.inject_prefix(self.layout.embed_tokens.weight, ids, am, prefix, self.kernel_mode)
+        embeds, mask, positions = self._inputs(ids, am, prefix)
         device = ids.device
         cache = DynamicCache(config=self.llm.config)
         scores = torch.zeros(b, k, device=device)
@@ -415,7 +431,7 @@ class PerceptualLM(nn.Module):
         for step in range(max_new_tokens):
             state.prefill = step == 0
             hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
-            logp = torch.log_softmax(self.layout.lm_head(hidden[:, -1]).float(), dim=-1)  # [b*k, V]
+            logp = torch.log_softmax(self.layout.logits(hidden[:, -1]).float(), dim=-1)  # [b*k, V]
             vocab = logp.shape[-1]
             total = (scores.view(b * k, 1) + logp).view(b, k * vocab)
             top_scores, top_idx = total.topk(2 * k, dim=1)

@@ -11,16 +11,32 @@ from typing import Any, Callable
 
 from transformers import (
     ASTConfig,
+    BloomConfig,
     CLIPVisionConfig,
     Dinov2Config,
+    FalconConfig,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
     GPT2Config,
+    GPTJConfig,
+    GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
+    Olmo2Config,
     OPTConfig,
+    Phi3Config,
     PretrainedConfig,
     Qwen2Config,
+    Qwen3Config,
     SiglipVisionConfig,
     TimesformerConfig,
     ViTConfig,
+)
+
+_TINY_DECODER = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=256, max_position_embeddings=256,
 )
 
 # name -> zero-argument factory of the transformers config
@@ -60,6 +76,27 @@ LLM_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
         hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=256,
     ),
+    # the rest of the decoder-only matrix (tests/models/test_llm_matrix.py): 4 layers, width 64, GQA
+    # where the architecture has it; sliding windows wider than any test sequence
+    "tiny-mistral": lambda: MistralConfig(**_TINY_DECODER, sliding_window=None),
+    "tiny-qwen3": lambda: Qwen3Config(**_TINY_DECODER, head_dim=16),
+    "tiny-gemma": lambda: GemmaConfig(**_TINY_DECODER, head_dim=16),
+    "tiny-gemma2": lambda: Gemma2Config(
+        **_TINY_DECODER, head_dim=16, sliding_window=128, final_logit_softcapping=2.0, attn_logit_softcapping=50.0,
+    ),
+    "tiny-gemma3": lambda: Gemma3TextConfig(**_TINY_DECODER, head_dim=16, sliding_window=128),
+    "tiny-phi3": lambda: Phi3Config(**_TINY_DECODER, pad_token_id=0),
+    "tiny-olmo2": lambda: Olmo2Config(**_TINY_DECODER),
+    "tiny-gpt-neox": lambda: GPTNeoXConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, vocab_size=256,
+        max_position_embeddings=256, rotary_pct=0.5,
+    ),
+    "tiny-falcon": lambda: FalconConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=256, max_position_embeddings=256,
+        new_decoder_architecture=False, multi_query=True, parallel_attn=True, alibi=False,
+    ),
+    "tiny-gptj": lambda: GPTJConfig(n_embd=64, n_layer=4, n_head=4, rotary_dim=8, vocab_size=256, n_positions=256),
+    "tiny-bloom": lambda: BloomConfig(hidden_size=64, n_layer=4, n_head=4, vocab_size=256),
 }
 
 ENCODER_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {

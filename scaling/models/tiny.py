@@ -49,7 +49,7 @@ def word_tokenizer(words: list[str] | None = None, model_max_length: int = 256) 
 
 
 def save_tiny_llm(out_dir: str, arch: str = "llama", words: list[str] | None = None, seed: int = 0, **config_overrides) -> str:
-    """Write a tiny random causal LM of ``arch`` (llama|opt|gpt2|qwen2) + tokenizer to ``out_dir``."""
+    """Write a tiny random causal LM of ``arch`` (one of :data:`TINY_LLM_MATRIX`) + tokenizer to ``out_dir``."""
     tokenizer = word_tokenizer(words)
     cfg = LLM_SHAPES[f"tiny-{arch}"]()
     vocab = max(len(tokenizer), 8)
@@ -82,7 +82,10 @@ def save_tiny_encoder(out_dir: str, arch: str = "vit", seed: int = 0, **config_o
     return out_dir
 
 
-TINY_LLM_ARCHS = ["llama", "opt", "gpt2", "qwen2"]
+TINY_LLM_ARCHS = ["llama", "opt", "gpt2", "qwen2"]  # built for every test session (tests/conftest.py)
+# every decoder-only architecture with a tiny shape (the LLM matrix test builds the rest on demand)
+TINY_LLM_MATRIX = TINY_LLM_ARCHS + ["mistral", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt-neox", "falcon",
+                                    "olmo2", "gptj", "bloom"]
 TINY_ENCODER_ARCHS = ["vit", "clip", "dinov2", "siglip", "timesformer", "ast"]
 
 
