@@ -93,16 +93,20 @@ finish() {  # OUT_DIR RC REQUEUE_EXIT [requeue]
     if [ -f "$out_dir/requeue" ]; then
         local step; step=$(cat "$out_dir/requeue" 2>/dev/null)
         if [ "$mode" = requeue ]; then
-            if scontrol requeue "$SLURM_JOB_ID"; then
+            local said
+            if said=$(scontrol requeue "$SLURM_JOB_ID" 2>&1); then
                 echo "[$(date)] checkpointed at step $step after a preemption signal; requeued job $SLURM_JOB_ID"
                 exit 0
             fi
-            # a preemption (PreemptMode=REQUEUE) may have requeued the job already: the job is then pending again
-            # and resumes by itself; a second job on the same run directory would train beside it
+            echo "$said" >&2
+            # a preemption (PreemptMode=REQUEUE) may have requeued the job already: scontrol then says "Job is
+            # pending execution" (the job is COMPLETING into PENDING) and the job resumes by itself; a second job
+            # on the same run directory would train beside it
             local state; state=$(job_state "$SLURM_JOB_ID")
+            if [[ "$said" == *"pending execution"* ]]; then state="${state:-PENDING}"; state="$state+requeued"; fi
             case "$state" in
-                PENDING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|PREEMPTED|CONFIGURING)
-                    echo "[$(date)] checkpointed at step $step; Slurm has already requeued job $SLURM_JOB_ID (state $state):" \
+                PENDING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|PREEMPTED|*+requeued)
+                    echo "[$(date)] checkpointed at step $step; Slurm has already requeued job $SLURM_JOB_ID (state ${state%+requeued}):" \
                          "it resumes from this checkpoint by itself. Do not resubmit it (a second job would train in the same run directory)"
                     exit 0 ;;
             esac

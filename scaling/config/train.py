@@ -38,6 +38,9 @@ class TrainConfig:
     tensorboard: bool = True
     progress_bar: bool = True  # tqdm with ETA on rank 0
     requeue_exit_code: int = 124  # exit code after a preemption checkpoint (launch/*.sbatch requeue on it)
+    # seconds between a preemption signal and SIGKILL (Slurm's KillWait, 30 by default, when a job is killed without
+    # grace time; DeepSpeed's launcher: 30): the trainer warns when its slowest step + save exceed it
+    signal_budget: float = 30.0
 
     def __post_init__(self):
         problems = []
@@ -63,6 +66,8 @@ class TrainConfig:
                             f"got {self.eval_every}")
         if self.val_batches is not None and self.val_batches < 0:
             problems.append(f"train.val_batches must be >= 0 or null, got {self.val_batches}")
+        if self.signal_budget <= 0:
+            problems.append(f"train.signal_budget must be > 0 seconds (Slurm's KillWait: 30 by default), got {self.signal_budget}")
         if not 1 <= self.requeue_exit_code <= 255:
             problems.append(f"train.requeue_exit_code must be in 1..255, got {self.requeue_exit_code}")
         if problems:

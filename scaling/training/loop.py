@@ -47,7 +47,7 @@ from scaling.training import checkpoint as ckpt
 from scaling.training import distributed, ds_config, loaders, recompute, resume_check, validate
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
 from scaling.training.runlock import RunLock
-from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag
+from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag, SignalBudget
 
 EvaluateFn = Callable[[Any, int], dict]
 MEDIA_KEYS = ("pixel_values", "video", "audio")
@@ -148,6 +148,7 @@ class Trainer:
         self.plan = validate.plan_run(cfg, self.env.world_size, self.device.type)
         self.main = self.env.is_main
         self.stop = StopFlag().install()
+        self.budget = SignalBudget(t.signal_budget)  # step + save time against the time a preemption leaves
         distributed.init(self.env, self.device, deepspeed=self.plan.deepspeed is not None, backend=t.dist_backend)
         if distributed.world_size() != self.env.world_size:
             raise RuntimeError(f"process group has {distributed.world_size()} ranks, the environment says {self.env.world_size}")
@@ -345,6 +346,7 @@ class Trainer:
         same values as an uninterrupted one.
         """
         st = self.state
+        started = time.time()
         if window is not None:
             self._count_seen(window)
         tmp = os.path.join(self.root, ckpt.step_name(st.step) + ".tmp")
@@ -370,6 +372,9 @@ class Trainer:
         if self.main:
             ckpt.commit(self.root, st.step, self.cfg.train.keep_last)
         distributed.barrier()
+        warning = self.budget.saved(time.time() - started)
+        if warning:
+            _log(self.main, warning)
         return final
 
     def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -532,6 +537,7 @@ class Trainer:
                     if self.stop.agreed(comm):
                         preempted = True
                         break
+                    step_started = time.time()
                     for micro in range(self.accum):
                         batch = next(batches, None)
                         if batch is None:
@@ -550,6 +556,7 @@ class Trainer:
                         window.add_micro(out, batch)
                     window.lr = self.strategy.lr()  # the rate this step applies
                     info = self.strategy.step()
+                    self.budget.step(time.time() - step_started)
                     st.step += 1
                     st.step_in_epoch += 1
                     st.skipped_steps += 0 if info.applied else 1
@@ -588,6 +595,10 @@ class Trainer:
                     self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
                 if self.main:
                     ckpt.write_text_atomic(os.path.join(self.out, REQUEUE_FILE), f"{st.step}\n")
+                if self.stop.received_at is not None:  # this rank got the signal: how much of the budget it took
+                    _log(True, f"rank {self.env.rank}: preemption checkpoint of step {st.step} written "
+                               f"{time.time() - self.stop.received_at:.1f} s after the signal "
+                               f"(train.signal_budget {t.signal_budget:g} s)")
                 code = t.requeue_exit_code
             else:
                 code = 0
@@ -659,6 +670,9 @@ class Trainer:
             "best": st.best,  # {"metric", "value", "step"} of RUN/best, null when none was kept
             "best_dir": os.path.join(self.out, "best") if st.best else None,
             "this_job_loop_seconds": round(loop_seconds, 3),
+            # the slowest step and save of this job: a preemption checkpoint needs up to their sum (train.signal_budget)
+            "step_seconds_max": round(self.budget.step_seconds, 3),
+            "save_seconds_max": round(self.budget.save_seconds, 3),
             "eval_failures": self.eval_failures,
         }
         ckpt.write_json_atomic(os.path.join(self.out, "train_summary.json"), summary)

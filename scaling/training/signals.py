@@ -91,3 +91,41 @@ class StopFlag:
         preempt, interrupt = distributed.all_reduce([preempt, interrupt], "max", device)
         self.interrupted_agreed = interrupt > 0 and preempt == 0
         return preempt > 0 or interrupt > 0
+
+
+class SignalBudget:
+    """How long a preemption checkpoint takes, against the time the job has between the signal and SIGKILL.
+
+    After SIGTERM/SIGUSR1 the trainer finishes the current step, then saves. Slurm sends SIGKILL ``KillWait``
+    seconds (30 by default) after SIGTERM when a job is killed without grace time (scancel, GraceTime=0
+    preemption); DeepSpeed's launcher 30 s after passing a signal on. ``train.signal_budget`` is that time:
+    :meth:`saved` measures every save and returns a warning (once) when the slowest step plus the slowest save
+    exceed it. ``--shutdown-timeout`` of torchrun does not extend it: SLURM's SIGKILL reaches every process.
+    """
+
+    def __init__(self, budget: float):
+        self.budget = budget
+        self.step_seconds = 0.0  # slowest optimizer step of this job
+        self.save_seconds = 0.0  # slowest checkpoint of this job
+        self.warned = False
+
+    def step(self, seconds: float) -> None:
+        self.step_seconds = max(self.step_seconds, seconds)
+
+    def needed(self) -> float:
+        return self.step_seconds + self.save_seconds
+
+    def saved(self, seconds: float) -> str | None:
+        """Record a save's duration; a warning text the first time step + save exceed the budget."""
+        self.save_seconds = max(self.save_seconds, seconds)
+        if self.warned or self.needed() <= self.budget:
+            return None
+        self.warned = True
+        return (
+            f"warning: a preemption checkpoint needs up to {self.needed():.1f} s (a step {self.step_seconds:.1f} s + a "
+            f"save {self.save_seconds:.1f} s), more than train.signal_budget={self.budget:g} s between the signal and "
+            f"SIGKILL (Slurm's KillWait when a job is killed without grace time; DeepSpeed's launcher waits 30 s): the "
+            f"job may be killed before it is saved. Ask for the signal earlier (#SBATCH --signal=USR1@SECONDS before "
+            f"the time limit), use a partition with GraceTime, ask your admins for a longer KillWait, or make saves "
+            f"faster (a local/faster output_dir file system); set train.signal_budget to your cluster's value"
+        )

@@ -37,12 +37,13 @@ def _stub(tmp_path, name, body):
     os.chmod(path, 0o755)
 
 
-def _fake_slurm(tmp_path, srun_body, requeue_ok=True, state="RUNNING"):
+def _fake_slurm(tmp_path, srun_body, requeue_ok=True, state="RUNNING", requeue_error="Requested operation is presently disabled"):
     """Stub ``srun`` / ``scontrol`` (``scontrol requeue`` appends the job id to ``requeued``; ``show job`` reports
     ``state``)."""
     _stub(tmp_path, "srun", srun_body)
     _stub(tmp_path, "scontrol",
-          f'if [ "$1" = requeue ]; then echo "$2" >> "{tmp_path / "requeued"}"; {"exit 0" if requeue_ok else "exit 1"}; '
+          f'if [ "$1" = requeue ]; then echo "$2" >> "{tmp_path / "requeued"}"; '
+          f'{"exit 0" if requeue_ok else "echo " + repr(requeue_error) + " >&2; exit 1"}; '
           f'elif [ "$1" = show ] && [ "$2" = job ]; then echo "JobId=$3 JobName=x JobState={state} Reason=None"; '
           f'else echo node0; fi')
     return _env(tmp_path, SLURM_JOB_ID="77", SLURM_JOB_NODELIST="node0", SLURM_NNODES="1", SLURM_NODEID="0",
@@ -82,14 +83,17 @@ def test_sbatch_a_failed_requeue_is_an_error_not_a_success(tmp_path, script):
     assert "resubmit the same job to resume" in done.stderr
 
 
+@pytest.mark.parametrize("state, error", [("COMPLETING", "Job is pending execution for job 77"), ("PENDING", "")],
+                         ids=["completing", "pending"])
 @pytest.mark.parametrize("script", SBATCH, ids=os.path.basename)
-def test_sbatch_after_slurm_requeued_the_job_itself_says_so_and_not_resubmit(tmp_path, script):
-    # a preemption with GraceTime=0 (PreemptMode=REQUEUE): the job is pending again before the batch script ends
+def test_sbatch_after_slurm_requeued_the_job_itself_says_so_and_not_resubmit(tmp_path, script, state, error):
+    # a preemption with GraceTime=0 (PreemptMode=REQUEUE): Slurm requeues the job before the batch script ends
+    # (as Slurm 22.05 answers it: "Job is pending execution" while the job is COMPLETING; or already PENDING)
     env = _fake_slurm(tmp_path, f'mkdir -p "{tmp_path / "run"}"; echo 5 > "{tmp_path / "run" / "requeue"}"; exit 1',
-                      requeue_ok=False, state="PENDING")
+                      requeue_ok=False, state=state, requeue_error=error)
     done = _sbatch(script, env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Slurm has already requeued job 77 (state PENDING)" in done.stdout and "Do not resubmit" in done.stdout
+    assert f"Slurm has already requeued job 77 (state {state})" in done.stdout and "Do not resubmit" in done.stdout
     assert "resubmit the same job" not in done.stdout + done.stderr
 
 

@@ -112,3 +112,29 @@ def test_a_job_failing_at_start_removes_a_stale_requeue_marker(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         train(cfg)
     assert not (out / "requeue").exists()  # else launch/*.sbatch would requeue this failing job forever
+
+
+def test_signal_budget_warns_once_when_step_plus_save_exceed_it():
+    from scaling.training.signals import SignalBudget
+
+    budget = SignalBudget(10.0)
+    budget.step(3.0)
+    assert budget.saved(5.0) is None  # 8 s <= 10 s
+    budget.step(2.0)  # the slowest step counts
+    warning = budget.saved(8.0)
+    assert warning is not None and "11.0 s" in warning and "train.signal_budget=10 s" in warning
+    assert "KillWait" in warning and "--signal=USR1@" in warning
+    assert budget.saved(30.0) is None  # once
+
+
+def test_the_trainer_measures_its_saves_and_warns_past_the_signal_budget(tmp_path, capfd):
+    out = str(tmp_path / "slow")
+    train(load_config(None, tiny_run_overrides(out, 4, save_every=2, signal_budget=1e-6)))
+    err = capfd.readouterr().err
+    assert err.count("a preemption checkpoint needs up to") == 1, err[-3000:]
+    summary = json.load(open(os.path.join(out, "train_summary.json")))
+    assert summary["save_seconds_max"] > 0 and summary["step_seconds_max"] > 0
+    train(load_config(None, tiny_run_overrides(str(tmp_path / "fast"), 4, save_every=2)))  # 30 s by default
+    assert "a preemption checkpoint needs" not in capfd.readouterr().err
+    with pytest.raises(ConfigError, match="signal_budget"):
+        load_config(None, tiny_run_overrides(str(tmp_path / "bad"), 4, signal_budget=0))
