@@ -18,18 +18,26 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# the paper's default perceptual backbones (DePALM config/feat_model/*.yaml), as model.encoder values
+# (docs/backbones.md): EVA-CLIP-L through timm (eva-clip-L.yaml), MAViL's audio branch (mavil.yaml),
+# CLIP-L (clip-vit-L.yaml, transformers), TimeSformer (timesformer.yaml, transformers)
+ENCODERS = {
+    "eva-clip-l": "timm:eva02_large_patch14_clip_224.merged2b@/path/to/eva02_large_patch14_clip_224.merged2b_s4b_b131k.bin",
+    "mavil": "mavil:/path/to/mavil.pth",
+    "clip-l": "/path/to/clip-vit-large-patch14",
+    "timesformer": "/path/to/timesformer-base",
+}
+
 # dataset -> (task, modality, train size, LLM placeholder, encoder placeholder, epochs, note)
 TABLE2 = {
-    "coco": ("caption", "image", "82K", "/path/to/llama-7b", "/path/to/eva-clip-l", 8,
-             "Karpathy splits. EVA-CLIP-L must be a transformers CLIPVisionModel checkpoint (converted), else use CLIP-ViT-L/14"),
-    "textcaps": ("caption", "image", "21K", "/path/to/llama-7b", "/path/to/clip-vit-large-patch14", 20, ""),
-    "vqav2": ("vqa", "image", "605K", "/path/to/opt-6.7b", "/path/to/clip-vit-large-patch14", 8, "Karpathy splits"),
-    "textvqa": ("vqa", "image", "34K", "/path/to/opt-6.7b", "/path/to/clip-vit-large-patch14", 20, ""),
-    "aokvqa": ("vqa", "image", "17K", "/path/to/opt-6.7b", "/path/to/clip-vit-large-patch14", 20, ""),
-    "okvqa": ("vqa", "image", "9K", "/path/to/opt-6.7b", "/path/to/clip-vit-large-patch14", 20, ""),
-    "audiocaps": ("caption", "audio", "49K", "/path/to/opt-6.7b", "/path/to/mavil-audio", 12,
-                  "MAViL is not in transformers: any Audio Spectrogram Transformer (AST) checkpoint works in its place"),
-    "msrvtt": ("caption", "video", "7K", "/path/to/llama-7b", "/path/to/timesformer-base", 8,
+    "coco": ("caption", "image", "82K", "/path/to/llama-7b", ENCODERS["eva-clip-l"], 8, "Karpathy splits"),
+    "textcaps": ("caption", "image", "21K", "/path/to/llama-7b", ENCODERS["clip-l"], 20, ""),
+    "vqav2": ("vqa", "image", "605K", "/path/to/opt-6.7b", ENCODERS["clip-l"], 8, "Karpathy splits"),
+    "textvqa": ("vqa", "image", "34K", "/path/to/opt-6.7b", ENCODERS["clip-l"], 20, ""),
+    "aokvqa": ("vqa", "image", "17K", "/path/to/opt-6.7b", ENCODERS["clip-l"], 20, ""),
+    "okvqa": ("vqa", "image", "9K", "/path/to/opt-6.7b", ENCODERS["clip-l"], 20, ""),
+    "audiocaps": ("caption", "audio", "49K", "/path/to/opt-6.7b", ENCODERS["mavil"], 12, ""),
+    "msrvtt": ("caption", "video", "7K", "/path/to/llama-7b", ENCODERS["timesformer"], 8,
                "TimeSformer reads 8 frames (data.video_frames)"),
 }
 
@@ -47,7 +55,7 @@ TEMPLATE = """\
 {note}model:
   method: {method}
   llm: {llm}  # >>> SET: local Hugging Face directory
-  encoder: {encoder}  # >>> SET: local Hugging Face directory
+  encoder: {encoder}  # >>> SET: local weights (docs/backbones.md)
   frozen_dtype: bf16  # fp16 on V100
 {model_extra}data:
   name: {dataset}

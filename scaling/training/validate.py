@@ -93,7 +93,11 @@ def check_backbone(name: str, kind: str) -> list[str]:
         prefix, ref = split_encoder_name(name)
         if prefix is not None:  # timm: / open_clip: / mavil: checks its own files and names
             try:
-                return loader_for(prefix).check(ref)
+                loader = loader_for(prefix)
+                if "/path/to/" in ref:
+                    return [f"model.encoder={name!r} is a placeholder of the shipped configs: set its path to your "
+                            f"local copy, e.g. {loader.example}"]
+                return loader.check(ref)
             except ConfigError as err:
                 return [str(err)]
     key = "model.llm" if kind == "llm" else "model.encoder"

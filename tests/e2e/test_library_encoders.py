@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 
 from scaling.cli.main import main
 from scaling.data.synthetic import write_shards

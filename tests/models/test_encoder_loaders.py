@@ -124,7 +124,7 @@ def test_meta_counts_at_real_shape_without_weights():
     assert all(p.is_meta for p in enc.parameters())
     info = describe_encoder("open_clip:ViT-L-14")
     assert (info.hidden_size, info.n_layers, info.grid) == (1024, 24, (16, 16))
-    mavil = load_encoder("mavil:", meta=True)
+    mavil = load_encoder("mavil:base", meta=True)
     assert mavil.info.grid == (64, 8) and mavil.info.n_patches == 512 and mavil.info.hidden_size == 768
 
 

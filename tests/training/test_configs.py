@@ -25,9 +25,11 @@ LAUNCH = sorted(glob.glob(os.path.join(REPO, "launch", "*")))
 SHAPES = {
     "/path/to/llama-7b": "llama-7b",
     "/path/to/opt-6.7b": "opt-6.7b",
-    "/path/to/eva-clip-l": "clip-vit-l14",
+    # the paper's backbones of other libraries: their real architecture on meta tensors (no weights)
+    "timm:eva02_large_patch14_clip_224.merged2b@/path/to/eva02_large_patch14_clip_224.merged2b_s4b_b131k.bin":
+        "timm:eva02_large_patch14_clip_224.merged2b",
     "/path/to/clip-vit-large-patch14": "clip-vit-l14",
-    "/path/to/mavil-audio": "ast-b",
+    "mavil:/path/to/mavil.pth": "mavil:base",
     "/path/to/timesformer-base": "timesformer-b",
 }
 

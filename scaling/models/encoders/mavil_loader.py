@@ -1,7 +1,7 @@
 """``mavil:/path/to/checkpoint``: MAViL's audio branch (:mod:`scaling.models.mavil`).
 
 The architecture is read off the checkpoint's shapes (width, depth, patch, frames; heads = width/64);
-``mavil:`` without a path is MAViL-B at real shape on the meta device (parameter counting). A full
+``mavil:base`` is MAViL-B at real shape on the meta device, without weights (parameter counting). A full
 audio-visual MAViL checkpoint may be given: the audio branch's keys (``*_a``) are kept, the video
 branch (``*_v``), the joint layers and the decoders are not used (logged); the audio keys must then
 match exactly.
@@ -31,10 +31,11 @@ from scaling.models.mavil import MAViLAudioEncoder, MAViLConfig, config_from_sta
 log = logging.getLogger(__name__)
 EXAMPLE = "model.encoder=mavil:/models/mavil/audio.pth"
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
+SHAPE_NAMES = ("", "base")  # mavil:base = MAViL-B at real shape, no weights (parameter counting)
 
 
 def _path(ref: str) -> str | None:
-    if not ref:
+    if ref in SHAPE_NAMES and not os.path.exists(ref):
         return None
     path = os.path.expanduser(ref)
     if os.path.isdir(path):
@@ -102,7 +103,7 @@ def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None =
     else:
         path = _path(ref)
         if path is None:
-            raise ConfigError(f"model.encoder=mavil: names no checkpoint; weights come from a local file: {EXAMPLE}")
+            raise ConfigError(f"model.encoder=mavil:{ref} names no checkpoint; weights come from a local file: {EXAMPLE}")
         model = MAViLAudioEncoder(cfg)
         sd = _audio_keys(read_state_dict(path, f"model.encoder=mavil:{ref}"), ref)
         load_exact(model, sd, f"model.encoder=mavil:{ref}", path)
@@ -122,7 +123,7 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
 
 def check(ref: str) -> list[str]:
     try:
-        return [] if _path(ref) else [f"model.encoder=mavil: names no checkpoint; e.g. {EXAMPLE}"]
+        return [] if _path(ref) else [f"model.encoder=mavil:{ref} names no checkpoint; e.g. {EXAMPLE}"]
     except ConfigError as err:
         return [str(err)]
 
