@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 from scaling.models import ops
 from scaling.models.backbones import LLMLayout
@@ -40,12 +40,16 @@ class InjectionState:
     xattn_tokens: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
-def hidden_slot_mask(mask_2d: torch.Tensor, q_len: int, start: int, count: int, dtype: torch.dtype) -> torch.Tensor:
+def hidden_slot_mask(mask_2d: torch.Tensor, q_len: int, start: int, count: int, dtype: torch.dtype,
+                     q_start: int | None = None) -> torch.Tensor:
     """Causal + padding mask ``[B, 1, Q, K]`` (additive) in which no query sees the slot keys
-    ``start..start+count-1`` except a slot seeing itself (so no attention row is empty)."""
+    ``start..start+count-1`` except a slot seeing itself (so no attention row is empty).
+    The queries are at ``q_start..q_start+Q-1`` (default: the last Q positions of ``mask_2d``; a
+    preallocated static KV cache passes its full-length mask and the current position)."""
     b, k_len = mask_2d.shape
     device = mask_2d.device
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    q0 = k_len - q_len if q_start is None else q_start
+    q_pos = torch.arange(q0, q0 + q_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     allowed = (k_pos <= q_pos)[None] & mask_2d.bool()[:, None, :]
     is_slot = (k_pos >= start) & (k_pos < start + count)
@@ -292,11 +296,14 @@ class PerceptualLM(nn.Module):
                 args[self._mask_index] = state.hide_mask
         return tuple(args), kwargs
 
-    def _run(self, embeds, mask_2d, positions, state: InjectionState, cache=None, q_len: int | None = None):
+    def _run(self, embeds, mask_2d, positions, state: InjectionState, cache=None, q_len: int | None = None,
+             q_start: int | None = None):
         """One pass of the LLM's decoder stack with the hooks armed; returns the last hidden states.
-        ``mask_2d`` None: causal attention only (no padding before any real token)."""
+        ``mask_2d`` None: causal attention only (no padding before any real token). ``q_start``: the
+        position of the first query when ``mask_2d`` spans a preallocated (static) cache."""
         if state.hide_layers:
-            state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count, embeds.dtype)
+            state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count,
+                                               embeds.dtype, q_start)
         self._state = state
         try:
             # the KV-cache keyword the model declares (transformers 5.x renames past_key_values → cache)
@@ -369,16 +376,24 @@ class PerceptualLM(nn.Module):
         pad_token_id: int | None = None,
         use_cache: bool = True,
         length_penalty: float = 1.0,
+        kv_cache: str = "dynamic",
         **media: torch.Tensor | None,
     ) -> torch.Tensor:
         """Left-padded prompts ``[B, T]`` (+ media) → generated ids ``[B, ≤max_new_tokens]``
-        (padded with ``pad_token_id`` after EOS). Greedy when ``num_beams == 1``, else beam search."""
+        (padded with ``pad_token_id`` after EOS). Greedy when ``num_beams == 1``, else beam search.
+
+        ``kv_cache``: ``"dynamic"`` (grows by concatenation) or ``"static"`` (preallocated for the
+        prompt + ``max_new_tokens``, written in place; the attention mask is preallocated too, so
+        every decode step has the same shapes: what a CUDA graph needs)."""
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
         pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
         if num_beams > 1:
-            return self._beam_search(input_ids, attention_mask, max_new_tokens, num_beams, eos, pad, length_penalty, media)
+            return self._beam_search(input_ids, attention_mask, max_new_tokens, num_beams, eos, pad, length_penalty, media,
+                                     kv_cache)
         features = media.pop("features", None)
         mapped = self.encode(features=features, **media)
         prefix, state = self._prefix(mapped, input_ids.shape[0])
@@ -387,11 +402,17 @@ class PerceptualLM(nn.Module):
         b = input_ids.shape[0]
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         out_tokens = []
-        cache = DynamicCache(config=self.llm.config) if use_cache else None
+        static = use_cache and kv_cache == "static"
+        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens) if use_cache else None
+        length = 0  # tokens already in the cache
+        if static:
+            mask = _preallocated_mask(mask, embeds.shape[1] + max_new_tokens)
         step_embeds, step_pos = embeds, positions
         for step in range(max_new_tokens):
             state.prefill = step == 0 or not use_cache
-            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
+            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1],
+                               q_start=length if static else None)
+            length += step_embeds.shape[1]
             logits = self.layout.logits(hidden[:, -1]).float()
             token = logits.argmax(-1)
             token = torch.where(finished, torch.full_like(token, pad), token)
@@ -400,7 +421,10 @@ class PerceptualLM(nn.Module):
             if finished.all():
                 break
             new_embed = self.layout.embed_tokens(token)[:, None]
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+            if static:
+                mask[:, length] = 1
+            else:
+                mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
             new_pos = positions[:, -1:] + 1
             positions = torch.cat([positions, new_pos], dim=1)
             if use_cache:
@@ -410,7 +434,13 @@ class PerceptualLM(nn.Module):
                 step_embeds, step_pos = embeds, positions
         return torch.stack(out_tokens, dim=1)
 
-    def _beam_search(self, input_ids, attention_mask, max_new_tokens, k, eos, pad, length_penalty, media):
+    def _new_cache(self, kind: str, max_len: int):
+        if kind == "static":
+            return StaticCache(config=self.llm.config, max_cache_len=max_len)
+        return DynamicCache(config=self.llm.config)
+
+    def _beam_search(self, input_ids, attention_mask, max_new_tokens, k, eos, pad, length_penalty, media,
+                     kv_cache: str = "dynamic"):
         b = input_ids.shape[0]
         rep = lambda t: t.repeat_interleave(k, dim=0) if t is not None else None  # noqa: E731
         features = rep(media.pop("features", None))
@@ -421,7 +451,11 @@ class PerceptualLM(nn.Module):
         self.check_length(prefix.shape[1], ids.shape[1], max_new_tokens)
         embeds, mask, positions = self._inputs(ids, am, prefix)
         device = ids.device
-        cache = DynamicCache(config=self.llm.config)
+        static = kv_cache == "static"
+        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens)
+        length = 0
+        if static:
+            mask = _preallocated_mask(mask, embeds.shape[1] + max_new_tokens)
         scores = torch.zeros(b, k, device=device)
         scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
         seqs = torch.zeros(b * k, 0, dtype=torch.long, device=device)
@@ -430,7 +464,9 @@ class PerceptualLM(nn.Module):
         step_embeds, step_pos = embeds, positions
         for step in range(max_new_tokens):
             state.prefill = step == 0
-            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1])
+            hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1],
+                               q_start=length if static else None)
+            length += step_embeds.shape[1]
             logp = torch.log_softmax(self.layout.logits(hidden[:, -1]).float(), dim=-1)  # [b*k, V]
             vocab = logp.shape[-1]
             total = (scores.view(b * k, 1) + logp).view(b, k * vocab)
@@ -458,10 +494,15 @@ class PerceptualLM(nn.Module):
             if all(done):
                 break
             flat = (next_beams + torch.arange(b, device=device)[:, None] * k).view(-1)
-            cache.reorder_cache(flat)
+            if static:
+                _reorder_static_cache(cache, flat)
+                mask = mask[flat]
+                mask[:, length] = 1
+            else:
+                cache.reorder_cache(flat)
+                mask = torch.cat([mask[flat], mask.new_ones(b * k, 1)], dim=1)
             seqs = torch.cat([seqs[flat], next_tokens.view(-1, 1)], dim=1)
             scores = next_scores
-            mask = torch.cat([mask[flat], mask.new_ones(b * k, 1)], dim=1)
             positions = positions[flat]
             new_pos = positions[:, -1:] + 1
             positions = torch.cat([positions, new_pos], dim=1)
@@ -481,6 +522,25 @@ class PerceptualLM(nn.Module):
         for i, r in enumerate(results):
             out[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=device)
         return out
+
+
+KV_CACHES = ("dynamic", "static")
+
+
+def _preallocated_mask(mask: torch.Tensor, total: int) -> torch.Tensor:
+    """``[B, n]`` padding mask → ``[B, total]``: the prompt's columns, then zeros for the tokens to come
+    (each decode step sets its column to 1 in place)."""
+    full = mask.new_zeros(mask.shape[0], total)
+    full[:, : mask.shape[1]] = mask
+    return full
+
+
+def _reorder_static_cache(cache: StaticCache, rows: torch.Tensor) -> None:
+    """Beam reordering of a static cache in place (its buffers keep their addresses)."""
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", False):
+            layer.keys.copy_(layer.keys.index_select(0, rows))
+            layer.values.copy_(layer.values.index_select(0, rows))
 
 
 def _key_for(modality: str | None) -> str:

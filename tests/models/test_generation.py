@@ -37,7 +37,11 @@ def test_kv_cache_equals_no_cache(backbones, method, llm):
 
 @pytest.mark.parametrize("method", sorted(CASES))
 @pytest.mark.parametrize("llm", ["llama", "gpt2"])
-def test_left_padded_batch_equals_one_at_a_time(backbones, method, llm):
+@pytest.mark.parametrize("kv_cache,num_beams", [("dynamic", 1), ("static", 1), ("static", 3)],
+                         ids=["dynamic-greedy", "static-greedy", "static-beam"])
+def test_left_padded_batch_equals_one_at_a_time(backbones, method, llm, kv_cache, num_beams):
+    """The batched result equals batch size 1, with the growing cache and the preallocated static one
+    (fixed shapes: the decode step a CUDA graph captures), greedy and beam search."""
     model = _model(backbones, method, llm)
     lengths = [6, 3, 4]
     prompts = [torch.randint(5, 90, (n,)) for n in lengths]
@@ -48,9 +52,10 @@ def test_left_padded_batch_equals_one_at_a_time(backbones, method, llm):
     for i, p in enumerate(prompts):
         ids[i, width - len(p):] = p
         mask[i, width - len(p):] = 1
-    batched = model.generate(ids, mask, max_new_tokens=6, pixel_values=media)
+    kw = dict(max_new_tokens=6, kv_cache=kv_cache, num_beams=num_beams)
+    batched = model.generate(ids, mask, pixel_values=media, **kw)
     for i, p in enumerate(prompts):
-        single = model.generate(p[None], max_new_tokens=6, pixel_values=media[i : i + 1])
+        single = model.generate(p[None], pixel_values=media[i : i + 1], **kw)
         assert torch.equal(batched[i, : single.shape[1]], single[0]), f"sample {i}"
 
 
@@ -111,3 +116,22 @@ def test_beam_search_with_eos_picks_what_hugging_face_beam_search_picks(backbone
             compared += 1
             with_eos += eos in ours
     assert compared == 60 and with_eos >= 10, "the comparison must exercise EOS inside the beam"
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_static_kv_cache_equals_the_dynamic_one(backbones, method, num_beams):
+    model = _model(backbones, method, "opt")
+    ids = torch.randint(5, 90, (3, 5))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    media = tiny_media("vit", batch=3)
+    dynamic = model.generate(ids, mask, max_new_tokens=7, num_beams=num_beams, **media)
+    static = model.generate(ids, mask, max_new_tokens=7, num_beams=num_beams, kv_cache="static", **media)
+    assert torch.equal(static, dynamic)
+
+
+def test_unknown_kv_cache_is_refused(backbones):
+    model = _model(backbones, "depalm")
+    with pytest.raises(ValueError, match="kv_cache must be one of"):
+        model.generate(torch.randint(5, 90, (1, 3)), kv_cache="paged", **tiny_media("vit", batch=1))
