@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -44,7 +45,8 @@ import yaml
 from scaling.config import to_dict
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
-from scaling.training import distributed, ds_config, loaders, recompute, resume_check, validate
+from scaling.training import diskspace, distributed, ds_config, loaders, recompute, resume_check, validate
+from scaling.training.diskspace import CheckpointWriteError
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
 from scaling.training.runlock import RunLock
 from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag, SignalBudget
@@ -235,6 +237,7 @@ class Trainer:
         _seed_all(t.seed * 1000 + self.env.rank)  # per-rank streams (dropout) from here on
         self.data_state = None
         self.eval_failures: list[dict] = []  # {"step", "error"} of this job's failed evaluations
+        self.save_failures: list[dict] = []  # {"step", "error"} of this job's periodic saves that failed
         self.window_state = None  # the log window's sums at the checkpoint (steps since the last log line)
         self.resumed_from = self._maybe_resume()
         self.gpu, self.peak = gpu_type(self.device)
@@ -350,32 +353,82 @@ class Trainer:
         if window is not None:
             self._count_seen(window)
         tmp = os.path.join(self.root, ckpt.step_name(st.step) + ".tmp")
-        if self.main:
-            ckpt.begin(self.root, st.step)
-        distributed.barrier()
+        failure = None
+        try:
+            if self.main:
+                ckpt.begin(self.root, st.step)
+        except OSError as err:
+            failure = err
+        self._agree_saved(failure, tmp)
         tensors = self.strategy.trainable_state()
-        if self.main:
-            ckpt.save_adapter(os.path.join(tmp, ckpt.ADAPTER), tensors, self.cfg_dict, self.fingerprints,
-                              step=st.step, metrics=st.last_metrics)
-        self.strategy.save(tmp, self.main)
-        saved = dataclasses.replace(st, train_seconds=st.train_seconds + (time.time() - self.started))
-        if step_in_epoch_done:  # the epoch is finished: resume at the start of the next one
-            saved.epoch, saved.step_in_epoch = st.epoch + 1, 0
-            data = None
-        else:
-            data = loader.state_dict()
-        ckpt.write_rank_files(tmp, self.env.rank, data, window.state_dict() if window is not None else None)
-        if self.main:
-            ckpt.write_json_atomic(os.path.join(tmp, ckpt.STATE), dataclasses.asdict(saved))
-        distributed.barrier()
+        try:
+            if self.main:
+                ckpt.save_adapter(os.path.join(tmp, ckpt.ADAPTER), tensors, self.cfg_dict, self.fingerprints,
+                                  step=st.step, metrics=st.last_metrics)
+            self.strategy.save(tmp, self.main)
+            saved = dataclasses.replace(st, train_seconds=st.train_seconds + (time.time() - self.started))
+            if step_in_epoch_done:  # the epoch is finished: resume at the start of the next one
+                saved.epoch, saved.step_in_epoch = st.epoch + 1, 0
+                data = None
+            else:
+                data = loader.state_dict()
+            ckpt.write_rank_files(tmp, self.env.rank, data, window.state_dict() if window is not None else None)
+            if self.main:
+                ckpt.write_json_atomic(os.path.join(tmp, ckpt.STATE), dataclasses.asdict(saved))
+        except Exception as err:  # noqa: BLE001 - classified below; every rank must learn about it
+            if not (isinstance(err, (OSError, RuntimeError)) or diskspace.is_disk_full(err)):
+                raise
+            failure = err
+        self._agree_saved(failure, tmp)
         final = os.path.join(self.root, ckpt.step_name(st.step))
-        if self.main:
-            ckpt.commit(self.root, st.step, self.cfg.train.keep_last)
-        distributed.barrier()
+        try:
+            if self.main:
+                ckpt.commit(self.root, st.step, self.cfg.train.keep_last)
+        except OSError as err:
+            failure = err
+        self._agree_saved(failure, tmp)
         warning = self.budget.saved(time.time() - started)
         if warning:
             _log(self.main, warning)
         return final
+
+    def _agree_saved(self, failure: BaseException | None, tmp: str) -> None:
+        """Collective: when any rank failed to write its part, remove the partial checkpoint and raise on every rank
+        a :class:`~scaling.training.diskspace.CheckpointWriteError` saying what failed and the space needed."""
+        failed = distributed.all_reduce([1.0 if failure is not None else 0.0], "max", self._comm_device())[0] > 0
+        if not failed:
+            return
+        message = None
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            done = ckpt.list_checkpoints(self.root)
+            size = diskspace.dir_size(done[-1][1]) if done else 0
+            err = failure if failure is not None else RuntimeError("another rank failed to write its part")
+            message = diskspace.describe(err, self.root, self.state.step, size, self.cfg.train.keep_last)
+            message = f"{message}|{int(diskspace.is_disk_full(err))}"
+        message = distributed.broadcast_object(message)
+        text, full = message.rsplit("|", 1)
+        raise CheckpointWriteError(text, bool(int(full)))
+
+    def _save_or_report(self, loader, epoch_done: bool, window, final: bool) -> str | None:
+        """:meth:`save`; a periodic save that fails is reported and training goes on (the next save retries); a
+        final one (end of training, preemption, Ctrl-C) raises with the fix. Returns the checkpoint or None."""
+        try:
+            return self.save(loader, epoch_done, window)
+        except CheckpointWriteError as err:
+            done = ckpt.list_checkpoints(self.root)
+            last = f"step {done[-1][0]} ({done[-1][1]})" if done else "none yet"
+            fix = ("free space there (or lower train.keep_last; move old runs away)" if err.disk_full
+                   else "fix the cause")
+            if final:
+                raise CheckpointWriteError(
+                    f"{err}. {fix[0].upper() + fix[1:]}, then run the same command again: it resumes from the newest "
+                    f"checkpoint, {last}, and saves step {self.state.step} again", err.disk_full) from None
+            self.save_failures.append({"step": self.state.step, "error": str(err)})
+            next_save = (self.state.step // self.cfg.train.save_every + 1) * self.cfg.train.save_every
+            self.monitor.write(f"WARNING: {err}. Training goes on; the next save (step "
+                               f"{min(next_save, self.total_steps)}) retries; {fix}. Newest checkpoint: {last}")
+            return None
 
     def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
         if not self.main:
@@ -569,8 +622,8 @@ class Trainer:
                     # save first: an evaluation that fails (or a job killed while evaluating) loses no step
                     saved_dir = None
                     if st.step % t.save_every == 0 or st.step == self.total_steps:
-                        saved_dir = self.save(loader, epoch_done, window)
-                        last_saved = st.step
+                        saved_dir = self._save_or_report(loader, epoch_done, window, final=st.step == self.total_steps)
+                        last_saved = st.step if saved_dir else last_saved
                     if t.eval_every != 0 and (  # 0 = off; None = at the end only
                             (t.eval_every and st.step % t.eval_every == 0) or st.step == self.total_steps):
                         if self.evaluate_reporting_failure(saved_dir) and saved_dir is not None:
@@ -587,12 +640,12 @@ class Trainer:
             if interrupted:
                 if st.step > 0 and last_saved != st.step:
                     self.monitor.write(f"Ctrl-C: checkpointing step {st.step}")
-                    self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
+                    self._save_or_report(loader, st.step_in_epoch >= steps_this_epoch, window, final=True)
                 code = INTERRUPT_EXIT_CODE
             elif preempted:
                 self.monitor.write(f"preemption signal ({self.stop.name or 'on another rank'}): checkpointing step {st.step}")
                 if last_saved != st.step:
-                    self.save(loader, st.step_in_epoch >= steps_this_epoch, window)
+                    self._save_or_report(loader, st.step_in_epoch >= steps_this_epoch, window, final=True)
                 if self.main:
                     ckpt.write_text_atomic(os.path.join(self.out, REQUEUE_FILE), f"{st.step}\n")
                 if self.stop.received_at is not None:  # this rank got the signal: how much of the budget it took
@@ -674,6 +727,7 @@ class Trainer:
             "step_seconds_max": round(self.budget.step_seconds, 3),
             "save_seconds_max": round(self.budget.save_seconds, 3),
             "eval_failures": self.eval_failures,
+            "save_failures": self.save_failures,
         }
         ckpt.write_json_atomic(os.path.join(self.out, "train_summary.json"), summary)
         hook_metrics = {k: v for k, v in st.last_metrics.items() if k != "val_loss"}

@@ -202,3 +202,48 @@ def test_the_lock_holder_refreshes_its_heartbeat_and_the_lock_is_released_after_
     with pytest.raises(ConfigError):  # a job failing at validation gives the directory back
         run(tmp_path, "run", 2, "train.global_batch=15")
     assert not (tmp_path / "run" / LOCK).exists()
+
+
+def _full_disk_at(monkeypatch, steps):
+    """ckpt.save_pt raises ENOSPC while writing the checkpoints of ``steps`` (what a full disk does)."""
+    import errno
+
+    real = ckpt.save_pt
+
+    def save_pt(obj, path):
+        if any(ckpt.step_name(s) in path for s in steps):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real(obj, path)
+
+    monkeypatch.setattr(ckpt, "save_pt", save_pt)
+
+
+def test_a_periodic_save_on_a_full_disk_is_reported_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    _full_disk_at(monkeypatch, [2])
+    result = run(tmp_path, "run", 6, "train.save_every=2")
+    assert result.exit_code == 0 and result.state.step == 6
+    root = os.path.join(result.output_dir, "checkpoints")
+    assert [s for s, _ in ckpt.list_checkpoints(root)] == [4, 6]
+    assert not any(n.endswith(".tmp") for n in os.listdir(root))  # the partial checkpoint is removed
+    err = capsys.readouterr().err
+    assert f"no space left on device: the checkpoint of step 2 could not be written in {root}" in err
+    assert "free there; one checkpoint of this run takes" in err and "the next save (step 4) retries" in err
+    summary = json.load(open(os.path.join(result.output_dir, "train_summary.json")))
+    assert [f["step"] for f in summary["save_failures"]] == [2]
+
+
+def test_a_final_save_on_a_full_disk_stops_with_the_fix(tmp_path, monkeypatch):
+    import pytest
+
+    from scaling.training.diskspace import CheckpointWriteError, is_disk_full
+
+    run(tmp_path, "run", 2, "train.save_every=2")
+    _full_disk_at(monkeypatch, [4])
+    with pytest.raises(CheckpointWriteError, match=r"no space left on device(.|\n)*takes \d+\.\d [KM]B(.|\n)*"
+                                                   r"Free space there(.|\n)*resumes from the newest checkpoint, step 2"):
+        run(tmp_path, "run", 4, "train.save_every=2")
+    root = str(tmp_path / "run" / "checkpoints")
+    assert [s for s, _ in ckpt.list_checkpoints(root)] == [2] and not os.path.exists(os.path.join(root, "step_000004.tmp"))
+    # torch's own wording of a full disk is recognised too
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726"))
+    assert not is_disk_full(RuntimeError("CUDA error"))
