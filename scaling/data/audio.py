@@ -24,6 +24,7 @@ import torch
 from scaling.data.preprocess import AST_MEAN, AST_STD, SAMPLE_RATE
 
 _MEL_CACHE: dict[tuple, torch.Tensor] = {}
+_WHISPER_EXTRACTORS: dict[tuple, object] = {}
 
 
 def _mel(f):
@@ -155,3 +156,18 @@ def encode_flac(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
+
+
+def whisper_features(waveform, num_mel_bins: int = 80, max_length: int = 3000, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Whisper's input ``[max_length, num_mel_bins]`` (frames first, as AST's): transformers'
+    ``WhisperFeatureExtractor`` (25 ms/10 ms STFT, Slaney mel, log10, clamp to max − 8, (x + 4) / 4),
+    padded/truncated to ``max_length / 100`` seconds."""
+    from transformers import WhisperFeatureExtractor
+
+    key = (num_mel_bins, max_length, sample_rate)
+    if key not in _WHISPER_EXTRACTORS:
+        _WHISPER_EXTRACTORS[key] = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate,
+                                                           chunk_length=max(1, max_length // 100))
+    fe = _WHISPER_EXTRACTORS[key]
+    feats = fe(np.asarray(waveform, dtype=np.float32), sampling_rate=sample_rate, return_tensors="np").input_features[0]
+    return torch.from_numpy(np.ascontiguousarray(feats.T[:max_length])).float()

@@ -176,7 +176,10 @@ class SampleDecoder:
         data = self._member(raw, AUDIO_EXTS, "audio")
         spec = self.spec
         wav = audio_mod.decode_audio(data, spec.sample_rate)
-        feats = audio_mod.ast_features(wav, spec.num_mel_bins, spec.max_length, spec.audio_mean, spec.audio_std, spec.sample_rate)
+        if spec.audio_features == "whisper":
+            feats = audio_mod.whisper_features(wav, spec.num_mel_bins, spec.max_length, spec.sample_rate)
+        else:
+            feats = audio_mod.ast_features(wav, spec.num_mel_bins, spec.max_length, spec.audio_mean, spec.audio_std, spec.sample_rate)
         if self.augment:
             feats = audio_mod.spec_augment(feats, self.freq_mask, self.time_mask, rng)
         return feats

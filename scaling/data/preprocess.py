@@ -15,7 +15,11 @@ vit        0.5 / 0.5                              size x size                   
 dinov2     ImageNet (0.485.. / 0.229..)           shortest edge = size*256/224,crop bicubic
 siglip     0.5 / 0.5                              size x size                      bicubic
 timesformer ImageNet (0.485.. / 0.229..)          shortest edge = size, crop       bilinear
+videomae   ImageNet (0.485.. / 0.229..)           shortest edge = size, crop       bilinear
 ========== ====================================== ================================ =========
+
+Audio: AST (and MAViL) take Kaldi log-mel filterbanks (``audio_features="kaldi-fbank"``); Whisper takes
+its own log-mel spectrogram, computed by transformers' ``WhisperFeatureExtractor`` (``"whisper"``).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ IMAGE_DEFAULTS: dict[str, tuple[tuple, tuple, str, float, int]] = {
     "siglip": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "square", 1.0, BICUBIC),
     "siglip_vision_model": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "square", 1.0, BICUBIC),
     "timesformer": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "shortest_edge", 1.0, BILINEAR),
+    "videomae": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "shortest_edge", 1.0, BILINEAR),
 }
 
 
@@ -70,6 +75,7 @@ class MediaSpec:
     audio_std: float = AST_STD
     encoder_type: str | None = None
     preprocess: str = "transformers"  # whose preprocessing this is (recorded with cached features)
+    audio_features: str = "kaldi-fbank"  # kaldi-fbank (AST, MAViL) | whisper (WhisperFeatureExtractor)
 
     @property
     def media_key(self) -> str:
@@ -131,7 +137,8 @@ def media_spec(model_cfg, data_cfg=None) -> MediaSpec:
     model_type = enc_cfg.model_type
     if info.modality == "audio":
         spec = MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=model_type,
-                         preprocess=f"transformers:{model_type}")
+                         preprocess=f"transformers:{model_type}",
+                         audio_features="whisper" if model_type == "whisper" else "kaldi-fbank")
     else:
         mean, std, resize, ratio, resample = IMAGE_DEFAULTS.get(model_type, IMAGE_DEFAULTS["vit"])
         frames = info.num_frames or (data_cfg.video_frames if data_cfg is not None else 8)

@@ -34,6 +34,8 @@ ENCODER_TYPES: dict[str, tuple[str, str]] = {
     "siglip_vision_model": ("SiglipVisionModel", "image"),
     "timesformer": ("TimesformerModel", "video"),
     "audio-spectrogram-transformer": ("ASTModel", "audio"),
+    "videomae": ("VideoMAEModel", "video"),
+    "whisper": ("WhisperModel", "audio"),  # its encoder only (the decoder is dropped after loading)
 }
 
 
@@ -240,6 +242,14 @@ def encoder_info(cfg: PretrainedConfig, video_frames: int | None = None) -> Enco
         cfg = cfg.vision_config
     _, modality = ENCODER_TYPES[model_type]
     d, n_layers = cfg.hidden_size, cfg.num_hidden_layers
+    if model_type == "whisper":  # conv stem with stride 2: max_source_positions tokens from 2x as many mel frames
+        n = cfg.max_source_positions
+        return EncoderInfo("audio", d, cfg.encoder_layers, False, 0, (n,), (4,), num_mel_bins=cfg.num_mel_bins,
+                           max_length=2 * n, encoder_type=model_type)
+    if model_type == "videomae":  # tubelets: tokens in (time, height, width) order, no CLS
+        side, t = cfg.image_size // cfg.patch_size, cfg.num_frames // cfg.tubelet_size
+        return EncoderInfo("video", d, n_layers, False, 0, (t, side, side), (1, 2, 2), image_size=cfg.image_size,
+                           num_frames=cfg.num_frames, encoder_type=model_type)
     if modality == "audio":
         f = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
         t = (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1
@@ -308,6 +318,24 @@ class PerceptualEncoder(nn.Module):
         return norm(states) if norm is not None else states
 
 
+class WhisperAudioEncoder(PerceptualEncoder):
+    """Whisper's encoder. Its last ``hidden_states`` entry already went through the final ``layer_norm``,
+    so the levels are taken from its layers' outputs (forward hooks) to keep "levels are raw layer outputs"."""
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """media log-mel ``[B, frames, mel]`` → ``[B, len(levels), frames / 2, d]``."""
+        outputs: list[torch.Tensor] = []
+        hooks = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+                 for layer in self.model.layers]
+        try:
+            self.model(input_features=media.transpose(1, 2))
+        finally:
+            for h in hooks:
+                h.remove()
+        states = torch.stack([outputs[i] for i in levels], dim=1)
+        return norm(states) if norm is not None else states
+
+
 def load_encoder(
     name: str,
     dtype: str = "bf16",
@@ -318,7 +346,7 @@ def load_encoder(
     attn_implementation: str = "sdpa",
 ) -> PerceptualEncoder:
     """Load a frozen perceptual encoder: a transformers one (CLIP vision, ViT, DINOv2, SigLIP vision,
-    TimeSformer, AST, ...) or ``PREFIX:REF`` of another library (:mod:`scaling.models.encoders`)."""
+    TimeSformer, VideoMAE, AST, Whisper's encoder) or ``PREFIX:REF`` of another library (:mod:`scaling.models.encoders`)."""
     import transformers
 
     from scaling.models.encoders import loader_for, split_encoder_name
@@ -349,6 +377,10 @@ def load_encoder(
         model.to(device)
     model.eval()
     model.requires_grad_(False)
+    if cfg.model_type == "whisper":
+        config = model.config
+        model = model.get_encoder()  # the decoder is not used
+        return WhisperAudioEncoder(model, info, config)
     return PerceptualEncoder(model, info)
 
 

@@ -46,6 +46,10 @@ FINAL_NORMS: dict[str, FinalNorm] = {
     "timesformer": FinalNorm(("layernorm",), True, "DePALM timesformermodel.py / eP-ALM models/timesformer.py: norm(x) per block"),
     # DePALM's ASTExtractor reads last_hidden_state (after layernorm); eP-ALM models/ast.py: v.norm per block
     "audio-spectrogram-transformer": FinalNorm(("layernorm",), True, f"{_DEPALM_AUTO}: layernorm"),
+    # not used by the official code: Whisper's own encoder output is layer_norm(last layer); VideoMAEModel
+    # with mean pooling (the released checkpoints) has no final norm (its fc_norm belongs to the classifier)
+    "whisper": FinalNorm(("layer_norm",), True, "no official config; Whisper's last_hidden_state is layer_norm(last layer)"),
+    "videomae": FinalNorm(("layernorm",), False, "no official config; VideoMAEModel (use_mean_pooling) has no final norm"),
     # encoders of other libraries (scaling.models.encoders): paths inside the loaded timm model /
     # open_clip visual tower / MAViL audio branch
     "timm": FinalNorm(("norm",), True, f"{_DEPALM_AUTO}: timm's norm (vit-*.yaml leave norm at auto)"),

@@ -31,7 +31,9 @@ from transformers import (
     Qwen3Config,
     SiglipVisionConfig,
     TimesformerConfig,
+    VideoMAEConfig,
     ViTConfig,
+    WhisperConfig,
 )
 
 _TINY_DECODER = dict(
@@ -115,6 +117,9 @@ ENCODER_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "siglip-b16": lambda: SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16),
     "timesformer-b": lambda: TimesformerConfig(image_size=224, patch_size=16, num_frames=8),
     "ast-b": lambda: ASTConfig(num_mel_bins=128, max_length=1024),
+    "videomae-b": lambda: VideoMAEConfig(image_size=224, patch_size=16, num_frames=16, tubelet_size=2),
+    "whisper-base": lambda: WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, decoder_layers=6,
+                                          decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, num_mel_bins=80),
     # tiny shapes
     "tiny-vit": lambda: ViTConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8,
@@ -135,6 +140,15 @@ ENCODER_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "tiny-ast": lambda: ASTConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_mel_bins=32,
         max_length=64, patch_size=16, frequency_stride=16, time_stride=16,
+    ),
+    "tiny-videomae": lambda: VideoMAEConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
+        patch_size=8, num_frames=4, tubelet_size=2,
+    ),
+    "tiny-whisper": lambda: WhisperConfig(  # 1 s chunks: 100 mel frames -> 50 tokens
+        d_model=32, encoder_layers=3, encoder_attention_heads=4, decoder_layers=1, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=50, max_target_positions=16,
+        vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
     ),
 }
 

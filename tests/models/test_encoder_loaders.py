@@ -204,3 +204,51 @@ def test_final_norm_defaults_follow_the_official_configs(encs):
         want_final = torch.cat([norm(raw)[:, :, :1], norm(raw)[:, :, n_special:]], dim=2)
         torch.testing.assert_close(final, want_final)
         torch.testing.assert_close(auto, final if normed else torch.cat([raw[:, :, :1], raw[:, :, n_special:]], dim=2))
+
+
+def test_videomae_tubelet_grid_levels(backbones):
+    enc = load_encoder(backbones["videomae"], "fp32")
+    info = enc.info
+    assert (info.modality, info.grid, info.block, info.has_cls, info.n_special) == ("video", (2, 4, 4), (1, 2, 2), False, 0)
+    video = torch.randn(2, 4, 3, 32, 32)
+    feats = FeatureExtractor(enc, n_levels=2, tokens="all", norm="auto")(video)  # auto: no final norm (mean pooling)
+    hidden = enc.model(pixel_values=video, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(feats, torch.stack([hidden[-2], hidden[-1]], 1))
+    cls = FeatureExtractor(enc, n_levels=1, tokens="cls", norm="none")(video)  # no CLS: the patch mean
+    torch.testing.assert_close(cls[:, 0, 0], hidden[-1].mean(1))
+
+
+def test_whisper_encoder_levels_are_raw_layer_outputs(backbones):
+    enc = load_encoder(backbones["whisper"], "fp32")
+    info = enc.info
+    assert (info.modality, info.grid, info.n_layers, info.num_mel_bins, info.max_length) == ("audio", (50,), 3, 16, 100)
+    assert not hasattr(enc.model, "decoder") and type(enc.model).__name__ == "WhisperEncoder"
+    mel = torch.randn(2, 100, 16)  # [B, frames, mel] as the data pipeline gives it
+    raw = FeatureExtractor(enc, n_levels=2, tokens="all", norm="none")(mel)
+    out = enc.model(input_features=mel.transpose(1, 2), output_hidden_states=True)
+    torch.testing.assert_close(raw[:, 0], out.hidden_states[-2])
+    # Whisper's own output is layer_norm(last layer): the default (auto) extraction reproduces it
+    torch.testing.assert_close(FeatureExtractor(enc, n_levels=1, norm="auto")(mel)[:, 0], out.last_hidden_state)
+    assert not torch.allclose(raw[:, 1], out.last_hidden_state)
+
+
+def test_whisper_preprocessing_is_its_feature_extractor(backbones, tmp_path):
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    from scaling.data.audio import encode_flac
+    from scaling.data.decode import SampleDecoder
+    from scaling.data.preprocess import media_spec
+
+    spec = media_spec(model_config(encoder=backbones["whisper"]))
+    assert (spec.audio_features, spec.num_mel_bins, spec.max_length) == ("whisper", 16, 100)
+    wav = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    flac = encode_flac(wav)
+    sample = SampleDecoder(spec, False, "caption")({"__key__": "k", "flac": flac, "json": b'{"id": "k", "captions": ["a tone"]}'},
+                                                   __import__("random").Random(0))
+    from scaling.data.audio import decode_audio
+
+    want = WhisperFeatureExtractor(feature_size=16, chunk_length=1)(decode_audio(flac), sampling_rate=16000,
+                                                                     return_tensors="np").input_features[0].T
+    assert sample["media"].shape == (100, 16)
+    torch.testing.assert_close(sample["media"], torch.from_numpy(np.ascontiguousarray(want)).float())
