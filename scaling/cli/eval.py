@@ -88,7 +88,7 @@ def run(args) -> int:
     metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}
     stored_data = stored.get("data") or {}
     out = args.out or default_out_dir(adapter, args.split, out_dir_qualifiers(
-        task, stored_data.get("task"), args.data, stored_data.get(args.split), args.limit))
+        task, stored_data.get("task"), args.data, stored_data.get(args.split), args.limit, args.split))
     pred_path = os.path.join(out, "predictions.jsonl")
     try:
         # the predictions are written before scoring: a scoring failure loses no generation
@@ -108,25 +108,63 @@ def run(args) -> int:
         else:
             print(format_table(task, result.metrics, len(result.predictions)))
             print(f"{len(result.predictions)} samples · predictions: {pred_path} · metrics: {metrics_path}")
+            from scaling.cli.summary import eval_next
+
+            print(eval_next(args.checkpoint, run_dir_of(adapter)))
         if result.skip_warning():
             print(f"WARNING: {result.skip_warning()}", file=sys.stderr)
     distributed.shutdown()
     return 0
 
 
+def same_shards(a: str, b: str, split: str) -> bool:
+    """Do two data sources name the same shard files (a folder with index.json and the URL pattern of its
+    shards, relative and absolute paths)? False when either cannot be resolved."""
+    from scaling.data.shards import INDEX_NAME, expand_urls, is_local, local_path, read_json
+
+    def files(source: str) -> set[str]:  # names only: no shard is opened or counted
+        out = set()
+        for part in [p.strip() for p in str(source).split("::") if p.strip()]:
+            ref, _, sub = part.partition("#")
+            if ref.endswith(".json") or (is_local(ref) and os.path.isdir(local_path(ref))):
+                path = os.path.join(local_path(ref), INDEX_NAME) if os.path.isdir(local_path(ref)) else ref
+                entry = read_json(path, "index")["splits"][sub or split]
+                urls = [os.path.join(os.path.dirname(path), sh["name"]) for sh in entry["shards"]]
+            else:
+                urls = expand_urls(ref)
+            out.update(os.path.realpath(local_path(u)) if is_local(u) else u for u in urls)
+        return out
+
+    try:
+        return files(a) == files(b)
+    except Exception:  # noqa: BLE001 - any failure to resolve: treat as other data (its own folder)
+        return False
+
+
 def out_dir_qualifiers(task: str, run_task: str | None, data: str | None, run_data: str | None,
-                       limit: int | None) -> list[str]:
+                       limit: int | None, split: str = "test") -> list[str]:
     """What sets an evaluation apart from the run's own full split, for its folder name: another task
     (zero-shot), other data than the run's ``data.SPLIT``, a ``--limit``. Empty for the paper's figure."""
     parts = []
     if run_task and task != run_task:
         parts.append(task)
-    if data and run_data and data != run_data:
+    if data and run_data and data != run_data and not same_shards(data, run_data, split):
         names = [p for p in re.split(r"[/#]", data.rstrip("/")) if p and not re.search(r"[{}*?\[\]]", p)]
         parts.append(re.sub(r"[^A-Za-z0-9._-]+", "-", names[-1] if names else "data"))
     if limit:
         parts.append(f"limit{limit}")
     return parts
+
+
+def run_dir_of(adapter: str) -> str | None:
+    """The run folder of ``RUN/checkpoints/step_N/…`` or ``RUN/best/…`` (None for a loose adapter)."""
+    ckpt_dir = os.path.dirname(os.path.realpath(adapter))
+    parent = os.path.dirname(ckpt_dir)
+    if os.path.basename(parent) == "checkpoints":
+        return os.path.dirname(parent)
+    if os.path.basename(ckpt_dir) == "best" and os.path.isfile(os.path.join(parent, "config.yaml")):
+        return parent
+    return None
 
 
 def default_out_dir(adapter: str, split: str, qualifiers: list[str] = ()) -> str:

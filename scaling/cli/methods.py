@@ -1,7 +1,9 @@
 """`scaling methods`: list every method preset with its trainable-parameter count, or show one.
 
 Backbones are given as local directories, hub ids or shape names (``llama-7b``, ``clip-vit-l14``...);
-models are built on ``meta`` tensors, so counting at 7B scale needs no memory and no weights.
+models are built on ``meta`` tensors, so counting at 7B scale needs no memory and no weights. The counts
+are cached per backbone pair (``scaling/models/param_cache.py``): a second listing imports neither torch
+nor transformers.
 """
 
 from __future__ import annotations
@@ -19,32 +21,57 @@ def register(sub) -> None:
     p.add_argument("--encoder", default="clip-vit-l14", help="encoder: local directory, hub id, or shape name (default clip-vit-l14)")
     p.add_argument("--show", metavar="METHOD", help="print the resolved configuration of one method")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-cache", action="store_true",
+                   help="count by building every preset even when the counts of this backbone pair are cached "
+                        "(~/.cache/scaling/param_counts.json, keyed by the configs and this package's model code)")
     p.add_argument("overrides", nargs="*", help="model overrides applied to every preset, e.g. map.n_queries=16")
     p.set_defaults(func=run)
 
 
-def _count(method: str, llm: str, encoder: str, overrides: list[str]) -> tuple[int, dict]:
+def _count(method: str, llm: str, encoder: str, overrides: list[str], cache=None) -> tuple[int, dict]:
+    """(trainable parameters, {"config", "parameters"}) of one preset: from the cache of counts per backbone
+    pair (scaling/models/param_cache.py), else by building it on the meta device."""
+    from scaling.models import param_cache
+
+    k = param_cache.key(method, llm, encoder, overrides)
+    hit = cache.get(k) if cache is not None else None
+    if hit is not None:
+        return hit["trainable"], hit["info"]
+    import transformers
+
     from scaling.config.base import apply_overrides
     from scaling.config.model import model_config
     from scaling.models.builder import build_model, count_trainable, parameter_table
 
+    transformers.utils.logging.set_verbosity_error()
     data = apply_overrides({"method": method, "llm": llm, "encoder": encoder}, overrides)
     cfg = model_config(data)
     model = build_model(cfg, meta=True)
     table = {k: {"trainable": t, "frozen": f} for k, (t, f) in parameter_table(model).items()}
-    return count_trainable(model), {"config": to_dict(cfg), "parameters": table}
+    info = {"config": to_dict(cfg), "parameters": table}
+    n = count_trainable(model)
+    if cache is not None:
+        cache.put(k, {"trainable": n, "info": info})
+    return n, info
 
 
 def run(args) -> int:
+    from scaling.models.param_cache import CountCache
+
+    cache = CountCache(enabled=not args.no_cache)
+    try:
+        return _run(args, cache)
+    finally:
+        cache.save()
+
+
+def _run(args, cache) -> int:
     from scaling.models.presets import METHODS, PAPER_TABLE1_PARAMS
 
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
     if args.show:
         if args.show not in METHODS:
             raise ConfigError(f"unknown method {args.show!r}{suggest(args.show, METHODS)}; valid: {sorted(METHODS)}")
-        n, info = _count(args.show, args.llm, args.encoder, args.overrides)
+        n, info = _count(args.show, args.llm, args.encoder, args.overrides, cache)
         info["trainable_parameters"] = n
         if args.json:
             print(json.dumps(info))
@@ -57,7 +84,7 @@ def run(args) -> int:
         return 0
     rows = []
     for name, preset in METHODS.items():
-        n, _ = _count(name, args.llm, args.encoder, args.overrides)
+        n, _ = _count(name, args.llm, args.encoder, args.overrides, cache)
         rows.append({"method": name, "trainable_parameters": n, "about": preset["about"],
                      "paper_table1": PAPER_TABLE1_PARAMS.get(name)})
     if args.json:

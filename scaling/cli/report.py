@@ -5,8 +5,10 @@
 Mean ± std over seeds per method × benchmark, the best grid point, average rank and average
 normalised score across benchmarks (DePALM Table 4), training time and the carbon footprint estimate
 (DePALM supplement E: TDP V100 250 W, PUE 1.1, 0.385 kg CO2eq/kWh by default). Writes DIR/report.md,
-DIR/report.csv and DIR/chart_*.png, and prints the Markdown (or, with --json, one JSON object as the
-last line). Runs with missing or broken files are skipped with a warning naming them.
+DIR/report.csv and DIR/chart_*.png (DIR: --out, default INPUT/report), and prints the Markdown (or, with
+--json, one JSON object as the last line) to stdout, warnings to stderr. Runs with missing or broken files
+are skipped with a warning naming them; runs without evaluation scores (a toy:// run) are tabulated by their
+training's validation loss, else their final training loss, labelled as such (lower is better).
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def default_out(inputs: list[str]) -> str:
+    """``INPUT/report`` for one input (a sweep or run folder), else ``COMMON_PARENT/report``: next to what it
+    reports on, never into the current folder."""
+    import os
+
+    paths = [os.path.abspath(p) for p in inputs]
+    base = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
+    return os.path.join(base, "report")
+
+
 def register(subparsers) -> None:
     from scaling.evaluation.report import DEFAULT_CARBON_INTENSITY, DEFAULT_PUE, DEFAULT_TDP_W
 
@@ -35,7 +47,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding them (a sweep)")
-    p.add_argument("--out", default="report", metavar="DIR", help="where report.md, report.csv and charts go (default: ./report)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where report.md, report.csv and charts go (default: INPUT/report beside the runs, for several "
+                        "inputs their common folder's report/)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     p.add_argument(
         "--metric",
@@ -87,7 +101,7 @@ def run(args) -> int:
         warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
         split=args.split,
     )
-    outputs = write_report(report, args.out, charts=not args.no_charts)
+    outputs = write_report(report, args.out or default_out(args.runs), charts=not args.no_charts)
     if args.json:
         data = to_json(report)
         data["outputs"] = outputs

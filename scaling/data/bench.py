@@ -24,6 +24,10 @@ def _modality_of(raw: dict) -> str | None:
     return None
 
 
+#: Below this many samples the rates measure start-up more than decoding.
+FEW_SAMPLES = 50
+
+
 def bench(source: str, split: str = "train", n: int = 200, modality: str | None = None, cfg=None,
           echo=print) -> dict[str, Any]:
     """Benchmark decoding of ``source`` (a folder/index/URL pattern); returns {stage: samples/s}."""
@@ -48,6 +52,9 @@ def bench(source: str, split: str = "train", n: int = 200, modality: str | None 
     kind = modality or _modality_of(raws[0]) or src.meta.get("modality") or "image"
     results = {"read": len(raws) / max(t_read, 1e-9)}
     echo(f"{len(raws)} samples of {kind} from {len(src.shards)} shard(s)")
+    if len(raws) < FEW_SAMPLES:
+        echo(f"  note: only {len(raws)} samples (fewer than {FEW_SAMPLES}): the figures below are dominated by start-up "
+             f"(opening shards, first decoder calls), not the steady rate; bench a split with more samples (-n)")
     echo(f"  read raw samples       {results['read']:10.1f} samples/s")
     use_features = kind == "features"
     if use_features:

@@ -245,7 +245,9 @@ def job_train(reporter, name: str, cfg_dict: dict, eval_task: str, meteor: bool)
         res = evaluate(model, tok, gen(), eval_task, max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
                        progress=False, **opts)
         ebar.close()
-        write_results(res, os.path.join(out_dir, "test"), {"method": cfg.model.method, "step": step})
+        # where `scaling eval` puts a checkpoint's test scores, so `scaling report RUNS` reads them
+        write_results(res, os.path.join(out_dir, "eval", f"step_{step}_test"),
+                      {"method": cfg.model.method, "step": step, "split": "test", "data": cfg.data.test})
         captured.update(predictions=res.predictions, references=res.references, metrics=res.metrics,
                         eval_seconds=time.time() - t0)
         return {k: v for k, v in res.metrics.items() if v is not None}
@@ -277,11 +279,15 @@ class Timer:
 
 
 def run_demo(methods: list[str], settings: Settings, cache_dir: str, out_dir: str, seed: int = 0, fresh: bool = False,
-             progress: bool = True, echo=None) -> dict:
-    """Run every phase; returns ``{"results": method → metric → value, "timings": ..., ...}``."""
+             progress: bool = True, echo=None, result=None) -> dict:
+    """Run every phase; returns ``{"results": method → metric → value, "timings": ..., ...}``.
+
+    ``echo`` gets progress and logs (default: stderr), ``result`` the results table, the examples and where
+    the outputs are (default: stdout)."""
     from scaling.demo.progress import JobRunner
 
     echo = echo or (lambda m: print(m, file=sys.stderr, flush=True))
+    result = result or (lambda m: print(m, flush=True))
     timer = Timer()
     os.makedirs(cache_dir, exist_ok=True)
     os.makedirs(out_dir, exist_ok=True)
@@ -291,10 +297,10 @@ def run_demo(methods: list[str], settings: Settings, cache_dir: str, out_dir: st
     for m in methods:
         method_overrides(m)  # unknown names fail before anything runs
     with JobRunner(workers=settings.workers, progress=progress, echo=echo) as runner:
-        return _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer)
+        return _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result)
 
 
-def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer) -> dict:
+def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result) -> dict:
     tasks = ["caption", "vqa"] + (["audio"] if settings.audio else [])
     echo(f"scaling demo: methods {', '.join(methods)} on tasks {', '.join(tasks)}; cache {cache_dir}; output {out_dir}")
 
@@ -406,12 +412,15 @@ def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo
                         for k, v in results_raw.items()}}
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
-    echo(report["text"])
     all_reused = all(reused.values()) and not feature_jobs
     echo(f"timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
          + ("  (backbones, data and features reused from the cache)" if all_reused else ""))
-    echo(f"grid: {report['grid']}   TensorBoard: tensorboard --logdir {os.path.join(out_dir, 'runs')}   "
-         f"results: {os.path.join(out_dir, 'results.json')}")
+    runs = os.path.join(out_dir, "runs")
+    result(report["text"])
+    result(f"\ngrid: {report['grid']}   results: {os.path.join(out_dir, 'results.json')}   "
+           f"test predictions and scores: {os.path.join(runs, 'METHOD-TASK', 'eval')}/\n"
+           f"next:\n  scaling report {runs}                  # the report's tables of these runs\n"
+           f"  tensorboard --logdir {runs}")
     return summary
 
 

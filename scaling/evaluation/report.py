@@ -44,6 +44,9 @@ import yaml
 from scaling.config.base import ConfigError
 from scaling.evaluation.metrics import DISPLAY_SCALE, PRIMARY_METRIC
 
+#: Metrics read from the training itself when a run has no evaluation scores (a toy:// run, a run whose
+#: data has no references): lower is better, shown as they are (not ×100), labelled in the tables.
+LOSS_METRICS = {"val_loss": "validation loss (training's)", "final_train_loss": "final training loss"}
 DEFAULT_TDP_W: dict[str, float] = {"V100": 250.0, "A100": 400.0, "H100": 700.0}
 DEFAULT_PUE = 1.1
 DEFAULT_CARBON_INTENSITY = 0.385  # kg CO2eq per kWh
@@ -176,6 +179,34 @@ def scores_path(path: str, split: str = "test") -> str | None:
     return own if os.path.isfile(own) else None
 
 
+def training_losses(path: str) -> dict[str, float]:
+    """``val_loss`` (the last validation of the training) and ``final_train_loss`` of a run, from its
+    ``train_summary.json`` (else the eval rows of ``train_log.jsonl``): what a run without evaluation scores
+    can be tabulated by."""
+    out: dict[str, float] = {}
+    summary = os.path.join(path, "train_summary.json")
+    try:
+        data = _read_json(summary) if os.path.isfile(summary) else {}
+    except (OSError, ValueError):
+        data = {}
+    if isinstance(data.get("val_loss"), (int, float)):
+        out["val_loss"] = float(data["val_loss"])
+    if isinstance(data.get("final_loss"), (int, float)):
+        out["final_train_loss"] = float(data["final_loss"])
+    log = os.path.join(path, "train_log.jsonl")
+    if "val_loss" not in out and os.path.isfile(log):
+        with open(log) as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                value = row.get("val_loss", (row.get("values") or {}).get("val/loss") if isinstance(row.get("values"), dict) else None)
+                if row.get("kind") == "eval" and isinstance(value, (int, float)):
+                    out["val_loss"] = float(value)
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
 def _partial(metrics_path: str) -> bool:
     """An evaluation of part of the split (``scaling eval --limit``, written by an older version into the
     split's own folder): not the split's score."""
@@ -191,9 +222,15 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
     if not os.path.isfile(cfg_path):
         raise RunProblem("no config.yaml")
     met_path = scores_path(path, split)
+    losses = training_losses(path) if met_path is None else {}
+    if met_path is None and not losses:
+        raise RunProblem(f"no metrics.json, no `scaling eval` scores of split {split!r} and no training loss in "
+                         f"train_summary.json (unfinished or failed run?)")
     if met_path is None:
-        raise RunProblem(f"no metrics.json and no `scaling eval` scores of split {split!r} (unfinished or failed run?)")
-    if met_path == os.path.join(path, "metrics.json"):
+        kind = "validation loss" if "val_loss" in losses else "final training loss"
+        warn(f"no evaluation scores (no references to score, e.g. toy:// data, or not evaluated yet): tabulating its "
+             f"{kind} (lower is better); `scaling eval --checkpoint {path} --split {split} --data SHARDS` scores it")
+    elif met_path == os.path.join(path, "metrics.json"):
         warn(f"no `scaling eval` scores of split {split!r} (RUN/eval/step_N_{split}/): using the training's periodic "
              f"evaluation (a val subset, METEOR and SPICE off); run `scaling eval --checkpoint {path} --split {split}` "
              f"(with --data SHARDS when the run has no data.{split}) for the paper's figure")
@@ -205,7 +242,7 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
     if not isinstance(cfg, dict):
         raise RunProblem("config.yaml does not hold a mapping")
     try:
-        met = _read_json(met_path)
+        met = _read_json(met_path) if met_path else {"metrics": losses}
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunProblem(f"metrics.json is not valid JSON ({err})") from None
     if not isinstance(met, dict) or not isinstance(met.get("metrics"), dict):
@@ -230,6 +267,8 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
     }
     run = Run(path, str(method), dataset, str(task), flat.get("train.seed"), metrics, hparams)
     run.eval_metric = flat.get("eval.metric") or None
+    if met_path is None:
+        run.eval_metric = "val_loss" if "val_loss" in losses else "final_train_loss"
     if not os.path.isfile(sum_path):
         warn("no train_summary.json: no training time or carbon estimate for it")
         return run
@@ -299,6 +338,19 @@ class Benchmark:
     task: str
     metric: str
     label: str = ""
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOSS_METRICS
+
+    def key(self, value: float) -> float:
+        """Larger = better, whatever the metric's direction."""
+        return -value if self.lower_is_better else value
+
+    @property
+    def column(self) -> str:
+        """The table header: the metric, or what a loss is."""
+        return f"{self.label} {LOSS_METRICS[self.metric]} ↓" if self.lower_is_better else f"{self.label} {self.metric}"
 
 
 @dataclasses.dataclass
@@ -425,10 +477,12 @@ def build_report(
     bench: dict[tuple[str, str], Benchmark] = {}
     usable: list[tuple[Run, Benchmark]] = []
     for run in runs:
-        key = (run.dataset, run.task)
+        # runs tabulated by a training loss (no evaluation scores) form a benchmark of their own
+        key = (run.dataset, run.task, run.eval_metric in LOSS_METRICS)
         if key not in bench:
             metric = (
-                metric_overrides.get(run.dataset)
+                (run.eval_metric if run.eval_metric in LOSS_METRICS else None)
+                or metric_overrides.get(run.dataset)
                 or metric_overrides.get(run.task)
                 or run.eval_metric
                 or PRIMARY_METRIC.get(run.task)
@@ -452,6 +506,8 @@ def build_report(
     datasets = [b.dataset for b in bench.values()]
     for b in bench.values():
         b.label = b.dataset if datasets.count(b.dataset) == 1 else f"{b.dataset} ({b.task})"
+        if datasets.count(b.dataset) > 1 and b.lower_is_better:
+            b.label += " (training loss)"
 
     groups_by_key: dict[tuple, Group] = {}
     for run, b in usable:
@@ -470,7 +526,7 @@ def build_report(
     best: dict[tuple[str, str], Group] = {}
     for g in groups:
         cell = (g.method, g.benchmark.label)
-        if cell not in best or g.mean > best[cell].mean:
+        if cell not in best or g.benchmark.key(g.mean) > g.benchmark.key(best[cell].mean):
             best[cell] = g
     for g in best.values():
         g.best = True
@@ -480,12 +536,12 @@ def build_report(
     norm_sum: dict[str, list[float]] = {}
     for b in benchmarks:
         scores = {m: g.mean for (m, label), g in best.items() if label == b.label}
-        for m, r in _ranks(scores).items():
+        for m, r in _ranks({m: b.key(v) for m, v in scores.items()}).items():
             rank_sum.setdefault(m, []).append(r)
-        top = max(scores.values())
+        top = min(scores.values()) if b.lower_is_better else max(scores.values())
         if top > 0:
-            for m, s in scores.items():
-                norm_sum.setdefault(m, []).append(s / top)
+            for m, s in scores.items():  # for a loss: best (lowest) / loss, so 1 = best as for scores
+                norm_sum.setdefault(m, []).append(top / s if b.lower_is_better else s / top)
         else:
             warnings.append(f"benchmark {b.label}: best score is {top}, not positive; left out of the normalised score")
     avg_rank = {m: sum(v) / len(v) for m, v in rank_sum.items()}
@@ -501,6 +557,11 @@ def build_report(
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
+
+
+def _scale(b: Benchmark, scale: float) -> float:
+    """Scores are shown ×``scale``; a loss as it is."""
+    return 1.0 if b.lower_is_better else scale
 
 
 def _fmt_score(mean: float | None, std: float | None, scale: float) -> str:
@@ -533,15 +594,17 @@ def to_markdown(report: Report) -> str:
         "",
         f"{len(report.runs)} usable runs (of {report.n_dirs} run directories) in {n_points} grid points, "
         f"{len(report.methods)} methods, {len(report.benchmarks)} benchmarks. Scores ×{sc:g} "
-        "(CIDEr as the papers print it); mean ± std over seeds (sample std); a value without ± has one seed.",
+        "(CIDEr as the papers print it; a training loss, marked ↓, as it is: lower is better); mean ± std over seeds "
+        "(sample std); a value without ± has one seed.",
         "",
         "## Main results (best grid point per method and benchmark)",
         "",
     ]
-    header = ["Method"] + [f"{b.label} {b.metric}" for b in report.benchmarks] + ["Avg. rank", "Avg. norm. score"]
+    header = ["Method"] + [b.column for b in report.benchmarks] + ["Avg. rank", "Avg. norm. score"]
     rank_rank = _rank_of(report.avg_rank, reverse=False)
     norm_rank = _rank_of(report.avg_norm, reverse=True)
-    tops = {b.label: max((g.mean for (m, lab), g in report.best.items() if lab == b.label), default=None) for b in report.benchmarks}
+    tops = {b.label: max((g.mean for (m, lab), g in report.best.items() if lab == b.label), key=b.key, default=None)
+            for b in report.benchmarks}
     rows = []
     for m in report.methods:
         row = [m]
@@ -550,7 +613,7 @@ def to_markdown(report: Report) -> str:
             if g is None:
                 row.append("—")
                 continue
-            cell = _fmt_score(g.mean, g.std, sc)
+            cell = _fmt_score(g.mean, g.std, _scale(b, sc))
             row.append(f"**{cell}**" if g.mean == tops[b.label] else cell)
         row.append(f"{report.avg_rank[m]:.2f} ({rank_rank[m]})")
         row.append(f"{report.avg_norm[m]:.4f} ({norm_rank[m]})" if m in report.avg_norm else "n/a")
@@ -570,10 +633,10 @@ def to_markdown(report: Report) -> str:
         )
     lines += ["", "## All grid points", ""]
     rows = []
-    for g in sorted(report.groups, key=lambda g: (g.benchmark.label, g.method, -g.mean)):
+    for g in sorted(report.groups, key=lambda g: (g.benchmark.label, g.method, -g.benchmark.key(g.mean))):
         rows.append(
             [g.method, g.benchmark.label, g.point, len(g.runs), ", ".join(str(s) for s in g.seeds),
-             f"{g.benchmark.metric} {_fmt_score(g.mean, g.std, sc)}", "best" if g.best else ""]
+             f"{g.benchmark.metric} {_fmt_score(g.mean, g.std, _scale(g.benchmark, sc))}", "best" if g.best else ""]
         )  # fmt: skip
     lines += _table(["Method", "Benchmark", "Grid point", "Seeds", "Seed values", "Score", ""], rows)
 
@@ -607,7 +670,7 @@ def to_rows(report: Report) -> list[dict[str, Any]]:
     """One CSV/JSON row per grid point (stored scale, not ×100)."""
     all_metrics = sorted({k for g in report.groups for r in g.runs for k in r.metrics})
     rows = []
-    for g in sorted(report.groups, key=lambda g: (g.benchmark.label, g.method, -g.mean)):
+    for g in sorted(report.groups, key=lambda g: (g.benchmark.label, g.method, -g.benchmark.key(g.mean))):
         row: dict[str, Any] = {
             "method": g.method,
             "benchmark": g.benchmark.label,
@@ -674,9 +737,11 @@ def write_charts(report: Report, out_dir: str) -> list[str]:
     paths = []
     sc = report.scale
     for b in report.benchmarks:
-        cells = sorted(((m, g) for (m, lab), g in report.best.items() if lab == b.label), key=lambda mg: -mg[1].mean)
-        rows = [(m, g.mean * sc, g.std * sc if g.std is not None else None) for m, g in cells]
-        title = f"{b.label} - {b.metric} (x{sc:g}), mean ± std over seeds, best grid point"
+        cells = sorted(((m, g) for (m, lab), g in report.best.items() if lab == b.label), key=lambda mg: -b.key(mg[1].mean))
+        bsc = _scale(b, sc)
+        rows = [(m, g.mean * bsc, g.std * bsc if g.std is not None else None) for m, g in cells]
+        title = (f"{b.label} - {LOSS_METRICS[b.metric]} (lower is better)" if b.lower_is_better
+                 else f"{b.label} - {b.metric} (x{sc:g})") + ", mean ± std over seeds, best grid point"
         paths.append(bar_chart(title, rows, os.path.join(out_dir, f"chart_{_slug(b.label)}.png")))
     if report.avg_norm:
         rows = sorted(((m, v, None) for m, v in report.avg_norm.items()), key=lambda r: -r[1])

@@ -125,9 +125,6 @@ def peft_key(name: str) -> str | None:
 
 
 def to_peft(path: str, out: str) -> str:
-    from peft import LoraConfig
-    from safetensors.torch import save_file
-
     tensors, meta = load_weights(path)
     ft = (meta["config"].get("model") or {}).get("finetune") or {}
     rank = int(ft.get("lora_rank") or 0)
@@ -136,6 +133,10 @@ def to_peft(path: str, out: str) -> str:
             f"method {meta.get('method')!r} has no LoRA weights (model.finetune.lora_rank=0), so there is no peft form; "
             f"use --to adapter (scaling.training.checkpoint.load_adapter loads it)"
         )
+    # imported after the refusals above: peft imports transformers (seconds), a refusal needs neither
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
     lora = {peft_key(k): v for k, v in tensors.items() if peft_key(k)}
     other_llm = sorted(k for k in tensors if k.startswith("llm.") and not peft_key(k))
     if other_llm:  # bias/norm tuning, bottleneck adapters, deep prompts inside the LLM

@@ -285,6 +285,17 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (out / "results.json").is_file()
     assert list((out / "runs").glob("depalm-caption/tensorboard/*")) or list((out / "runs").glob("depalm-caption/**/events.*"))
     assert "building" in proc.stderr
+    # results on stdout (the table, then --json's line), progress and logs on stderr
+    assert "results on the held-out test splits" in proc.stdout and "building" not in proc.stdout
+    assert "results on the held-out test splits" not in proc.stderr
+    # the demo's test scores sit where `scaling eval` puts them: `scaling report` reads them, no warning
+    report = subprocess.run([sys.executable, "-m", "scaling", "report", str(out / "runs"), "--json", "--no-charts"],
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
+    assert report.returncode == 0, report.stderr[-3000:]
+    data = json.loads(report.stdout.strip().splitlines()[-1])
+    assert data["n_runs"] == 4 and "no `scaling eval` scores" not in report.stderr
+    best = data["best"]["depalm|demo-caption"]
+    assert best["mean"] == pytest.approx(depalm["caption/CIDEr"])
 
     proc2 = _demo(cache_dir, out)
     assert proc2.returncode == 0, proc2.stderr[-4000:]
