@@ -48,6 +48,16 @@ def untrusted(data: Mapping[str, Any], note: Callable[[str], None] | None = None
     return out
 
 
+def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config of an earlier version made valid for this one (what it meant then, kept): configs written
+    when ``train.epochs`` defaulted to 8 hold it beside ``train.max_steps``, which decided the length."""
+    out = deep_merge({}, data)
+    train = out.get("train")
+    if isinstance(train, dict) and train.get("max_steps") is not None and train.get("epochs") is not None:
+        train["epochs"] = None
+    return out
+
+
 def stored_pipe_source(data: Mapping[str, Any], split: str) -> str | None:
     """The stored ``data.<split>`` when it is a ``pipe:`` command (which :func:`untrusted` drops), else None."""
     section = data.get("data") if isinstance(data, Mapping) else None

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from scaling.config.base import ConfigError
+
+
+DEFAULT_EPOCHS = 8.0  # DePALM supplement C.3
+DEFAULT_VALUES = {"lr": 8e-4, "weight_decay": 0.1, "warmup_fraction": 0.2, "min_lr_ratio": 1e-4, "clip": 0.8, "epochs": 8}
 
 
 @dataclasses.dataclass
@@ -19,8 +24,8 @@ class TrainConfig:
     clip: float = 0.8  # gradient clipping (global norm)
     global_batch: int = 128
     micro_batch: int = 16  # per device
-    epochs: float = 8
-    max_steps: int | None = None  # overrides epochs when set
+    epochs: float | None = None  # the training length: epochs (default 8 when max_steps is not set) ...
+    max_steps: int | None = None  # ... or optimizer steps; one of the two, never both
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     deepspeed: str | None = None  # path to a ds_configs/*.json; None = plain DDP / single process
     gradient_checkpointing: bool = False
@@ -44,6 +49,20 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = []
+        for name in ("lr", "weight_decay", "warmup_fraction", "min_lr_ratio", "clip", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"train.{name} must be a finite number, got {value} (e.g. train.{name}="
+                                f"{DEFAULT_VALUES.get(name, 1)})")
+        if problems:  # the comparisons below would all be False for nan
+            raise ConfigError(problems)
+        if self.epochs is not None and self.max_steps is not None:
+            raise ConfigError(
+                f"train.epochs={self.epochs:g} and train.max_steps={self.max_steps} are both set, and only one can decide "
+                f"the training length: keep one (train.epochs=null to train {self.max_steps} steps, or "
+                f"train.max_steps=null to train {self.epochs:g} epochs)")
+        if self.epochs is None and self.max_steps is None:
+            self.epochs = DEFAULT_EPOCHS
         if self.lr <= 0:
             problems.append(f"train.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -57,7 +76,7 @@ class TrainConfig:
         for name in ("global_batch", "micro_batch", "save_every", "keep_last", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps is None:
+        if self.epochs is not None and self.epochs <= 0:
             problems.append(f"train.epochs must be > 0 (or set train.max_steps), got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"train.max_steps must be >= 1, got {self.max_steps}")

@@ -247,3 +247,39 @@ def test_a_final_save_on_a_full_disk_stops_with_the_fix(tmp_path, monkeypatch):
     # torch's own wording of a full disk is recognised too
     assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726"))
     assert not is_disk_full(RuntimeError("CUDA error"))
+
+
+def test_config_gaps_are_refused_before_anything_loads_with_the_fix(tmp_path):
+    import pytest
+
+    from scaling.config import ConfigError
+
+    base = tiny_run_overrides(str(tmp_path / "run"), 4)
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number, got nan \(e.g. train.lr=0.0008\)"):
+        load_config(None, base + ["train.lr=.nan"])
+    with pytest.raises(ConfigError, match="train.clip must be a finite number"):
+        load_config(None, base + ["train.clip=.inf"])
+    with pytest.raises(ConfigError, match=r"train.epochs=3 and train.max_steps=4 are both set(.|\n)*train.epochs=null"):
+        load_config(None, base + ["train.epochs=3"])
+    assert load_config(None, base + ["train.epochs=3", "train.max_steps=null"]).train.epochs == 3
+    assert load_config(None, [f"train.output_dir={tmp_path}"]).train.epochs == 8  # the default length
+    with pytest.raises(ConfigError, match=r"n_queries must be a whole number >= 1, got 0"):
+        load_config(None, base + ["model.map.n_queries=0"])
+    with pytest.raises(ConfigError, match=r"d_embed must be a whole number >= 1"):
+        load_config(None, base + ["model.map.d_embed=-4"])
+
+
+def test_an_adapter_stored_with_both_epochs_and_max_steps_still_loads(tmp_path):
+    """Adapters written while train.epochs defaulted to 8 store it beside max_steps (which decided): they load."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    result = run(tmp_path, "run", 2, "train.save_every=2")
+    path = ckpt.resolve_adapter_path(result.output_dir)
+    with safe_open(path, "pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    config = json.loads(meta["config"])
+    config["train"]["epochs"] = 8
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={**meta, "config": json.dumps(config)})
+    _, cfg = ckpt.load_adapter(str(tmp_path / "old.safetensors"), "cpu")
+    assert cfg.train.max_steps == 2 and cfg.train.epochs is None
