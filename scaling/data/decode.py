@@ -178,6 +178,8 @@ class SampleDecoder:
         wav = audio_mod.decode_audio(data, spec.sample_rate)
         if spec.audio_features == "whisper":
             feats = audio_mod.whisper_features(wav, spec.num_mel_bins, spec.max_length, spec.sample_rate)
+        elif spec.audio_features == "clap":
+            feats = audio_mod.clap_features(wav, spec.num_mel_bins, spec.max_length, spec.sample_rate, rng if self.train else None)
         else:
             feats = audio_mod.ast_features(wav, spec.num_mel_bins, spec.max_length, spec.audio_mean, spec.audio_std, spec.sample_rate)
         if self.augment:

@@ -19,7 +19,8 @@ videomae   ImageNet (0.485.. / 0.229..)           shortest edge = size, crop    
 ========== ====================================== ================================ =========
 
 Audio: AST (and MAViL) take Kaldi log-mel filterbanks (``audio_features="kaldi-fbank"``); Whisper takes
-its own log-mel spectrogram, computed by transformers' ``WhisperFeatureExtractor`` (``"whisper"``).
+its own log-mel spectrogram, computed by transformers' ``WhisperFeatureExtractor`` (``"whisper"``); CLAP takes
+``ClapFeatureExtractor``'s (48 kHz, 10 s, ``"clap"``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class MediaSpec:
     audio_std: float = AST_STD
     encoder_type: str | None = None
     preprocess: str = "transformers"  # whose preprocessing this is (recorded with cached features)
-    audio_features: str = "kaldi-fbank"  # kaldi-fbank (AST, MAViL) | whisper (WhisperFeatureExtractor)
+    audio_features: str = "kaldi-fbank"  # kaldi-fbank (AST, MAViL) | whisper | clap (their transformers feature extractors)
 
     @property
     def media_key(self) -> str:
@@ -138,7 +139,8 @@ def media_spec(model_cfg, data_cfg=None) -> MediaSpec:
     if info.modality == "audio":
         spec = MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=model_type,
                          preprocess=f"transformers:{model_type}",
-                         audio_features="whisper" if model_type == "whisper" else "kaldi-fbank")
+                         audio_features={"whisper": "whisper", "clap_audio_model": "clap"}.get(model_type, "kaldi-fbank"),
+                         sample_rate=48000 if model_type == "clap_audio_model" else SAMPLE_RATE)
     else:
         mean, std, resize, ratio, resample = IMAGE_DEFAULTS.get(model_type, IMAGE_DEFAULTS["vit"])
         frames = info.num_frames or (data_cfg.video_frames if data_cfg is not None else 8)

@@ -36,6 +36,7 @@ ENCODER_TYPES: dict[str, tuple[str, str]] = {
     "audio-spectrogram-transformer": ("ASTModel", "audio"),
     "videomae": ("VideoMAEModel", "video"),
     "whisper": ("WhisperModel", "audio"),  # its encoder only (the decoder is dropped after loading)
+    "clap_audio_model": ("ClapAudioModel", "audio"),  # CLAP's audio tower (HTSAT), without fusion
 }
 
 
@@ -246,6 +247,13 @@ def encoder_info(cfg: PretrainedConfig, video_frames: int | None = None) -> Enco
         n = cfg.max_source_positions
         return EncoderInfo("audio", d, cfg.encoder_layers, False, 0, (n,), (4,), num_mel_bins=cfg.num_mel_bins,
                            max_length=2 * n, encoder_type=model_type)
+    if model_type == "clap_audio_model":  # HTSAT: levels are the blocks of its last stage (the final width)
+        if getattr(cfg, "enable_fusion", False):
+            raise ConfigError("CLAP audio with enable_fusion=true (4-channel fused input) is not supported; use a non-fusion checkpoint")
+        n_merges = len(cfg.depths) - 1
+        side = cfg.spec_size // cfg.patch_size // 2**n_merges
+        return EncoderInfo("audio", cfg.patch_embeds_hidden_size * 2**n_merges, cfg.depths[-1], False, 0, (side, side), (2, 2),
+                           num_mel_bins=cfg.num_mel_bins, max_length=1001, encoder_type=model_type)
     if model_type == "videomae":  # tubelets: tokens in (time, height, width) order, no CLS
         side, t = cfg.image_size // cfg.patch_size, cfg.num_frames // cfg.tubelet_size
         return EncoderInfo("video", d, n_layers, False, 0, (t, side, side), (1, 2, 2), image_size=cfg.image_size,
@@ -336,6 +344,24 @@ class WhisperAudioEncoder(PerceptualEncoder):
         return norm(states) if norm is not None else states
 
 
+class ClapAudioEncoder(PerceptualEncoder):
+    """CLAP's HTSAT audio tower. Its stages differ in width, so the levels are the blocks of the last
+    stage (forward hooks); tokens are its final (spec_size / patch / 2^merges)² grid of the mel "image"."""
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """media log-mel ``[B, frames, mel]`` → ``[B, len(levels), side², d]``."""
+        outputs: list[torch.Tensor] = []
+        hooks = [block.register_forward_hook(lambda _m, _i, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+                 for block in self.model.audio_encoder.layers[-1].blocks]
+        try:
+            self.model(input_features=media.unsqueeze(1))
+        finally:
+            for h in hooks:
+                h.remove()
+        states = torch.stack([outputs[i] for i in levels], dim=1)
+        return norm(states) if norm is not None else states
+
+
 def load_encoder(
     name: str,
     dtype: str = "bf16",
@@ -346,7 +372,7 @@ def load_encoder(
     attn_implementation: str = "sdpa",
 ) -> PerceptualEncoder:
     """Load a frozen perceptual encoder: a transformers one (CLIP vision, ViT, DINOv2, SigLIP vision,
-    TimeSformer, VideoMAE, AST, Whisper's encoder) or ``PREFIX:REF`` of another library (:mod:`scaling.models.encoders`)."""
+    TimeSformer, VideoMAE, AST, Whisper's encoder, CLAP's audio tower) or ``PREFIX:REF`` of another library (:mod:`scaling.models.encoders`)."""
     import transformers
 
     from scaling.models.encoders import loader_for, split_encoder_name
@@ -371,12 +397,20 @@ def load_encoder(
         except Exception:  # noqa: BLE001
             pass
         with ctx:
-            model = cls._from_config(cfg, dtype=torch_dtype, **kwargs)
+            try:
+                model = cls._from_config(cfg, dtype=torch_dtype, **kwargs)
+            except ValueError as err:  # no SDPA in this architecture (CLAP's HTSAT): its eager attention
+                if "scaled_dot_product_attention" not in str(err):
+                    raise
+                cfg._attn_implementation = "eager"
+                model = cls._from_config(cfg, dtype=torch_dtype, **kwargs)
     else:
         model = cls.from_pretrained(os.path.expanduser(name), dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs)
         model.to(device)
     model.eval()
     model.requires_grad_(False)
+    if cfg.model_type == "clap_audio_model":
+        return ClapAudioEncoder(model, info)
     if cfg.model_type == "whisper":
         config = model.config
         model = model.get_encoder()  # the decoder is not used

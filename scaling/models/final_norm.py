@@ -50,6 +50,7 @@ FINAL_NORMS: dict[str, FinalNorm] = {
     # with mean pooling (the released checkpoints) has no final norm (its fc_norm belongs to the classifier)
     "whisper": FinalNorm(("layer_norm",), True, "no official config; Whisper's last_hidden_state is layer_norm(last layer)"),
     "videomae": FinalNorm(("layernorm",), False, "no official config; VideoMAEModel (use_mean_pooling) has no final norm"),
+    "clap_audio_model": FinalNorm(("audio_encoder.norm",), False, "DePALM config/feat_model/clap.yaml: norm: null"),
     # encoders of other libraries (scaling.models.encoders): paths inside the loaded timm model /
     # open_clip visual tower / MAViL audio branch
     "timm": FinalNorm(("norm",), True, f"{_DEPALM_AUTO}: timm's norm (vit-*.yaml leave norm at auto)"),

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from transformers import (
     ASTConfig,
+    ClapAudioConfig,
     BloomConfig,
     CLIPVisionConfig,
     Dinov2Config,
@@ -118,6 +119,7 @@ ENCODER_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "timesformer-b": lambda: TimesformerConfig(image_size=224, patch_size=16, num_frames=8),
     "ast-b": lambda: ASTConfig(num_mel_bins=128, max_length=1024),
     "videomae-b": lambda: VideoMAEConfig(image_size=224, patch_size=16, num_frames=16, tubelet_size=2),
+    "clap-htsat": lambda: ClapAudioConfig(enable_fusion=False),
     "whisper-base": lambda: WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, decoder_layers=6,
                                           decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, num_mel_bins=80),
     # tiny shapes
@@ -144,6 +146,11 @@ ENCODER_SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "tiny-videomae": lambda: VideoMAEConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
         patch_size=8, num_frames=4, tubelet_size=2,
+    ),
+    "tiny-clap": lambda: ClapAudioConfig(  # real input size (1001 x 64 mel, spec 256), tiny widths: 32 x 32 tokens
+        spec_size=256, patch_size=4, patch_stride=(4, 4), depths=[1, 2], num_attention_heads=[2, 4], hidden_size=32,
+        patch_embeds_hidden_size=16, num_mel_bins=64, window_size=8, enable_fusion=False, projection_hidden_size=32,
+        projection_dim=16,
     ),
     "tiny-whisper": lambda: WhisperConfig(  # 1 s chunks: 100 mel frames -> 50 tokens
         d_model=32, encoder_layers=3, encoder_attention_heads=4, decoder_layers=1, decoder_attention_heads=4,

@@ -86,18 +86,20 @@ TINY_LLM_ARCHS = ["llama", "opt", "gpt2", "qwen2"]  # built for every test sessi
 # every decoder-only architecture with a tiny shape (the LLM matrix test builds the rest on demand)
 TINY_LLM_MATRIX = TINY_LLM_ARCHS + ["mistral", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt-neox", "falcon",
                                     "olmo2", "gptj", "bloom"]
-TINY_ENCODER_ARCHS = ["vit", "clip", "dinov2", "siglip", "timesformer", "ast", "videomae", "whisper"]
+TINY_ENCODER_ARCHS = ["vit", "clip", "dinov2", "siglip", "timesformer", "ast", "videomae", "whisper", "clap"]
 
 
 def tiny_media(arch: str, batch: int = 2) -> dict[str, torch.Tensor]:
     """Random media matching a tiny encoder's input (tiny ViT/CLIP/...: 32×32; TimeSformer/VideoMAE: 4 frames;
-    AST: 64×32; Whisper: 100 frames × 16 mel bins)."""
+    AST: 64×32; Whisper: 100 frames × 16 mel bins; CLAP: 1001 × 64)."""
     if arch in ("timesformer", "videomae"):
         return {"video": torch.randn(batch, 4, 3, 32, 32)}
     if arch == "ast":
         return {"audio": torch.randn(batch, 64, 32)}
     if arch == "whisper":
         return {"audio": torch.randn(batch, 100, 16)}
+    if arch == "clap":
+        return {"audio": torch.randn(batch, 1001, 64)}
     return {"pixel_values": torch.randn(batch, 3, 32, 32)}
 
 

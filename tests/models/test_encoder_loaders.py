@@ -252,3 +252,35 @@ def test_whisper_preprocessing_is_its_feature_extractor(backbones, tmp_path):
                                                                      return_tensors="np").input_features[0].T
     assert sample["media"].shape == (100, 16)
     torch.testing.assert_close(sample["media"], torch.from_numpy(np.ascontiguousarray(want)).float())
+
+
+def test_clap_audio_levels_are_its_last_stage_blocks(backbones):
+    enc = load_encoder(backbones["clap"], "fp32")
+    info = enc.info
+    assert (info.modality, info.grid, info.n_layers, info.hidden_size, info.has_cls) == ("audio", (32, 32), 2, 32, False)
+    mel = torch.randn(2, 1001, 64)
+    feats = FeatureExtractor(enc, n_levels=2, tokens="all", norm="none")(mel)
+    assert feats.shape == (2, 2, 1024, 32)
+    out = enc.model(input_features=mel.unsqueeze(1), output_hidden_states=True)
+    # the last stage's output (HF's last hidden state, [B, d, h, w]) is the last level
+    torch.testing.assert_close(feats[:, 1], out.hidden_states[-1].flatten(2).transpose(1, 2))
+    assert not torch.allclose(feats[:, 0], feats[:, 1])
+
+
+def test_clap_preprocessing_is_its_feature_extractor(backbones):
+    import random
+
+    import numpy as np
+    from transformers import ClapFeatureExtractor
+
+    from scaling.data.audio import clap_features
+    from scaling.data.preprocess import media_spec
+
+    spec = media_spec(model_config(encoder=backbones["clap"]))
+    assert (spec.audio_features, spec.sample_rate, spec.num_mel_bins, spec.max_length) == ("clap", 48000, 64, 1001)
+    wav = (0.3 * np.sin(np.arange(48000 * 2) * 2 * np.pi * 440 / 48000)).astype(np.float32)
+    want = ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad")(wav, sampling_rate=48000, return_tensors="np")
+    torch.testing.assert_close(clap_features(wav), torch.from_numpy(want.input_features[0, 0]).float())
+    long = np.random.default_rng(0).standard_normal(48000 * 12).astype(np.float32)  # > 10 s: cut by our rng, not numpy's
+    a, b = clap_features(long, rng=random.Random(1)), clap_features(long, rng=random.Random(1))
+    assert a.shape == (1001, 64) and torch.equal(a, b)
