@@ -71,6 +71,17 @@ class PlainMapper(nn.Module):
         return self.norm(self.out(self.tf(x)[:, -self.nq :]))
 
 
+def random_media(info, batch: int, dev: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Random encoder input of the right shape for ``info`` (an EncoderInfo; None: no media)."""
+    if info is None:
+        return {}
+    if info.modality == "image":
+        return {"pixel_values": torch.randn(batch, 3, info.image_size, info.image_size, device=dev, dtype=dtype)}
+    if info.modality == "video":
+        return {"video": torch.randn(batch, info.num_frames, 3, info.image_size, info.image_size, device=dev, dtype=dtype)}
+    return {"audio": torch.randn(batch, info.max_length, info.num_mel_bins, device=dev, dtype=dtype)}
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -136,14 +147,7 @@ def run_benchmark(
     vocab = model.layout.embed_tokens.weight.shape[0]
     ids = torch.randint(0, vocab, (batch, text_len), device=dev)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    media = {}
-    if info is not None:
-        if info.modality == "image":
-            media["pixel_values"] = torch.randn(batch, 3, info.image_size, info.image_size, device=dev, dtype=half)
-        elif info.modality == "video":
-            media["video"] = torch.randn(batch, info.num_frames, 3, info.image_size, info.image_size, device=dev, dtype=half)
-        else:
-            media["audio"] = torch.randn(batch, info.max_length, info.num_mel_bins, device=dev, dtype=half)
+    media = random_media(info, batch, dev, half)
     feats = None
     if cached and model.extractor is not None:
         with torch.no_grad():

@@ -14,7 +14,15 @@ def register(sub) -> None:
     p.add_argument("--text-len", type=int, default=24)
     p.add_argument("--device", default="cuda", help="cuda or cpu (use tiny shapes on cpu)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--compare", choices=["plain", "none"], default="plain")
+    p.add_argument("--compare", choices=["plain", "hf", "none"], default=None,
+                   help="plain (training step, the default) | hf (with --generate: Hugging Face generate, the default) | none")
+    p.add_argument("--generate", action="store_true",
+                   help="time evaluation generation (greedy, left-padded batch) instead of the training step: "
+                        "samples/s and ms per decode step, ours (dynamic and static KV cache) vs Hugging Face generate")
+    p.add_argument("--new-tokens", type=int, default=20, help="--generate: tokens generated per sample")
+    p.add_argument("--compile-decode", action="store_true",
+                   help="--generate on CUDA: also time the static-cache decode step captured as a CUDA graph "
+                        "(torch.compile mode=reduce-overhead)")
     p.add_argument("--cached-features", action="store_true", help="read cached encoder features instead of running the encoder")
     p.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
     p.add_argument("--no-fused-llm", action="store_true", help="do not swap fused kernels into the frozen LLM")
@@ -34,6 +42,11 @@ def run(args) -> int:
     from scaling.bench.step import run_benchmark
 
     transformers.utils.logging.set_verbosity_error()
+    if args.generate:
+        return run_generate(args)
+    if args.compare == "hf":
+        raise SystemExit("--compare hf compares generation: add --generate (the training step compares with --compare plain)")
+    args.compare = args.compare or "plain"
     res = run_benchmark(
         args.llm_shape, args.encoder_shape, args.method, args.batch, args.text_len, args.device, args.dtype,
         compare_plain=args.compare == "plain", cached=args.cached_features, warmup=args.warmup, steps=args.steps,
@@ -61,4 +74,31 @@ def run(args) -> int:
         e = res["fp8_effect"]
         print(f"FP8 effect on one batch: loss {e['loss']:.5f} → {e['loss_fp8']:.5f} (relative {e['loss_rel_diff']:.2e}), "
               f"trainable-gradient cosine {e['grad_cosine']:.5f}, relative difference {e['grad_rel_diff']:.3f}")
+    return 0
+
+
+def run_generate(args) -> int:
+    from scaling.bench.generate import run_generate_benchmark
+
+    if args.compare == "plain":
+        raise SystemExit("--generate compares with Hugging Face generate: use --compare hf (or none)")
+    res = run_generate_benchmark(
+        args.llm_shape, args.encoder_shape, args.method, args.batch, args.text_len, args.new_tokens, args.device,
+        args.dtype, compare_hf=(args.compare or "hf") == "hf", warmup=args.warmup, repeats=args.steps,
+        compile_decode=args.compile_decode,
+    )
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    cfg = res["config"]
+    print(f"generate {cfg['method']} | {cfg['llm']} + {cfg['encoder']} | batch {cfg['batch']}, {cfg['prompt_len']}-token "
+          f"prompts (left-padded), {cfg['new_tokens']} new tokens | {cfg['gpu']} {cfg['dtype']}")
+    cols = ["total_ms", "samples_s", "prefill_ms", "decode_ms_per_step"]
+    print(f"{'':18s}" + "".join(f"{c:>20s}" for c in cols))
+    for name in ("hf", "ours_dynamic", "ours_static", "ours_static_graph"):
+        if name in res:
+            print(f"{name:18s}" + "".join(f"{res[name][c]:>20.3f}" for c in cols))
+    if "ratio_samples_s" in res:
+        print(f"speed-up vs HF generate (samples/s, {res['best']}): {res['ratio_samples_s']:.2f}x; "
+              f"greedy tokens equal to HF's: {res['tokens_equal_hf']:.1%}")
     return 0

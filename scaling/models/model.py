@@ -100,6 +100,11 @@ class PerceptualLM(nn.Module):
         # padding, what the collator builds), a causal mask alone is exact for every real token,
         # so the LLM gets no padding mask and SDPA can take its flash path (False: always the mask).
         self.causal_only_when_right_padded = True
+        # Generation with kv_cache="static" on CUDA: run each decode step through
+        # torch.compile(mode="reduce-overhead") (CUDA graphs) when no layer hook is armed (first-layer
+        # injection, blind). Never used on CPU. Off by default until GPU figures say it pays.
+        self.compile_decode = False
+        self._compiled_decoder = None
         self._state: InjectionState | None = None
         self.plan: dict[int, int] = {}
         if hasattr(injection, "plan") and extractor is not None:
@@ -296,8 +301,18 @@ class PerceptualLM(nn.Module):
                 args[self._mask_index] = state.hide_mask
         return tuple(args), kwargs
 
+    def _decoder(self, static: bool, device: torch.device) -> nn.Module:
+        """The decoder stack for one decode step: ``layout.base``, or its CUDA-graph capture
+        (``torch.compile(mode="reduce-overhead")``) with a static cache on CUDA when ``compile_decode``
+        is set and no layer hook is armed (the hooks read Python state per call)."""
+        if not (self.compile_decode and static and device.type == "cuda" and not self._hooks):
+            return self.layout.base
+        if self._compiled_decoder is None:
+            self._compiled_decoder = torch.compile(self.layout.base, mode="reduce-overhead", dynamic=False)
+        return self._compiled_decoder
+
     def _run(self, embeds, mask_2d, positions, state: InjectionState, cache=None, q_len: int | None = None,
-             q_start: int | None = None):
+             q_start: int | None = None, decoder: nn.Module | None = None):
         """One pass of the LLM's decoder stack with the hooks armed; returns the last hidden states.
         ``mask_2d`` None: causal attention only (no padding before any real token). ``q_start``: the
         position of the first query when ``mask_2d`` spans a preallocated (static) cache."""
@@ -307,7 +322,7 @@ class PerceptualLM(nn.Module):
         self._state = state
         try:
             # the KV-cache keyword the model declares (transformers 5.x renames past_key_values → cache)
-            out = self.layout.base(
+            out = (decoder or self.layout.base)(
                 inputs_embeds=embeds, attention_mask=mask_2d, position_ids=positions,
                 **{cache_kwarg(self.layout.base): cache}, use_cache=cache is not None,
             )
@@ -410,8 +425,9 @@ class PerceptualLM(nn.Module):
         step_embeds, step_pos = embeds, positions
         for step in range(max_new_tokens):
             state.prefill = step == 0 or not use_cache
+            decoder = self._decoder(static, embeds.device) if step > 0 else None
             hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1],
-                               q_start=length if static else None)
+                               q_start=length if static else None, decoder=decoder)
             length += step_embeds.shape[1]
             logits = self.layout.logits(hidden[:, -1]).float()
             token = logits.argmax(-1)
@@ -464,8 +480,9 @@ class PerceptualLM(nn.Module):
         step_embeds, step_pos = embeds, positions
         for step in range(max_new_tokens):
             state.prefill = step == 0
+            decoder = self._decoder(static, device) if step > 0 else None
             hidden = self._run(step_embeds, mask, step_pos, state, cache, q_len=step_embeds.shape[1],
-                               q_start=length if static else None)
+                               q_start=length if static else None, decoder=decoder)
             length += step_embeds.shape[1]
             logp = torch.log_softmax(self.layout.logits(hidden[:, -1]).float(), dim=-1)  # [b*k, V]
             vocab = logp.shape[-1]
