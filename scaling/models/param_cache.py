@@ -31,7 +31,7 @@ def cache_path() -> str:
 def code_hash() -> str:
     """Hash of the source that decides a count: scaling/models/*.py and scaling/config/*.py."""
     h = hashlib.sha256()
-    for sub in ("models", "config"):
+    for sub in ("models", "models/encoders", "config"):
         folder = os.path.join(_PACKAGE, sub)
         for name in sorted(os.listdir(folder)):
             if name.endswith(".py"):
@@ -42,6 +42,18 @@ def code_hash() -> str:
 
 
 def _backbone_id(name: str) -> Any:
+    prefix, sep, ref = name.partition(":")
+    if sep and prefix in ("timm", "open_clip", "mavil"):  # another library's encoder: its version + the file/folder
+        from importlib import metadata
+
+        dist = {"timm": "timm", "open_clip": "open_clip_torch"}.get(prefix)
+        try:
+            version = metadata.version(dist) if dist else None
+        except metadata.PackageNotFoundError:
+            version = None
+        path = os.path.abspath(os.path.expanduser(ref.split("@", 1)[-1])) if ref else ""
+        stat = os.stat(path) if path and os.path.exists(path) else None
+        return [name, version, stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
     path = os.path.abspath(os.path.expanduser(name))
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")

@@ -128,9 +128,10 @@ def test_meta_counts_at_real_shape_without_weights():
     assert mavil.info.grid == (64, 8) and mavil.info.n_patches == 512 and mavil.info.hidden_size == 768
 
 
-def test_methods_cli_counts_a_timm_encoder(capsys):
+def test_methods_cli_counts_a_timm_encoder(capsys, monkeypatch):
     import json
 
+    monkeypatch.setenv("SCALING_NO_PARAM_CACHE", "1")  # count by building, not from an earlier run's cache
     from scaling.cli.main import main
 
     counts = {}
