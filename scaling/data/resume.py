@@ -50,6 +50,7 @@ class LoaderState:
     fraction: float = 1.0
     subset_seed: int = 0
     skipped: int = 0
+    skipped_epoch_keys: list[str] | None = None  # the distinct bad samples of this epoch (None: not recorded)
     # order settings; None = unknown (a state saved before they were recorded)
     shuffle_buffer: int | None = None
     bucket_batches: int | None = None  # 0 = no length bucketing
@@ -114,7 +115,8 @@ def reconcile(saved: LoaderState, current: LoaderState) -> LoaderState:
         ", ".join(changes) or f"{len(saved.cursors)} worker cursors for {current.num_workers} workers",
         saved.epoch, per_rank_batches,
     )
-    return fast_forward(dataclasses.replace(current, epoch=saved.epoch, skipped=saved.skipped), per_rank_batches)
+    return fast_forward(dataclasses.replace(current, epoch=saved.epoch, skipped=saved.skipped,
+                                            skipped_epoch_keys=saved.skipped_epoch_keys), per_rank_batches)
 
 
 def fast_forward(state: LoaderState, batches: int) -> LoaderState:

@@ -228,6 +228,9 @@ class ShardStream(IterableDataset):
             self.rank, worker, plan.size, ", ".join(lost), skipped[-1] if skipped else "none", replacement.size)
 
     def _eval_batches(self, plan: WorkerPlan, worker: int, cursor: int):
+        """One batch per ``batch_size`` consecutive entries of the worker's order (the last one shorter), so that
+        the batch count is known before decoding (``len()``): bad samples make their batch smaller, and a batch
+        whose samples are all bad is yielded empty (``ids == []``, no tensors)."""
         batch: list[dict] = []
         skipped: list[str] = []
         for k, raw, key in iter_plan(plan, self.shards, cursor):
@@ -235,23 +238,25 @@ class ShardStream(IterableDataset):
             sample = self._decode(raw, key, derive_seed(plan.seed, k), skipped)
             if sample is not None:
                 batch.append(sample)
-            if len(batch) == self.batch_size:
-                out = collate(batch, self.text, train=False)
+            if cursor % self.batch_size == 0 or cursor == plan.size:
+                out = collate(batch, self.text, train=False) if batch else empty_eval_batch()
                 out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
                 yield out
                 batch, skipped = [], []
-        if batch:
-            out = collate(batch, self.text, train=False)
-            out["_meta"] = {"worker": worker, "cursor": cursor, "skipped": skipped}
-            yield out
-        elif skipped:  # report skips even without a last batch
-            yield {"_meta": {"worker": worker, "cursor": cursor, "skipped": skipped}, "_empty": True}
+
+
+def empty_eval_batch() -> dict[str, Any]:
+    """An evaluation batch whose samples were all skipped: no rows (consumers skip it)."""
+    return {"ids": [], "answers": [], "input_ids": torch.zeros(0, 0, dtype=torch.long),
+            "attention_mask": torch.zeros(0, 0, dtype=torch.long)}
 
 
 class StreamLoader:
     """Iterable over one epoch of batches for one rank, with ``state_dict``/``load_state_dict``.
 
-    Attributes: ``epoch``, ``skipped`` (bad samples skipped so far), ``skipped_keys`` (the last
+    Attributes: ``epoch``, ``skipped`` (skip events so far: a bad sample met again when a worker cycles
+    through its share counts again), ``skipped_in_epoch`` (distinct bad samples of this epoch: what the
+    trainer reports), ``skipped_keys`` (the last
     100 of them), ``num_samples`` (samples of the split after the subset), ``meta`` (the split's
     index entry).
     """
@@ -281,6 +286,12 @@ class StreamLoader:
         self.batches = 0
         self.samples = 0
         self.cursors = [0] * self._k
+        self.skipped_epoch: dict[str, None] = {}  # distinct bad samples of this epoch (an ordered set)
+
+    @property
+    def skipped_in_epoch(self) -> int:
+        """Distinct bad samples skipped in the current epoch (restored on resume)."""
+        return len(self.skipped_epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Go to the start of ``epoch`` (no-op when already in it: a resumed position is kept)."""
@@ -288,8 +299,8 @@ class StreamLoader:
             self._reset(epoch)
 
     def __len__(self) -> int:
-        """Training: batches per epoch on every rank. Evaluation: batches on this rank (fewer if
-        samples are skipped)."""
+        """Training: batches per epoch on every rank. Evaluation: batches on this rank, exactly what an iteration
+        yields (a batch with skipped samples is smaller; one whose samples were all skipped is empty)."""
         return self._num_batches
 
     @property
@@ -303,6 +314,7 @@ class StreamLoader:
             epoch=self.epoch, batches=self.batches, samples=self.samples, cursors=list(self.cursors), seed=ds.seed,
             rank=ds.rank, world_size=ds.world_size, num_workers=self._k, batch_size=ds.batch_size,
             num_samples=self.num_samples, fraction=self.fraction, subset_seed=self.subset_seed, skipped=self.skipped,
+            skipped_epoch_keys=list(self.skipped_epoch),
             **ds.order_settings(),
         )
 
@@ -316,17 +328,23 @@ class StreamLoader:
         self.epoch, self.batches, self.samples = st.epoch, st.batches, st.samples
         self.cursors = list(st.cursors) or [0] * self._k
         self.skipped = st.skipped
+        self.skipped_epoch = dict.fromkeys(st.skipped_epoch_keys or [])
         self._resumed = True
 
     # ------------------------------------------------------------------ iteration
     def _note_skips(self, keys: list[str]) -> None:
         for key in keys:
             self.skipped += 1
+            if key in self.skipped_epoch:  # met again (a worker cycling through its share): logged already
+                continue
+            self.skipped_epoch[key] = None
             self.skipped_keys = (self.skipped_keys + [key])[-100:]
-            if self.skipped <= MAX_LOGGED_SKIPS:
+            if self.skipped_in_epoch <= MAX_LOGGED_SKIPS:
                 log.warning("skipped a bad sample: %s", key)
-            elif self.skipped == MAX_LOGGED_SKIPS + 1:
-                log.warning("more bad samples skipped; see loader.skipped / loader.skipped_keys")
+            elif self.skipped_in_epoch == MAX_LOGGED_SKIPS + 1:
+                log.warning("more bad samples skipped this epoch (not listed); their number per epoch is in the "
+                            "training log (data/skipped_samples in train_log.jsonl and TensorBoard) and "
+                            "train_summary.json (skipped_samples); `scaling data inspect` finds them")
 
     def __iter__(self):
         if self.train and self.batches >= self._num_batches:

@@ -158,6 +158,8 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
 
         iterator = tqdm(batches, desc=f"evaluating ({task})", unit="batch", dynamic_ncols=True)
     for batch in iterator:
+        if not len(batch["ids"]):  # every sample of this batch was skipped (counted by the loader)
+            continue
         ids = [str(i) for i in batch["ids"]]
         texts = generate_batch(model, tokenizer, batch, max_new_tokens, num_beams, stop_strings, media_dtype)
         for i, text, refs in zip(ids, texts, batch["answers"]):

@@ -76,6 +76,7 @@ class TrainerState:
     last_metrics: dict = dataclasses.field(default_factory=dict)
     best: dict | None = None  # {"metric", "value", "step"}
     last_loss: float | None = None
+    skipped_samples: dict = dataclasses.field(default_factory=dict)  # {"epoch": distinct bad samples skipped}
 
 
 @dataclasses.dataclass
@@ -471,7 +472,8 @@ class Trainer:
         batch = None
         if self.main or self.strategy.partitioned:
             loader = self.loader_fn(cfg, self.tokenizer, "val", self.env.rank, self.env.world_size, False, epoch=0)
-            batch = next(iter(loader), None) if self.main else None
+            # the first batch with samples (an evaluation batch whose samples were all skipped is empty)
+            batch = next((b for b in loader if len(b.get("ids", [None]))), None) if self.main else None
         if self.strategy.partitioned:
             batch = distributed.broadcast_object(batch)
         if batch is None:
@@ -582,6 +584,7 @@ class Trainer:
                     loader.load_state_dict(self.data_state)
                     self.data_state = None
                 steps_this_epoch = len(loader) // self.accum
+                self._loader = loader
                 if steps_this_epoch < 1:
                     raise RuntimeError(f"epoch {st.epoch} of the training loader has {len(loader)} batches, fewer than one "
                                        f"optimizer step ({self.accum} micro batches)")
@@ -634,6 +637,7 @@ class Trainer:
                 if preempted:
                     break
                 if st.step_in_epoch >= steps_this_epoch:
+                    self._count_skipped(comm)  # the epoch's final count
                     st.epoch += 1
                     st.step_in_epoch = 0
             interrupted = preempted and self.stop.interrupted_agreed
@@ -664,6 +668,15 @@ class Trainer:
         latest = ckpt.list_checkpoints(self.root)
         return TrainResult(code, st, self.out, preempted, interrupted, latest[-1][1] if latest else None, summary)
 
+    def _skipped_local(self) -> float:
+        """Distinct bad samples this rank's training loader skipped in the current epoch (0 for loaders without it)."""
+        return float(getattr(getattr(self, "_loader", None), "skipped_in_epoch", 0) or 0)
+
+    def _count_skipped(self, comm) -> None:
+        """Collective: the current epoch's distinct skipped samples over all ranks into the state."""
+        total = distributed.all_reduce([self._skipped_local()], "sum", comm)[0]
+        self.state.skipped_samples[str(self.state.epoch)] = int(round(total))
+
     def _count_seen(self, w: "_Window", sums: list[float] | None = None) -> None:
         """Add the window's samples/tokens not counted yet to the state (collective unless ``sums`` are given)."""
         if sums is None:
@@ -675,10 +688,12 @@ class Trainer:
     def _log_window(self, w: "_Window", comm) -> None:
         st = self.state
         sums = distributed.all_reduce(
-            [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, w.tokens, w.flops, *w.uncounted()], "sum", comm,
+            [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, w.tokens, w.flops, self._skipped_local(),
+             *w.uncounted()], "sum", comm,
         )
-        loss_sum, loss_count, nonfinite, samples, targets, tokens, total_flops = sums[:7]
-        self._count_seen(w, sums[7:])
+        loss_sum, loss_count, nonfinite, samples, targets, tokens, total_flops, skipped = sums[:8]
+        self._count_seen(w, sums[8:])
+        st.skipped_samples[str(st.epoch)] = int(round(skipped))
         dt = max(1e-9, time.time() - w.start)
         loss = loss_sum / loss_count if loss_count else None
         st.last_loss = loss
@@ -689,6 +704,7 @@ class Trainer:
             "loss_scale": w.loss_scale,
             "skipped_steps": float(st.skipped_steps),
             "nonfinite_losses": nonfinite,
+            "data/skipped_samples": skipped,  # distinct bad samples skipped so far in this epoch, all ranks
             "epoch": st.epoch + st.step_in_epoch / max(1, self.steps_per_epoch),
             "perf/samples_per_s": samples / dt,
             "perf/tokens_per_s": tokens / dt,
@@ -726,6 +742,8 @@ class Trainer:
             # the slowest step and save of this job: a preemption checkpoint needs up to their sum (train.signal_budget)
             "step_seconds_max": round(self.budget.step_seconds, 3),
             "save_seconds_max": round(self.budget.save_seconds, 3),
+            "skipped_samples": st.skipped_samples,  # {"epoch": distinct bad samples the training loader skipped}
+            "skipped_samples_total": sum(st.skipped_samples.values()),
             "eval_failures": self.eval_failures,
             "save_failures": self.save_failures,
         }
