@@ -285,3 +285,15 @@ def test_clap_preprocessing_is_its_feature_extractor(backbones):
     long = np.random.default_rng(0).standard_normal(48000 * 12).astype(np.float32)  # > 10 s: cut by our rng, not numpy's
     a, b = clap_features(long, rng=random.Random(1)), clap_features(long, rng=random.Random(1))
     assert a.shape == (1001, 64) and torch.equal(a, b)
+
+
+def test_timm_encoder_per_frame_on_video(encs):
+    enc = load_encoder(encs["timm"], "fp32", video_frames=3)
+    assert (enc.info.modality, enc.info.grid, enc.info.block) == ("video", (3, 4, 4), (1, 2, 2))
+    assert describe_encoder(encs["timm"], video_frames=3).grid == (3, 4, 4)
+    video = torch.randn(2, 3, 3, 32, 32)
+    feats = FeatureExtractor(enc, n_levels=1, tokens="all", norm="none")(video)
+    assert feats.shape == (2, 1, 1 + 3 * 16, 32)
+    per_frame = enc.model.forward_intermediates(video.flatten(0, 1), indices=[2], return_prefix_tokens=True, output_fmt="NLC",
+                                                intermediates_only=True)[0]
+    torch.testing.assert_close(feats[:, 0, 0], per_frame[1][:, 0].view(2, 3, -1).mean(1))  # CLS averaged over frames
