@@ -95,7 +95,7 @@ def scan_shards(shards: list[ShardRef], decode: int = 20, tokenizer=None, max_sa
                                  "n_answers": len(answers), "members": sorted(cur["_exts"])})
 
         try:
-            for tar, info in iter_members(shard.url):
+            for tar, info in iter_members(shard.url, lambda msg, url=shard.url: unreadable.append(f"{url}: {msg}")):
                 k, ext = split_member(info.name)
                 if k is None:
                     continue

@@ -23,7 +23,7 @@ import os
 import re
 import tarfile
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from scaling.config.base import ConfigError
@@ -265,8 +265,35 @@ class ShardReadError(Exception):
     pass
 
 
-def iter_members(url: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """(tar, member) for each regular file; local files are read with seeks (skipping is cheap)."""
+def member_problem(info: tarfile.TarInfo) -> str | None:
+    """Why a tar member has no place in a shard (a link, a device, an absolute or ``..`` name), or None.
+
+    Shards are read into memory, never extracted, so such members cannot write outside the data folder; they
+    are still never read as samples, and ``scaling data inspect`` reports them as problems."""
+    name = info.name
+    if info.issym():
+        return f"member {name!r} is a symbolic link (to {info.linkname!r})"
+    if info.islnk():
+        return f"member {name!r} is a hard link (to {info.linkname!r})"
+    if not (info.isreg() or info.isdir()):
+        return f"member {name!r} is not a regular file (device, fifo or other special file)"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return f"member {name!r} has an absolute name"
+    if ".." in name.replace("\\", "/").split("/"):
+        return f"member {name!r} has '..' in its name (it points outside the archive)"
+    return None
+
+
+def iter_members(url: str, on_problem: Callable[[str], None] | None = None) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """(tar, member) for each regular file with a plain relative name; local files are read with seeks (skipping
+    is cheap). Any other member is passed over; ``on_problem(message)`` hears about it (:func:`member_problem`)."""
+
+    def usable(info: tarfile.TarInfo) -> bool:
+        problem = member_problem(info)
+        if problem and on_problem is not None:
+            on_problem(problem)
+        return problem is None and info.isreg()
+
     if is_local(url):
         tar = tarfile.open(local_path(url), mode="r:")
         try:
@@ -275,7 +302,7 @@ def iter_members(url: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
                 if info is None:
                     break
                 tar.members = []  # keep memory flat on large shards
-                if info.isreg():
+                if usable(info):
                     yield tar, info
         finally:
             tar.close()
@@ -285,7 +312,7 @@ def iter_members(url: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
         try:
             tar = tarfile.open(fileobj=stream, mode="r|*")
             for info in tar:
-                if info.isreg():
+                if usable(info):
                     yield tar, info
                 tar.members = []
         except GeneratorExit:  # the reader stopped early (it has what it wanted)

@@ -71,3 +71,42 @@ def test_scaling_eval_runs_neither_the_stored_remote_code_nor_a_stored_pipe_comm
     assert "a shell command, which a stored config cannot run" in proc.stderr, proc.stderr[-2000:]
     assert "--data" in proc.stderr
     assert not (tmp / "pipe_ran").exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "absolute", "dotdot"])
+def test_scaling_data_inspect_exits_1_on_link_absolute_and_dotdot_members(tmp_path, capsys, kind):
+    import io
+    import random
+    import tarfile
+
+    from scaling.cli.main import main
+    from scaling.data.shards import ShardSetWriter, iter_members, sample_record
+    from scaling.data.synthetic import make_image
+
+    good = str(tmp_path / "train-000000.tar")
+    writer = ShardSetWriter(str(tmp_path / "train-%06d.tar"), str(tmp_path), samples_per_shard=10)
+    img, color, shape = make_image(random.Random(0), 36)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    writer.write("k0000", sample_record("id0", "caption", "x", "train", [f"a {color} {shape}"]), {"jpg": buf.getvalue()})
+    writer.close()
+    assert main(["data", "inspect", good]) == 0
+    bad = str(tmp_path / "bad-000000.tar")
+    with tarfile.open(good) as src, tarfile.open(bad, "w", format=tarfile.GNU_FORMAT) as dst:
+        for info in src.getmembers():
+            dst.addfile(info, src.extractfile(info))
+        extra = tarfile.TarInfo({"symlink": "k0001.jpg", "hardlink": "k0002.jpg", "absolute": "/etc/k0003.jpg",
+                                 "dotdot": "../outside/k0004.jpg"}[kind])
+        if kind == "symlink":
+            extra.type, extra.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif kind == "hardlink":
+            extra.type, extra.linkname = tarfile.LNKTYPE, "k0000.jpg"
+        data = b"" if kind in ("symlink", "hardlink") else b"x" * 10
+        extra.size = len(data)
+        dst.addfile(extra, io.BytesIO(data))
+    capsys.readouterr()
+    assert main(["data", "inspect", bad]) == 1
+    out = capsys.readouterr().out
+    expected = {"symlink": "symbolic link", "hardlink": "hard link", "absolute": "absolute name", "dotdot": "'..'"}[kind]
+    assert "PROBLEMS" in out and expected in out, out
+    assert sorted(info.name for _, info in iter_members(bad)) == ["k0000.jpg", "k0000.json"]  # never read as a sample
