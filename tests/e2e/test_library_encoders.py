@@ -73,3 +73,32 @@ def test_cache_features_train_predict_on_mavil(backbones, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "tone.flac"), "--json",
                  "--max-new-tokens", "3"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prediction"], str)
+
+
+def test_cache_features_and_fingerprints_with_every_other_loader(backbones, tmp_path):
+    """open_clip, VideoMAE, Whisper and CLAP through cache-features (the shapes and the recorded
+    preprocessing) and adapter fingerprints (architecture recorded, same weights = no difference)."""
+    from scaling.config import load_config
+    from scaling.data.features import cache_features
+    from scaling.models.builder import build_model
+    from scaling.models.tiny import save_tiny_open_clip
+    from scaling.training.fingerprint import compare, model_fingerprints
+
+    cases = {  # encoder, modality, expected [levels, tokens, dim], preprocess, architecture
+        "open_clip": ("open_clip:" + save_tiny_open_clip(str(tmp_path / "oc")), "image", [2, 17, 32], "open_clip", "open_clip:oc"),
+        "videomae": (backbones["videomae"], "video", [2, 32, 32], "transformers:videomae", "videomae"),
+        "whisper": (backbones["whisper"], "audio", [2, 50, 32], "transformers:whisper", "whisper"),
+        "clap": (backbones["clap"], "audio", [2, 1024, 32], "transformers:clap_audio_model", "clap_audio_model"),
+    }
+    for name, (enc, modality, shape, preprocess, arch) in cases.items():
+        shards = tmp_path / f"shards_{name}"
+        write_shards(str(shards), [2], split="train", modality=modality, image_size=40, video_frames=4)
+        cfg = load_config(None, [f"model.encoder={enc}", f"model.llm={backbones['llama']}", "model.frozen_dtype=fp32",
+                                 "model.extract.n_levels=2", f"data.train={shards}", "data.num_workers=0",
+                                 "eval.batch_size=2", "data.video_frames=4"])
+        summary = cache_features(cfg, str(tmp_path / f"feat_{name}"), progress=False, echo=lambda s: None)
+        assert summary["train"]["num_samples"] == 2 and summary["train"]["shape"] == shape, name
+        entry = json.load(open(tmp_path / f"feat_{name}" / "index.json"))["splits"]["train"]["features"]
+        assert entry["preprocess"].startswith(preprocess), name
+        fps = [model_fingerprints(build_model(cfg.model)) for _ in range(2)]
+        assert arch in fps[0]["encoder"]["architecture"] and compare(fps[0], fps[1]) == [], name
