@@ -65,7 +65,7 @@ def run(args) -> int:
     from scaling.data.collate import collate
     from scaling.data.decode import SampleDecoder, SampleError
     from scaling.data.preprocess import media_spec
-    from scaling.data.text import TextEncoder, template_for
+    from scaling.data.text import text_encoder_for
     from scaling.evaluation.evaluate import generate_batch
     from scaling.training.checkpoint import load_adapter
     from scaling.training.loaders import generation_tokenizer
@@ -84,7 +84,7 @@ def run(args) -> int:
     if task != "caption" and not args.question:
         raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")
     tokenizer = generation_tokenizer(cfg.model.llm, "prediction")
-    text = TextEncoder(tokenizer, cfg.data.max_text_len, template_for(task, cfg.data.prompt_template))
+    text = text_encoder_for(cfg, tokenizer, task)
     decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task=task, cfg=cfg.data)
     samples = []
     for path in files:

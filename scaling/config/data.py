@@ -34,7 +34,9 @@ class DataConfig:
     shuffle_buffer: int = 1000
     num_workers: int = 2
     max_text_len: int = 64
-    prompt_template: str | None = None  # default per task
+    prompt_template: str | None = None  # default per task (scaling.data.text: VQA "{question}\n\nAnswer:", caption empty)
+    answer_token: str | None = None  # appended to the prompt, answer right after it (official OPT config: "</a>")
+    answer_prompt: str | None = None  # an empty prompt becomes this (official OPT config: "Answer: ")
     video_frames: int = 8
     augment: bool = True
     samples_per_epoch: int | None = None  # default: read from the shards' index

@@ -1,10 +1,13 @@
-"""The ``train`` config section: the papers' recipe as defaults (DePALM supplement C.3)."""
+"""The ``train`` config section: the official DePALM code's recipe as defaults (``config/run.yaml``).
+
+See docs/fidelity.md "Recipes, prompts and evaluation" for each default's source and the option
+that selects the papers' text (or eP-ALM's recipe) instead."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from scaling.config.base import ConfigError
 
@@ -18,7 +21,11 @@ class TrainConfig:
     output_dir: str = "runs/default"
     seed: int = 0
     lr: float = 8e-4  # alpha_max
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # on every trainable parameter (official code); see decay_1d
+    adam_eps: float = 1e-4  # AdamW epsilon (official config/run.yaml)
+    # per-category overrides of lr / weight_decay, e.g. {prompt: {lr: 1.0e-5}}; categories: mapper, injection,
+    # prompt, llm, encoder, other (scaling.training.optim.PARAM_CATEGORIES; official training.optimizer.overwrite)
+    param_groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     warmup_fraction: float = 0.2  # linear warm-up over the first 20% of steps from lr*min_lr_ratio
     min_lr_ratio: float = 1e-4  # alpha_min = alpha_max * 1e-4
     clip: float = 0.8  # gradient clipping (global norm)
@@ -35,7 +42,16 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None = at the end only; 0 = off (no validation loss, samples or best checkpoint)
     resume: Literal["auto", "never"] = "auto"
     # --- added with the trainer (scaling/training) ---
-    decay_1d: bool = False  # also weight-decay biases, norm scales and other 1-D parameters
+    decay_1d: bool = True  # weight-decay biases, norm scales and 1-D parameters too (official); false: matrices only
+    # the loss: target tokens (answer: the answer/caption and EOS; all: every non-pad token, the prompt included,
+    # as eP-ALM), reduction (token_mean: mean over the batch's target tokens, DePALM; sample_sum: per-sample sum
+    # averaged over the batch, eP-ALM) and a constant factor (eP-ALM's lm_loss_weight 0.1)
+    loss_on: Literal["answer", "all"] = "answer"
+    loss_reduction: Literal["token_mean", "sample_sum"] = "token_mean"
+    loss_weight: float = 1.0
+    # when the lr schedule advances: micro_batch (official DePALM: the rate of an optimizer step is the schedule
+    # at its last micro batch's fraction of training) or optimizer_step (one schedule step per optimizer step)
+    schedule_unit: Literal["micro_batch", "optimizer_step"] = "micro_batch"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:LOCAL_RANK when CUDA exists, else CPU
     dist_backend: str | None = None  # default: nccl on GPU, gloo on CPU
     val_batches: int | None = 50  # batches per rank for the periodic validation loss (None = the whole split)
@@ -67,6 +83,11 @@ class TrainConfig:
             problems.append(f"train.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             problems.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.adam_eps > 0:
+            problems.append(f"train.adam_eps must be > 0, got {self.adam_eps}")
+        problems += _check_param_groups(self.param_groups)
+        if not self.loss_weight > 0:
+            problems.append(f"train.loss_weight must be > 0, got {self.loss_weight}")
         if not 0 <= self.warmup_fraction < 1:
             problems.append(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -91,3 +112,33 @@ class TrainConfig:
             problems.append(f"train.requeue_exit_code must be in 1..255, got {self.requeue_exit_code}")
         if problems:
             raise ConfigError(problems)
+
+
+def _check_param_groups(groups: Any) -> list[str]:
+    from scaling.training.optim import GROUP_KEYS, PARAM_CATEGORIES
+
+    if not isinstance(groups, dict):
+        return [f"train.param_groups must be a mapping category -> {{lr, weight_decay}}, got {groups!r}"]
+    problems = []
+    for cat, over in groups.items():
+        if cat not in PARAM_CATEGORIES:
+            problems.append(f"train.param_groups: unknown category {cat!r}; valid: {list(PARAM_CATEGORIES)} "
+                            "(official adapter = mapper + injection, cross_attn = injection, feat_model = encoder, "
+                            "model_text = llm)")
+            continue
+        if not isinstance(over, dict) or not over:
+            problems.append(f"train.param_groups.{cat} must be a non-empty mapping with keys {list(GROUP_KEYS)}, got {over!r}")
+            continue
+        for key, value in list(over.items()):
+            if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
+                try:
+                    value = over[key] = float(value)
+                except ValueError:
+                    pass
+            if key not in GROUP_KEYS:
+                problems.append(f"train.param_groups.{cat}: unknown key {key!r}; valid: {list(GROUP_KEYS)}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"train.param_groups.{cat}.{key} must be a number, got {value!r}")
+            elif (key == "lr" and value <= 0) or (key == "weight_decay" and value < 0):
+                problems.append(f"train.param_groups.{cat}.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")
+    return problems

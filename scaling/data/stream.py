@@ -43,7 +43,7 @@ from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_ran
 from scaling.data.resume import LoaderState, reconcile
 from scaling.data.shards import ShardRef, all_shards_missing_error, read_positions, resolve_split
 from scaling.data.subset import kept_positions
-from scaling.data.text import TextEncoder, template_for
+from scaling.data.text import TextEncoder, text_encoder_for
 from scaling.data.workers import worker_init
 
 log = logging.getLogger(__name__)
@@ -512,7 +512,7 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
             log.info("video clips are sampled at %d frames (the encoder's), not data.video_frames=%d",
                      spec.frames, data.video_frames)
     decoder = SampleDecoder(spec, train, task, data, use_features=data.use_features and perceives, require_answers=True)
-    text = TextEncoder(tokenizer, data.max_text_len, template_for(task, data.prompt_template))
+    text = text_encoder_for(cfg, tokenizer, task)
     batch_size = cfg.train.micro_batch if train else cfg.eval.batch_size
     workers = data.num_workers if num_workers is None else num_workers
     if workers > 0:  # HF tokenizers warn (and may deadlock) when forked after using their thread pool

@@ -95,9 +95,14 @@ def base_config(llm: str, encoder: str, method: str, task: str, settings: Settin
             "name": f"demo-{task}", "task": TASKS[task][1], "train": train_source, "test": test_source,
             "use_features": features is not None, "features": features, "num_workers": 0, "augment": False,
             "hflip": 0.0, "randaugment_n": 0, "crop_scale": [1.0, 1.0], "max_text_len": 40, "shuffle_buffer": 500,
+            # the toy LM was pretrained on "question </a> answer" documents (scaling/demo/synth.py)
+            **({"prompt_template": "{question}</a>"} if TASKS[task][1] == "vqa" else {}),
         },
         "train": {
             "output_dir": out_dir, "seed": seed, "lr": settings.lr, "weight_decay": 0.01, "warmup_fraction": 0.05,
+            # the toy recipe, not the papers' (docs/fidelity.md): AdamW eps 1e-8, no decay on 1-D parameters,
+            # one schedule step per optimizer step
+            "adam_eps": 1e-8, "decay_1d": False, "schedule_unit": "optimizer_step",
             "min_lr_ratio": 0.05, "clip": 1.0, "global_batch": settings.batch, "micro_batch": settings.batch,
             "max_steps": steps, "precision": "fp32", "save_every": 100000, "keep_last": 1, "log_every": 10,
             "resume": "never", "device": "cpu", "tensorboard": True, "progress_bar": False, "log_samples": 0,

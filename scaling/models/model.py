@@ -3,8 +3,10 @@
 :class:`PerceptualLM` composes already-built blocks (see :mod:`scaling.models.builder` for the
 builder). Its input sequence is ``[first-layer tokens][inner slots][deep prompt][prompt][text]``;
 padding may sit anywhere in the text (right for training, left for generation); position ids count
-real tokens only. The loss is computed on target (answer/caption) tokens only, through the lm_head
-at those positions alone. ``generate`` runs greedy or beam search with a KV cache.
+real tokens only. The loss is computed on target tokens only (the answer/caption, or every non-pad
+token with ``train.loss_on=all``: the labels say which), through the lm_head at those positions alone;
+its reduction (token mean or per-sample sum) and weight come from :meth:`PerceptualLM.configure_loss`. ``generate`` runs greedy or beam search with a
+KV cache.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class PerceptualLM(nn.Module):
         self.deep_prompt = deep_prompt
         self.adapters = adapters
         self.label_smoothing = label_smoothing
+        self.loss_reduction, self.loss_weight = "token_mean", 1.0  # see configure_loss
         # Training forward: when every sample's padding sits after its last real token (right
         # padding, what the collator builds), a causal mask alone is exact for every real token,
         # so the LLM gets no padding mask and SDPA can take its flash path (False: always the mask).
@@ -120,6 +123,14 @@ class PerceptualLM(nn.Module):
                 )
 
     # ------------------------------------------------------------------ configuration helpers
+    def configure_loss(self, reduction: str = "token_mean", weight: float = 1.0) -> None:
+        """``train.loss_reduction`` / ``train.loss_weight``: ``token_mean`` averages the cross-entropy over
+        the batch's target tokens (DePALM); ``sample_sum`` sums it per sample and averages over the batch
+        (eP-ALM); the result is multiplied by ``weight`` (eP-ALM's ``lm_loss_weight`` 0.1)."""
+        if reduction not in ("token_mean", "sample_sum"):
+            raise ValueError(f"unknown loss reduction {reduction!r}: token_mean or sample_sum")
+        self.loss_reduction, self.loss_weight = reduction, float(weight)
+
     def set_kernel_mode(self, mode: str) -> None:
         """"auto" | "triton" | "torch" for every module that dispatches to kernels."""
         if mode not in ops.KERNEL_MODES:
@@ -366,14 +377,19 @@ class PerceptualLM(nn.Module):
             lm_head = self.layout.lm_head
             if selected.any() and not self.layout.plain_head:  # scaled / soft-capped logits (Cohere, Gemma-2)
                 logits = self.layout.logits(h[selected])
-                out["loss"] = torch.nn.functional.cross_entropy(
+                loss = torch.nn.functional.cross_entropy(
                     logits.float(), targets[selected], label_smoothing=self.label_smoothing)
             elif selected.any():
-                out["loss"] = ops.target_cross_entropy(
+                loss = ops.target_cross_entropy(
                     h[selected], lm_head.weight, targets[selected], self.label_smoothing, lm_head.bias, self.kernel_mode
                 )
             else:  # keep every trainable parameter in the graph (ZeRO expects a gradient for each)
+                loss = None
                 out["loss"] = hidden.float().sum() * 0.0
+            if loss is not None:
+                if self.loss_reduction == "sample_sum":  # sum over samples' tokens / B = token mean x N / B (exact:
+                    loss = loss * (selected.sum() / targets.shape[0])  # the fused kernel's mean serves both)
+                out["loss"] = loss * self.loss_weight if self.loss_weight != 1.0 else loss
             out["n_targets"] = selected.sum()
         if return_logits:
             out["logits"] = self.layout.logits(hidden[:, p:])

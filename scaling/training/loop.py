@@ -202,6 +202,7 @@ class Trainer:
         # unfused first: fingerprints see the weights as loaded, and the strategy (DeepSpeed broadcasts every
         # parameter at initialisation) sees no FP8 tensors; the fused forward is installed after it, below
         self.model = build_model(cfg.model, self.device, fuse=False)
+        self.model.configure_loss(t.loss_reduction, t.loss_weight)
         self.fingerprints = model_fingerprints(self.model)
         if self.main:
             table = parameter_table(self.model)
@@ -210,12 +211,13 @@ class Trainer:
         named = self.model.trainable_named_parameters()
         offload = bool(self.plan.deepspeed) and _offloads(self.plan.deepspeed)
         fused_adamw = self.device.type == "cuda" and self.plan.deepspeed is None  # ZeRO flattens it itself
-        optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, cpu_offload=offload, fused=fused_adamw)
+        optimizer = build_optimizer(named, t.lr, t.weight_decay, t.decay_1d, eps=t.adam_eps, cpu_offload=offload,
+                                    fused=fused_adamw, overrides=t.param_groups)
         in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
         assert in_opt == {id(p) for _, p in named}, "the optimizer must hold exactly the trainable parameters"
 
         def scheduler_fn(opt):
-            return build_scheduler(opt, self.total_steps, t.warmup_fraction, t.min_lr_ratio)
+            return build_scheduler(opt, self.total_steps, t.warmup_fraction, t.min_lr_ratio, self.accum, t.schedule_unit)
 
         if self.plan.deepspeed is not None:
             from scaling.training.strategy import DeepSpeedStrategy
@@ -302,7 +304,9 @@ class Trainer:
             self.state.total_steps = self.total_steps
         # the checkpoint restores the old peak rate and the rate of the next step from the old schedule: apply
         # this job's train.lr and schedule (total steps, warm-up, minimum) from the very next step
-        old_lr = self.strategy.restart_schedule(t.lr)
+        from scaling.training.optim import group_peak_lr
+
+        old_lr = self.strategy.restart_schedule(t.lr, lambda name: group_peak_lr(name, t.lr, t.param_groups))
         if not math.isclose(old_lr, t.lr, rel_tol=1e-9, abs_tol=0.0):
             _log(self.main, f"note: train.lr changed from {old_lr:g} to {t.lr:g} (the schedule follows the new peak "
                             f"rate from step {self.state.step + 1}: lr {self.strategy.lr():.6g})")

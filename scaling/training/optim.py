@@ -1,10 +1,17 @@
 """AdamW over the trainable parameters only (frozen backbones never enter the optimizer).
 
-Recipe (DePALM supplement C.3): AdamW, weight decay 0.1. Like most transformer recipes, weight decay
-applies to matrices only: biases, norm scales, learned query/prompt vectors and every other 1-D
-parameter are in a group with ``weight_decay=0`` (decaying a LayerNorm gain towards 0 or a bias
-towards 0 has no regularising meaning). Set ``train.decay_1d=true`` to decay them too, as a plain
-``AdamW(params, weight_decay=0.1)`` would.
+Recipe of the official DePALM code (``config/run.yaml`` ``training.optimizer``): AdamW, eps 1e-4,
+weight decay 0.1 on **every** trainable parameter, one parameter group per category whose learning
+rate and weight decay ``training.optimizer.overwrite`` may override. ``scaling`` does the same:
+
+* the trainable parameters are sorted into categories by the module that owns them
+  (:data:`PARAM_CATEGORIES`: ``mapper``, ``injection``, ``prompt``, ``llm``, ``encoder``, ``other``);
+  the official categories are ``adapter`` (≈ ``mapper`` + ``injection``), ``cross_attn`` (the
+  c-attn blocks: ``injection``), ``prompt``, ``model_text`` (``llm``) and ``feat_model`` (``encoder``);
+* ``train.param_groups`` overrides ``lr`` and/or ``weight_decay`` per category, e.g.
+  ``{prompt: {lr: 1.0e-5}}`` (eP-ALM's separate prompt learning rate);
+* ``train.decay_1d=false`` keeps biases, norm scales and other 1-D parameters out of weight decay
+  (the usual transformer convention; not what the official code does), splitting each category in two.
 
 With DeepSpeed's CPU optimizer offload the optimizer must be DeepSpeed's ``DeepSpeedCPUAdam``
 (AdamW mode); :func:`build_optimizer` returns it when asked.
@@ -12,23 +19,66 @@ With DeepSpeed's CPU optimizer offload the optimizer must be DeepSpeed's ``DeepS
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
+# category -> top-level modules of scaling.models.model.PerceptualLM whose parameters it holds
+PARAM_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mapper": ("mapper",),
+    "injection": ("injection",),
+    "prompt": ("prompt", "deep_prompt"),
+    "llm": ("llm", "adapters"),
+    "encoder": ("extractor",),
+    "other": (),
+}
+GROUP_KEYS = ("lr", "weight_decay")
 
-def param_groups(named_params: list[tuple[str, nn.Parameter]], weight_decay: float, decay_1d: bool = False) -> list[dict]:
-    """Two AdamW groups: ``decay`` (≥2-D weights) and ``no_decay`` (biases, norms, 1-D vectors)."""
-    decay, no_decay = [], []
+
+def param_category(name: str) -> str:
+    """Category of a parameter from its name in the model (``mapper.nets.0.weight`` → ``mapper``)."""
+    head = name.split(".", 1)[0]
+    for cat, modules in PARAM_CATEGORIES.items():
+        if head in modules:
+            return cat
+    return "other"
+
+
+def group_peak_lr(group_name: str, lr: float, overrides: Mapping[str, Mapping[str, float]] | None = None) -> float:
+    """The peak learning rate of the group called ``group_name`` (``prompt`` or ``prompt/no_decay``)."""
+    return float((overrides or {}).get(group_name.split("/", 1)[0], {}).get("lr", lr))
+
+
+def param_groups(
+    named_params: list[tuple[str, nn.Parameter]], weight_decay: float, decay_1d: bool = True,
+    overrides: Mapping[str, Mapping[str, float]] | None = None, lr: float | None = None,
+) -> list[dict]:
+    """One AdamW group per category holding trainable parameters (named after it), in the order of
+    :data:`PARAM_CATEGORIES`, with the category's ``overrides`` applied. ``decay_1d=False`` splits a
+    category into ``<cat>`` (≥2-D weights) and ``<cat>/no_decay`` (biases, norms, 1-D vectors;
+    weight decay 0)."""
+    overrides = overrides or {}
+    buckets: dict[str, list[nn.Parameter]] = {}
     for name, p in named_params:
         if not p.requires_grad:
             continue
+        cat = param_category(name)
         one_d = p.ndim < 2 or name.endswith(".bias") or "norm" in name.lower()
-        (no_decay if (one_d and not decay_1d) else decay).append(p)
+        key = f"{cat}/no_decay" if (one_d and not decay_1d) else cat
+        buckets.setdefault(key, []).append(p)
     groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay, "name": "decay"})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    for cat in PARAM_CATEGORIES:
+        over = dict(overrides.get(cat, {}))
+        for key in (cat, f"{cat}/no_decay"):
+            if key not in buckets:
+                continue
+            group = {"params": buckets[key], "name": key, "weight_decay": float(over.get("weight_decay", weight_decay))}
+            if key.endswith("/no_decay"):
+                group["weight_decay"] = 0.0
+            if "lr" in over or lr is not None:
+                group["lr"] = group_peak_lr(key, lr if lr is not None else 0.0, overrides)
+            groups.append(group)
     return groups
 
 
@@ -36,15 +86,17 @@ def build_optimizer(
     named_params: list[tuple[str, nn.Parameter]],
     lr: float,
     weight_decay: float = 0.1,
-    decay_1d: bool = False,
+    decay_1d: bool = True,
     betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
+    eps: float = 1e-4,
     cpu_offload: bool = False,
     fused: bool = False,
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW on the trainable parameters (``requires_grad``) only. ``fused``: PyTorch's single-kernel
-    AdamW (the trainer asks for it on CUDA without DeepSpeed; same update as the default one)."""
-    groups = param_groups(named_params, weight_decay, decay_1d)
+    """AdamW on the trainable parameters (``requires_grad``) only, one group per category
+    (:func:`param_groups`). ``fused``: PyTorch's single-kernel AdamW (the trainer asks for it on CUDA
+    without DeepSpeed; same update as the default one)."""
+    groups = param_groups(named_params, weight_decay, decay_1d, overrides, lr)
     if not groups:
         raise ValueError("the model has no trainable parameter: nothing to optimise (check the method preset)")
     if cpu_offload:

@@ -64,18 +64,21 @@ class Strategy:
     def gathered_for_generation(self):
         yield
 
-    def restart_schedule(self, lr: float) -> float:
-        """After :meth:`load`: this job's peak rate and schedule apply from the very next step.
+    def restart_schedule(self, lr: float, group_lr=None) -> float:
+        """After :meth:`load`: this job's peak rates and schedule apply from the very next step.
 
-        A checkpoint restores the scheduler's step count, but also the peak rate it was built with
+        A checkpoint restores the scheduler's step count, but also the peak rates it was built with
         (``base_lrs``) and the rate the optimizer applies next, computed by the *old* schedule. Both are
-        replaced: the next step uses ``lr · factor(step)`` of this job's schedule (its total steps,
-        warm-up and minimum ratio). Identical values when nothing changed. Returns the restored peak rate.
-        """
+        replaced: the next step uses ``peak · factor(step)`` of this job's schedule (its total steps,
+        warm-up and minimum ratio), where a group's peak is ``group_lr(group_name)`` (its
+        ``train.param_groups`` override) or ``lr``. Identical values when nothing changed. Returns the
+        restored peak rate of the first group that follows ``lr``."""
         sched = self.scheduler
         groups = sched.optimizer.param_groups
-        old = float(sched.base_lrs[0])
-        sched.base_lrs = [float(lr) for _ in groups]
+        peaks = [float(group_lr(g.get("name", "")) if group_lr is not None else lr) for g in groups]
+        follows = [i for i, p in enumerate(peaks) if p == float(lr)] or [0]
+        old = float(sched.base_lrs[follows[0]])
+        sched.base_lrs = peaks
         for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
             group["initial_lr"] = base
             if torch.is_tensor(group["lr"]):

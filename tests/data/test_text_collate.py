@@ -26,8 +26,12 @@ def sample(question=None, answers=("red",), target="red", sid="x", task="vqa"):
             "media_key": "pixel_values", "media": torch.zeros(3, 4, 4)}
 
 
+OLD_VQA = "{question}</a>"  # the former default (eP-ALM's separator), still a valid data.prompt_template
+
+
 def test_templates():
-    assert template_for("vqa") == "{question}</a>" == template_for("videoqa") == template_for("gqa")
+    # the official DePALM VQA instruction (config/dataset/vqa.yaml, insert_instruction 1, stripped by its data code)
+    assert template_for("vqa") == "{question}\n\nAnswer:" == template_for("videoqa") == template_for("gqa")
     assert template_for("caption") == "{prompt}"
     assert template_for("caption", "a picture of") == "a picture of"
     assert format_prompt("{question}</a>", {"question": "what is it?"}) == "what is it?</a>"
@@ -36,7 +40,7 @@ def test_templates():
 
 
 def test_train_labels_masked_outside_answer(tok):
-    text = TextEncoder(tok, 32, template_for("vqa"))
+    text = TextEncoder(tok, 32, OLD_VQA)
     batch = collate([sample("what color is the circle?", target="big red"), sample("is it big?", target="no")], text, True)
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     sep = tok.convert_tokens_to_ids("</a>")
@@ -57,7 +61,7 @@ def test_train_labels_masked_outside_answer(tok):
 
 
 def test_generation_batch_left_padded_prompt_only(tok):
-    text = TextEncoder(tok, 32, template_for("vqa"))
+    text = TextEncoder(tok, 32, OLD_VQA)
     batch = collate([sample("what color is the big circle?", answers=("red", "blue")), sample("is it?", answers=("yes",))],
                     text, False)
     assert "labels" not in batch
@@ -77,14 +81,14 @@ def test_caption_prompt_is_bos_only(tok):
 
 
 def test_truncation_keeps_answer_and_separator(tok):
-    text = TextEncoder(tok, 8, template_for("vqa"))
+    text = TextEncoder(tok, 8, OLD_VQA)
     long_q = " ".join(["red"] * 30) + "?"
     ids, labels = text.train_example({"question": long_q}, "blue circle")
     assert len(ids) == 8
     sep = tok.convert_tokens_to_ids("</a>")
     assert ids[0] == tok.bos_token_id and ids[ids.index(sep) + 1 :] == tok("blue circle", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert [t for t in labels if t != -100][-1] == tok.eos_token_id
-    tiny = TextEncoder(tok, 3, template_for("vqa"))
+    tiny = TextEncoder(tok, 3, OLD_VQA)
     ids, labels = tiny.train_example({"question": long_q}, "blue circle square triangle")
     assert len(ids) == 3 and sum(t != -100 for t in labels) >= 1  # never the whole answer dropped
     gen = text.generation_prompt({"question": long_q})
@@ -119,3 +123,68 @@ def test_bpe_style_answer_prefix(tmp_path):
     text = TextEncoder(hf, 16, "{question}")
     assert text.answer_prefix == " " and text.answer_ids("yes") == [1]
     assert text.prompt_ids({"question": "what"})[0] == 0  # BOS prepended when the tokenizer adds none
+
+
+def _official_prompt(template: str, question: str, answer_token, answer_prompt) -> str:
+    """The official DePALM prompt assembly (depalmodel.tokenize_input + data_base.populate_data_row), written
+    from its description: the instruction is stripped, filled; an empty prompt gets the answer prompt; a space
+    is added unless it ends in one or a newline; then the answer token."""
+    text = template.strip().format(prompt=question)
+    if answer_prompt is not None and not text.strip():
+        text += answer_prompt
+    if text and text[-1] not in (" ", "\n"):
+        text += " "
+    if answer_token is not None:
+        text += answer_token
+    return text
+
+
+@pytest.mark.parametrize("question,token,prompt", [
+    ("what color is it?", None, None), ("what color is it?", "</a>", "Answer: "), ("", "</a>", "Answer: "), ("", None, None),
+])
+def test_official_prompts_and_answer_token(question, token, prompt):
+    from scaling.data.text import VQA_INSTRUCTION
+
+    official_template = "{prompt}\n\nAnswer:\n" if question else ""
+    ours = format_prompt(VQA_INSTRUCTION if question else "{prompt}", {"question": question, "prompt": question}, token, prompt)
+    expected = _official_prompt(official_template or "{prompt}", question, token, prompt)
+    if token is None:  # scaling leaves the separating space to the answer's own leading space (same tokens)
+        assert ours == expected.rstrip(" ")
+    else:
+        assert ours == expected
+    if question and token:
+        assert ours == "what color is it?\n\nAnswer: </a>"
+    if not question and token:
+        assert ours == "Answer: </a>"  # OPT captioning (config/llm/opt.yaml)
+
+
+def test_answer_token_is_one_special_token_and_the_answer_follows_without_space():
+    from scaling.models.tiny import word_tokenizer
+
+    tok = word_tokenizer()
+    text = TextEncoder(tok, 32, "{question}\n\nAnswer:", answer_token="</a>", answer_prompt="Answer: ")
+    ids, labels = text.train_example({"question": "is it red?"}, "yes")
+    sep = tok.convert_tokens_to_ids("</a>")
+    assert ids.count(sep) == 1 and labels[ids.index(sep) + 1:] == ids[ids.index(sep) + 1:]
+    assert text.answer_prefix == ""
+    n = len(tok)
+    enc = TextEncoder(tok, 32, "{question}", answer_token="<ans>")  # unknown to the tokenizer: registered, one id
+    assert len(tok) == n + 1 and len(tok("<ans>", add_special_tokens=False)["input_ids"]) == 1
+    ans = tok.convert_tokens_to_ids("<ans>")
+    assert enc.generation_prompt({"question": "is it red?"})[-1] == ans
+    assert tok.decode([ans, tok.convert_tokens_to_ids("red")], skip_special_tokens=True).strip() == "red"
+
+
+def test_loss_on_all_targets_every_token_and_answer_only_the_answer(tok):
+    rec = {"question": "what color is the circle?"}
+    ids_a, lab_a = TextEncoder(tok, 32, OLD_VQA).train_example(rec, "big red")
+    ids_b, lab_b = TextEncoder(tok, 32, OLD_VQA, loss_on="all").train_example(rec, "big red")
+    assert ids_a == ids_b and lab_b == ids_b  # eP-ALM: every non-pad token, the question included
+    n_answer = len(tok("big red", add_special_tokens=False)["input_ids"]) + 1
+    assert sum(t != -100 for t in lab_a) == n_answer
+    batch = collate([sample("what color is the circle?", target="big red"), sample("is it?", target="no")],
+                    TextEncoder(tok, 32, OLD_VQA, loss_on="all"), True)
+    mask, labels = batch["attention_mask"], batch["labels"]
+    assert ((labels != -100) == mask.bool()).all()  # padding never a target
+    with pytest.raises(ValueError, match="loss_on"):
+        TextEncoder(tok, 32, OLD_VQA, loss_on="question")

@@ -171,7 +171,7 @@ def test_a_loader_shorter_than_its_len_is_an_error_not_a_bare_stop_iteration(tmp
 
 def test_resume_applies_a_changed_lr_and_total_steps_from_the_next_step(tmp_path, capsys):
     from scaling.training.loop import Trainer
-    from scaling.training.schedule import lr_factor
+    from scaling.training.schedule import schedule_factor
 
     run(tmp_path, "lr", 4)
     capsys.readouterr()
@@ -181,7 +181,8 @@ def test_resume_applies_a_changed_lr_and_total_steps_from_the_next_step(tmp_path
     err = capsys.readouterr().err
     assert "total steps changed from 4 to 8" in err and "train.lr changed from 0.003 to 0.03" in err
     t = cfg.train
-    expected = {s: 0.03 * lr_factor(s - 1, 8, t.warmup_fraction, t.min_lr_ratio) for s in range(5, 9)}
+    expected = {s: 0.03 * schedule_factor(s - 1, 8, t.warmup_fraction, t.min_lr_ratio, trainer.accum, t.schedule_unit)
+                for s in range(5, 9)}
     # the rate the optimizer applies at step 5, not only the logged one
     assert [g["lr"] for g in trainer.strategy.optimizer.param_groups] == pytest.approx([expected[5]] * 2, rel=1e-12)
     trainer.run()
