@@ -92,8 +92,8 @@ def run(args) -> int:
     pred_path = os.path.join(out, "predictions.jsonl")
     try:
         # the predictions are written before scoring: a scoring failure loses no generation
-        result = evaluate(model, tokenizer, loader, task, max_new_tokens=cfg.eval.max_new_tokens,
-                          num_beams=cfg.eval.num_beams, media_dtype=half if device.type == "cuda" else None,
+        result = evaluate(model, tokenizer, loader, task, **cfg.eval.generation(),
+                          media_dtype=half if device.type == "cuda" else None,
                           save_predictions=lambda p, r: write_predictions(p, r, out), **metric_options)
     except MetricsError as err:
         if env.is_main and os.path.isfile(pred_path):

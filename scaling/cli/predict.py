@@ -94,8 +94,11 @@ def run(args) -> int:
             raise ConfigError(f"{path}: {err.reason}") from None
     batch = collate(samples, text, train=False)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
-    texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or cfg.eval.max_new_tokens,
-                           args.num_beams or cfg.eval.num_beams, media_dtype=half if device.type == "cuda" else None)
+    gen = cfg.eval.generation()
+    texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or gen["max_new_tokens"],
+                           args.num_beams or gen["num_beams"], gen["stop_strings"],
+                           media_dtype=half if device.type == "cuda" else None,
+                           max_length=None if args.max_new_tokens else gen["max_length"])
     for path, out in zip(files, texts):
         print(json.dumps({"file": path, "prediction": out}) if args.json else f"{path}: {out}")
     return 0

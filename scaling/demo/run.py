@@ -107,7 +107,8 @@ def base_config(llm: str, encoder: str, method: str, task: str, settings: Settin
             "max_steps": steps, "precision": "fp32", "save_every": 100000, "keep_last": 1, "log_every": 10,
             "resume": "never", "device": "cpu", "tensorboard": True, "progress_bar": False, "log_samples": 0,
         },
-        "eval": {"batch_size": 100, "max_new_tokens": MAX_NEW_TOKENS[task], "num_beams": 1, "subset": None},
+        "eval": {"batch_size": 100, "max_new_tokens": MAX_NEW_TOKENS[task], "num_beams": 1, "subset": None,
+                 "stop_strings": ["\n"]},  # greedy, cut at a newline: the toy LM's documents are one line
     }
 
 
@@ -247,8 +248,7 @@ def job_train(reporter, name: str, cfg_dict: dict, eval_task: str, meteor: bool)
 
         t0 = time.time()
         opts = {"meteor": meteor} if eval_task == "caption" else {}
-        res = evaluate(model, tok, gen(), eval_task, max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
-                       progress=False, **opts)
+        res = evaluate(model, tok, gen(), eval_task, **cfg.eval.generation(), progress=False, **opts)
         ebar.close()
         # where `scaling eval` puts a checkpoint's test scores, so `scaling report RUNS` reads them
         write_results(res, os.path.join(out_dir, "eval", f"step_{step}_test"),

@@ -80,13 +80,18 @@ def _to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> 
 
 @torch.no_grad()
 def generate_batch(model, tokenizer, batch: dict, max_new_tokens: int = 20, num_beams: int = 1,
-                   stop_strings: tuple[str, ...] = ("\n",), media_dtype: torch.dtype | None = None) -> list[str]:
-    """Left-padded prompts + media of one batch → decoded, post-processed generations."""
+                   stop_strings: tuple[str, ...] = ("\n",), media_dtype: torch.dtype | None = None,
+                   max_length: int | None = None) -> list[str]:
+    """Left-padded prompts + media of one batch → decoded, post-processed generations (special tokens
+    skipped, stripped; cut at ``stop_strings``). ``max_length`` caps prompt + generated tokens like
+    Hugging Face's ``max_length`` (eP-ALM's 30): at most ``max_length − prompt width`` new tokens."""
     device = next(model.parameters()).device
     batch = _to_device(batch, device, None)
     media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
     if media_dtype is not None:
         media = {k: v.to(media_dtype) for k, v in media.items()}
+    if max_length is not None:
+        max_new_tokens = max(1, min(max_new_tokens, max_length - batch["input_ids"].shape[1]))
     out = model.generate(
         batch["input_ids"], batch.get("attention_mask"), max_new_tokens=max_new_tokens, num_beams=num_beams,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **media,
@@ -143,7 +148,8 @@ def _score_on_rank0(task: str, predictions: dict, references: dict, save_predict
 
 def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_tokens: int = 20, num_beams: int = 1,
              stop_strings: tuple[str, ...] = ("\n",), progress: bool = True, limit: int | None = None,
-             media_dtype: torch.dtype | None = None, save_predictions=None, **metric_options) -> EvalResult:
+             media_dtype: torch.dtype | None = None, save_predictions=None, max_length: int | None = None,
+             **metric_options) -> EvalResult:
     """Generate for every batch of this rank, gather across ranks, score on rank 0 (metrics on every rank).
 
     ``save_predictions(predictions, references)`` (optional) runs on rank 0 before scoring."""
@@ -161,7 +167,7 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
         if not len(batch["ids"]):  # every sample of this batch was skipped (counted by the loader)
             continue
         ids = [str(i) for i in batch["ids"]]
-        texts = generate_batch(model, tokenizer, batch, max_new_tokens, num_beams, stop_strings, media_dtype)
+        texts = generate_batch(model, tokenizer, batch, max_new_tokens, num_beams, stop_strings, media_dtype, max_length)
         for i, text, refs in zip(ids, texts, batch["answers"]):
             if i in predictions:
                 raise RuntimeError(f"sample {i!r} appears twice in this rank's evaluation data")

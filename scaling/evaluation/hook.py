@@ -57,8 +57,7 @@ def build_evaluate_fn(cfg):
         device = next(model.parameters()).device
         half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
         options = {"meteor": False, "spice": False} if cfg.data.task == "caption" else {}
-        result = evaluate(model, tok, loader, cfg.data.task, max_new_tokens=cfg.eval.max_new_tokens,
-                          num_beams=cfg.eval.num_beams, progress=False,
+        result = evaluate(model, tok, loader, cfg.data.task, **cfg.eval.generation(), progress=False,
                           media_dtype=half if device.type == "cuda" else None, **options)
         return {k: v for k, v in result.metrics.items() if v is not None}
 
