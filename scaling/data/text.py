@@ -61,7 +61,7 @@ def format_prompt(template: str, record: dict[str, Any], answer_token: str | Non
     text = template.format_map(fields)
     if answer_prompt and not text.strip():
         text += answer_prompt
-    if answer_token:
+    if answer_token and not text.endswith(answer_token):  # a template may place it itself (eP-ALM: "{question}?</a>")
         if text and text[-1] not in (" ", "\n"):
             text += " "
         text += answer_token
@@ -95,7 +95,7 @@ class TextEncoder:
         with_special = tokenizer("yes", add_special_tokens=True)["input_ids"]
         self.adds_bos = bool(with_special) and with_special[0] == self.bos and bos is not None
         suffix = template.rsplit("}", 1)[1] if "}" in template else ""
-        if self.answer_token:
+        if self.answer_token and not suffix.endswith(self.answer_token):
             suffix += (" " if not suffix or suffix[-1] not in (" ", "\n") else "") + self.answer_token
         self.n_suffix = len(tokenizer(suffix, add_special_tokens=False)["input_ids"]) if suffix else 0
 

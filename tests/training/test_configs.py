@@ -31,15 +31,21 @@ SHAPES = {
     "/path/to/clip-vit-large-patch14": "clip-vit-l14",
     "mavil:/path/to/mavil.pth": "mavil:base",
     "/path/to/timesformer-base": "timesformer-b",
+    "/path/to/opt-2.7b": "opt-2.7b",
+    "/path/to/vit-base-patch16-224": "vit-b16",
+    "/path/to/ast-audioset": "ast-b",
 }
 
 
 def test_there_is_a_config_per_experiment_and_they_match_the_generator():
     names = {os.path.basename(p) for p in CONFIGS}
-    for dataset in ("coco", "textcaps", "vqav2", "textvqa", "aokvqa", "okvqa", "audiocaps", "msrvtt"):
+    for dataset in ("coco", "textcaps", "vqav2", "textvqa", "aokvqa", "okvqa", "audiocaps", "msrvtt",
+                    "coco-1pct", "vqav2-1pct", "audiocaps-1pct"):
         for method in ("depalm", "limber-1", "limber-all", "mapl", "epalm", "depalm-qp-inner", "depalm-c-attn",
                        "depalm-r-avgpool", "depalm-r-linear", "depalm-r-qpmapper", "depalm-r-rand"):
             assert f"{dataset}_{method}.yaml" in names
+    for dataset in ("vqav2", "gqa", "coco", "msrvtt", "msrvtt-qa", "msvd-qa", "audiocaps"):  # eP-ALM's own experiments
+        assert f"epalm-paper_{dataset}.yaml" in names
     assert "cpu_tiny.yaml" in names
     out = subprocess.run([sys.executable, os.path.join(REPO, "configs", "generate.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -55,9 +61,10 @@ def test_config_parses_validates_and_builds(path):
         # the placeholders are refused with a message saying what to set
         with pytest.raises(ConfigError, match="placeholder"):
             plan_run(cfg, 8, "cuda", bf16_supported=True)
-        plan = plan_run(cfg, 8, "cuda", bf16_supported=True, check_paths=False)
-        assert plan.accumulation * cfg.train.micro_batch * 8 == cfg.train.global_batch == 128
-        assert cfg.train.epochs in (8, 12, 20)
+        gpus = 4 if os.path.basename(path).startswith("epalm-paper_") else 8  # the official runs' GPU counts
+        plan = plan_run(cfg, gpus, "cuda", bf16_supported=True, check_paths=False)
+        assert plan.accumulation * cfg.train.micro_batch * gpus == cfg.train.global_batch
+        assert cfg.train.epochs in (8, 12, 20, 26, 30)
         overrides = [f"model.llm={SHAPES[cfg.model.llm]}", f"model.encoder={SHAPES[cfg.model.encoder]}"]
         cfg = load_config(path, overrides)
     else:
@@ -113,3 +120,98 @@ def test_a_value_of_the_wrong_type_is_one_clear_problem():
     with pytest.raises(ConfigError) as err:
         load_config("configs/cpu_tiny.yaml", ["train.lr=abc"])
     assert err.value.problems == ["train.lr: expected a number, got 'abc'"]
+
+
+# ---------------------------------------------------------------- official recipes (issue 14, items 12-17)
+GENERATED = [p for p in CONFIGS if os.path.basename(p) != "cpu_tiny.yaml"]
+DEPALM_GENERATED = [p for p in GENERATED if not os.path.basename(p).startswith("epalm-paper_")]
+# scaling preset -> the official script's exp_name
+OFFICIAL_NAME = {"depalm": "depalm-QP-L0", "depalm-qp-inner": "depalm-QP-inner", "depalm-c-attn": "depalm-c-attn",
+                 "depalm-r-avgpool": "depalm-R-avgpool-L0", "depalm-r-linear": "depalm-R-linear-L0",
+                 "depalm-r-qpmapper": "depalm-R-QPMapper-L0", "depalm-r-rand": "depalm-R-rand-L0", "epalm": "epalm",
+                 "limber-1": "limber-1", "limber-all": "limber-all", "mapl": "mapl"}
+OFFICIAL_FOLDER = {"coco": "coco_100%", "textcaps": "textcaps_100%", "vqav2": "vqa_100%", "textvqa": "textvqa_100%",
+                   "aokvqa": "aokvqa_100%", "okvqa": "okvqa_100%", "audiocaps": "audiocaps_100%", "msrvtt": "msrvtt_100%",
+                   "coco-1pct": "coco_1%", "vqav2-1pct": "vqa_1%", "audiocaps-1pct": "audiocaps_1%"}
+# values of the official scripts written here by hand (the issue's examples and a few more), independent of generate.py
+SPOT = {("coco", "depalm"): (4e-4, 0.8), ("textvqa", "depalm"): (1e-3, 0.2), ("textvqa", "depalm-qp-inner"): (1e-3, 0.2),
+        ("audiocaps", "depalm"): (4e-4, 0.5), ("audiocaps", "depalm-r-qpmapper"): (4e-4, 0.2),
+        ("coco", "depalm-c-attn"): (8e-4, 0.05), ("vqav2", "depalm-c-attn"): (8e-4, 0.05),
+        ("vqav2-1pct", "depalm-c-attn"): (4e-3, 0.1), ("coco", "mapl"): (8e-4, 0.2), ("coco", "epalm"): (1e-3, 0.8),
+        ("msrvtt", "depalm-r-qpmapper"): (4e-4, 0.5)}
+REF = "/work/ref/facebookresearch+DePALM/experiments"  # the official repository, where a developer has it
+
+
+def _header_source(path):
+    line = next(l for l in open(path) if l.startswith("# Official source: "))
+    return line[len("# Official source: "):].strip()
+
+
+@pytest.mark.parametrize("path", DEPALM_GENERATED, ids=os.path.basename)
+def test_generated_depalm_config_names_its_official_script_and_recipe(path):
+    setting, method = os.path.basename(path)[:-5].split("_", 1)
+    source = _header_source(path)
+    cfg = load_config(path)
+    if source.startswith("none:"):  # no official script: the official defaults, said in the file
+        assert method == "depalm-c-attn" and f"no script for {setting} x {method}" in source
+        assert (cfg.train.lr, cfg.train.clip) == (8e-4, 0.05)
+    else:
+        repo, script = source.split(" experiments/")
+        assert repo == "facebookresearch/DePALM@d532fe1"
+        folder, name = script.split("/")
+        assert folder == OFFICIAL_FOLDER[setting] and name.startswith(f"{folder}_{OFFICIAL_NAME[method]}")
+        assert name[len(folder) + 1 + len(OFFICIAL_NAME[method]):] in (".sh", "_eva-clip-L.sh", "_mavil.sh", "_timesformer.sh")
+    if (setting, method) in SPOT:
+        assert (cfg.train.lr, cfg.train.clip) == SPOT[(setting, method)]
+    assert cfg.train.lr in (4e-4, 8e-4, 1e-3, 4e-3) and cfg.train.clip in (0.05, 0.1, 0.2, 0.5, 0.8)
+    # optimizer, evaluation and prompts of the official code
+    assert (cfg.train.adam_eps, cfg.train.weight_decay, cfg.train.decay_1d) == (1e-4, 0.1, True)
+    assert (cfg.eval.num_beams, cfg.eval.max_new_tokens, cfg.eval.max_length, cfg.eval.stop_strings) == (3, 50, None, [])
+    assert cfg.train.loss_on == "answer" and cfg.train.loss_reduction == "token_mean" and cfg.model.label_smoothing == 0.002
+    opt = "opt" in cfg.model.llm
+    assert (cfg.data.answer_token, cfg.data.answer_prompt) == (("</a>", "Answer: ") if opt else (None, None))
+    if cfg.data.task == "vqa":
+        from scaling.data.text import template_for
+
+        expected = "{question}" if setting == "textvqa" else "{question}\n\nAnswer:"
+        assert template_for(cfg.data.task, cfg.data.prompt_template) == expected
+    assert cfg.data.fraction == (0.01 if setting.endswith("-1pct") else 1.0)
+
+
+@pytest.mark.skipif(not os.path.isdir(REF), reason="the official DePALM repository is not on this machine")
+@pytest.mark.parametrize("path", DEPALM_GENERATED, ids=os.path.basename)
+def test_generated_recipe_equals_the_official_script(path):
+    """Where the official repository is at hand: lr, clip and batch geometry read from the named script itself."""
+    import shlex
+
+    source = _header_source(path)
+    if source.startswith("none:"):
+        pytest.skip("no official script")
+    script = os.path.join(REF, source.split(" experiments/")[1])
+    line = next(l for l in open(script) if l.startswith("python "))
+    args = dict(a.split("=", 1) for a in shlex.split(line)[2:] if "=" in a)
+    cattn = args.get("mod") == "cross_attn"
+    cfg = load_config(path)
+    assert cfg.train.lr == float(args.get("training.optimizer.args.lr", 8e-4))
+    assert cfg.train.clip == float(args.get("training.clip_norm", 0.05 if cattn else 0.8))
+    accum = int(args.get("training.accumulate_steps", 2 if cattn else 1))
+    assert cfg.train.micro_batch == int(args.get("dataset.splits.train.batch_size", 16))
+    assert cfg.train.global_batch == cfg.train.micro_batch * accum * 8
+    assert cfg.train.epochs == int(args.get("training.epochs", 8))
+
+
+@pytest.mark.parametrize("path", [p for p in GENERATED if os.path.basename(p).startswith("epalm-paper_")], ids=os.path.basename)
+def test_epalm_paper_configs_carry_epalms_recipe(path):
+    source = _header_source(path)
+    assert source.startswith("mshukor/eP-ALM@9ecfeb9 configs/") and "run_scripts/accelerate_training/" in source
+    cfg = load_config(path)
+    t = cfg.train
+    assert cfg.model.method == "epalm" and cfg.model.label_smoothing == 0.0
+    assert (t.lr, t.weight_decay, t.param_groups) == (2e-5, 0.02, {"prompt": {"lr": 1e-5}})
+    assert (t.loss_on, t.loss_reduction, t.loss_weight) == ("all", "sample_sum", 0.1)
+    assert (cfg.eval.num_beams, cfg.eval.max_length) == (3, 30)
+    if cfg.data.task != "caption":
+        from scaling.data.text import format_prompt
+
+        assert format_prompt(cfg.data.prompt_template, {"question": "is it red"}, cfg.data.answer_token,
+                             cfg.data.answer_prompt) == "is it red?</a>"  # eP-ALM: question + '?' + </a>, no space
