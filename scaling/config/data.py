@@ -19,6 +19,12 @@ RANDAUGMENT_OPS = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
     "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
 )
+# the 10 operations of the official DePALM code (depalm/data/data/data_base.py RandomAugment(2, 7, augs=...))
+OFFICIAL_RANDAUGMENT_OPS = (
+    "Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
+    "Rotate",
+)
+RANDAUGMENT_MAX_M = {"official": 10, "torchvision": 30}
 
 
 @dataclasses.dataclass
@@ -47,8 +53,11 @@ class DataConfig:
     crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])  # random resized crop area range
     crop_ratio: list[float] = dataclasses.field(default_factory=lambda: [3 / 4, 4 / 3])  # aspect ratio range
     randaugment_n: int = 2  # RandAugment: ops per image (0 disables)
-    randaugment_m: int = 9  # RandAugment: magnitude in 0..30
-    randaugment_ops: list[str] | None = None  # default: all 14 ops (see scaling.data.augment)
+    randaugment_m: int = 7  # RandAugment: magnitude, 0..10 (official style) or 0..30 (torchvision style)
+    randaugment_ops: list[str] | None = None  # default: the style's ops (official: 10, torchvision: 14)
+    # official: the DePALM code's RandomAugment (levels of 10, each drawn op applied with p 0.5, grey fill);
+    # torchvision: torchvision's RandAugment magnitude ranges, every drawn op applied (see scaling.data.augment)
+    randaugment_style: Literal["official", "torchvision"] = "official"
     freq_mask: int = 24  # audio: max frequency-mask width (mel bins) at training
     time_mask: int = 96  # audio: max time-mask width (frames) at training
     length_bucketing: bool = False  # group samples of similar text length into batches (training)
@@ -72,12 +81,16 @@ class DataConfig:
             problems.append(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}")
         if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             problems.append(f"data.crop_ratio must be [low, high] with 0 < low <= high, got {self.crop_ratio}")
-        if not 0 <= self.randaugment_m <= 30:
-            problems.append(f"data.randaugment_m must be in 0..30, got {self.randaugment_m}")
+        top = RANDAUGMENT_MAX_M.get(self.randaugment_style, 30)
+        if not 0 <= self.randaugment_m <= top:
+            problems.append(f"data.randaugment_m must be in 0..{top} with data.randaugment_style "
+                            f"{self.randaugment_style}, got {self.randaugment_m}")
         if self.randaugment_ops is not None:
-            bad = [op for op in self.randaugment_ops if op not in RANDAUGMENT_OPS]
+            valid = OFFICIAL_RANDAUGMENT_OPS if self.randaugment_style == "official" else RANDAUGMENT_OPS
+            bad = [op for op in self.randaugment_ops if op not in valid]
             if bad:
-                problems.append(f"data.randaugment_ops: unknown {bad}; valid: {list(RANDAUGMENT_OPS)}")
+                problems.append(f"data.randaugment_ops: unknown {bad} with data.randaugment_style "
+                                f"{self.randaugment_style}; valid: {list(valid)}")
         if not 0 <= self.hflip <= 1:
             problems.append(f"data.hflip is a probability, got {self.hflip}")
         if self.freq_mask < 0 or self.time_mask < 0:

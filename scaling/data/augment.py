@@ -1,10 +1,19 @@
 """Image (and video-frame) preprocessing and augmentation in PIL/numpy/torch (no torchvision).
 
 Training (DePALM supplement C.3): random resized crop to the encoder's size (area scale [0.5, 1],
-aspect ratio [3/4, 4/3]), horizontal flip with p=0.5, then RandAugment (N=2 ops, magnitude M=9 on
-torchvision's 0..30 scale, its 14 ops: Identity, ShearX/Y, TranslateX/Y, Rotate, Brightness, Color,
-Contrast, Sharpness, Posterize, Solarize, AutoContrast, Equalize), then normalisation with the
+aspect ratio [3/4, 4/3]), horizontal flip with p=0.5, then RandAugment, then normalisation with the
 encoder's mean/std. Evaluation: the encoder processor's deterministic resize (+ center crop) only.
+
+RandAugment comes in two styles (``data.randaugment_style``):
+
+* ``official`` (default): the official DePALM code's ``RandomAugment(2, 7)``
+  (``depalm/data/data/augmentation/randomized.py``, written here from its description): N=2 ops drawn
+  with replacement from 10 (Identity, AutoContrast, Equalize, Brightness, Sharpness, ShearX/Y,
+  TranslateX/Y, Rotate), **each applied with probability 0.5**, level M=7 of 10: enhancement factor
+  0.1 + 1.8·M/10 (1.36: always brighter/sharper, no sign), shear ±0.3·M/10, translation ±M pixels,
+  rotation ±30·M/10 degrees, bilinear, grey (128) fill;
+* ``torchvision``: torchvision's RandAugment ranges (magnitude M of 30, signed enhancements, 14 ops,
+  every drawn op applied, black fill).
 
 For a video clip, the crop, flip and RandAugment ops/magnitudes are drawn once and applied to every
 frame (:meth:`ImageTransform.frames`). All randomness comes from the ``random.Random`` passed in,
@@ -21,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from scaling.config.data import RANDAUGMENT_OPS
+from scaling.config.data import OFFICIAL_RANDAUGMENT_OPS, RANDAUGMENT_OPS
 from scaling.data.preprocess import MediaSpec
 
 # ops whose magnitude gets a random sign
@@ -39,6 +48,57 @@ def randaugment_sample(rng: random.Random, n: int = 2, m: int = 9, ops: Sequence
             mag = -mag
         out.append((op, mag))
     return out
+
+
+_OFFICIAL_SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+_GREY = (128, 128, 128)
+
+
+def official_randaugment_sample(rng: random.Random, n: int = 2, m: int = 7,
+                                ops: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    """The official code's draw: ``n`` ops with replacement, each kept with probability 0.5, with its
+    signed level ``m / 10`` (sign only for the geometric ops). Returns the ops to apply."""
+    ops = list(ops or OFFICIAL_RANDAUGMENT_OPS)
+    out = []
+    for _ in range(n):
+        op = ops[rng.randrange(len(ops))]
+        keep = rng.random() <= 0.5
+        level = m / 10.0
+        if op in _OFFICIAL_SIGNED and rng.random() < 0.5:
+            level = -level
+        if keep:
+            out.append((op, level))
+    return out
+
+
+def official_randaugment_apply(img: Image.Image, ops: list[tuple[str, float]]) -> Image.Image:
+    """Apply ops drawn by :func:`official_randaugment_sample` with the official magnitude ranges."""
+    w, h = img.size
+    for op, level in ops:
+        if op == "Identity":
+            continue
+        if op == "ShearX":
+            img = img.transform(img.size, Image.AFFINE, (1, 0.3 * level, 0, 0, 1, 0), resample=Image.BILINEAR, fillcolor=_GREY)
+        elif op == "ShearY":
+            img = img.transform(img.size, Image.AFFINE, (1, 0, 0, 0.3 * level, 1, 0), resample=Image.BILINEAR, fillcolor=_GREY)
+        elif op == "TranslateX":  # translate_const 10 at level 10: ±M pixels
+            img = img.transform(img.size, Image.AFFINE, (1, 0, 10.0 * level, 0, 1, 0), resample=Image.BILINEAR, fillcolor=_GREY)
+        elif op == "TranslateY":
+            img = img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, 10.0 * level), resample=Image.BILINEAR, fillcolor=_GREY)
+        elif op == "Rotate":
+            img = img.rotate(30.0 * level, resample=Image.BILINEAR, fillcolor=_GREY)
+        elif op == "Brightness":
+            img = ImageEnhance.Brightness(img).enhance(0.1 + 1.8 * abs(level))
+        elif op == "Sharpness":
+            img = ImageEnhance.Sharpness(img).enhance(0.1 + 1.8 * abs(level))
+        elif op == "AutoContrast":
+            img = ImageOps.autocontrast(img)
+        elif op == "Equalize":
+            img = ImageOps.equalize(img)
+        else:
+            raise ValueError(f"RandAugment op {op!r} has no official-style version; "
+                             f"valid: {list(OFFICIAL_RANDAUGMENT_OPS)} (or set data.randaugment_style=torchvision)")
+    return img
 
 
 def randaugment_apply(img: Image.Image, ops: list[tuple[str, float]]) -> Image.Image:
@@ -124,8 +184,9 @@ class ImageTransform:
         self.ratio = tuple(getattr(cfg, "crop_ratio", (3 / 4, 4 / 3)))
         self.hflip = float(getattr(cfg, "hflip", 0.5))
         self.ra_n = int(getattr(cfg, "randaugment_n", 2))
-        self.ra_m = int(getattr(cfg, "randaugment_m", 9))
+        self.ra_m = int(getattr(cfg, "randaugment_m", 7))
         self.ra_ops = getattr(cfg, "randaugment_ops", None)
+        self.ra_style = getattr(cfg, "randaugment_style", "official")
 
     @property
     def draft_size(self) -> int:
@@ -144,7 +205,8 @@ class ImageTransform:
             return {}
         box = random_resized_crop_box(size[0], size[1], self.scale, self.ratio, rng)
         flip = rng.random() < self.hflip
-        ops = randaugment_sample(rng, self.ra_n, self.ra_m, self.ra_ops) if self.ra_n > 0 else []
+        sample = official_randaugment_sample if self.ra_style == "official" else randaugment_sample
+        ops = sample(rng, self.ra_n, self.ra_m, self.ra_ops) if self.ra_n > 0 else []
         return {"box": box, "flip": flip, "ops": ops, "size": size}
 
     def apply(self, img: Image.Image, params: dict[str, Any]) -> torch.Tensor:
@@ -160,7 +222,8 @@ class ImageTransform:
             if params["flip"]:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
             if params["ops"]:
-                img = randaugment_apply(img, params["ops"])
+                apply = official_randaugment_apply if self.ra_style == "official" else randaugment_apply
+                img = apply(img, params["ops"])
         return to_tensor(img, self.spec.mean, self.spec.std)
 
     def _eval_resize(self, img: Image.Image) -> Image.Image:

@@ -118,3 +118,36 @@ def test_data_config_validation():
         load_config(None, ["data.fraction=0"])
     with pytest.raises(ConfigError, match="randaugment_ops"):
         load_config(None, ["data.randaugment_ops=[Rotat]"])
+
+
+def test_official_style_randaugment_draw_and_magnitudes():
+    """DePALM's RandomAugment(2, 7): 2 draws over its 10 ops, each kept with p 0.5, level 7/10 (signed geometry)."""
+    from scaling.config.data import OFFICIAL_RANDAUGMENT_OPS
+    from scaling.data.augment import official_randaugment_apply, official_randaugment_sample
+
+    draws = [official_randaugment_sample(random.Random(s), 2, 7) for s in range(2000)]
+    kept = sum(len(d) for d in draws) / (2 * len(draws))
+    assert abs(kept - 0.5) < 0.03  # each drawn op applied with probability 0.5
+    seen = {op for d in draws for op, _ in d}
+    assert seen == set(OFFICIAL_RANDAUGMENT_OPS) and "Color" not in seen and "Solarize" not in seen
+    levels = {(op, lv) for d in draws for op, lv in d}
+    assert ("Brightness", 0.7) in levels and ("Brightness", -0.7) not in levels  # enhancement: no sign
+    assert ("Rotate", 0.7) in levels and ("Rotate", -0.7) in levels
+    img = Image.fromarray(np.full((32, 32, 3), 100, dtype=np.uint8))
+    bright = np.asarray(official_randaugment_apply(img, [("Brightness", 0.7)]))
+    assert (bright == 136).all()  # factor 0.1 + 1.8 * 0.7 = 1.36
+    moved = np.asarray(official_randaugment_apply(img, [("TranslateX", 0.7)]))
+    assert (moved[:, -7:] == 128).all() and (moved[:, :-7] == 100).all()  # 7 pixels, grey fill
+    with pytest.raises(ValueError, match="official-style"):
+        official_randaugment_apply(img, [("Solarize", 0.7)])
+
+
+def test_official_style_is_the_default_and_torchvision_stays_available():
+    cfg = DataConfig()
+    assert (cfg.randaugment_style, cfg.randaugment_n, cfg.randaugment_m) == ("official", 2, 7)
+    with pytest.raises(ConfigError, match="0..10"):
+        load_config(None, ["data.randaugment_m=9", "data.randaugment_m=12"])
+    with pytest.raises(ConfigError, match="Solarize"):
+        load_config(None, ["data.randaugment_ops=[Solarize]"])
+    tv = load_config(None, ["data.randaugment_style=torchvision", "data.randaugment_m=9", "data.randaugment_ops=[Solarize]"])
+    assert tv.data.randaugment_m == 9
