@@ -82,6 +82,41 @@ def random_media(info, batch: int, dev: torch.device, dtype: torch.dtype) -> dic
     return {"audio": torch.randn(batch, info.max_length, info.num_mel_bins, device=dev, dtype=dtype)}
 
 
+def _liger_missing() -> str | None:
+    """Why Liger-Kernel cannot be timed here (None: it can)."""
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except ImportError:
+        return "liger-kernel not installed (pip install liger-kernel)"
+    return None
+
+
+def _torchao_missing(dev: torch.device) -> str | None:
+    """Why torchao's row-wise float8 cannot be timed here (None: it can)."""
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        return "torchao not installed (pip install torchao)"
+    if dev.type != "cuda" or torch.cuda.get_device_capability(dev) < (8, 9):
+        return "torchao float8 needs a CUDA GPU of compute capability >= 8.9 (H100/H200/L40)"
+    return None
+
+
+def _profile(step, dev: torch.device, path: str) -> None:
+    """A torch.profiler table of 3 calls of ``step`` (sorted by device time on CUDA) written to ``path``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        _sync(dev)
+    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    with open(path, "w") as fh:
+        fh.write(prof.key_averages().table(sort_by=key, row_limit=40))
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -121,12 +156,22 @@ def run_benchmark(
     compile_encoder: bool = False,
     profile: str | None = None,
     fp8: bool = False,
+    liger: bool = False,
+    torchao_fp8: bool = False,
+    profile_plain: str | None = None,
 ) -> dict:
     """Time warm training steps; returns {"ours": ..., "plain": ..., "ratio": ...} (dicts).
 
     ``fp8``: afterwards quantise the fused LLM's weights to FP8 (``model.fp8_llm``) and time that step
     too (``ours_fp8``); ``fp8_effect`` compares loss and trainable gradients of one batch, same
-    parameters and dropout masks, before and after quantising."""
+    parameters and dropout masks, before and after quantising.
+
+    ``liger``: the plain step with the LLM patched by Liger-Kernel (RMSNorm, SwiGLU, rotary, fused linear
+    cross-entropy through the model's own loss) as row ``plain_liger``; the project's step is not timed
+    in that process (Liger's patches would leak into it). ``torchao_fp8``: after the project's step,
+    convert the LLM's linear layers to torchao's row-wise float8 training and time it (``ours_torchao_fp8``;
+    use it with ``fused_llm=False``: the fused layers bypass the ``nn.Linear`` modules). A missing
+    package is reported in the result (``skipped``), not raised."""
     if fp8 and not fused_llm:
         raise ValueError("--fp8 quantises the fused LLM layers: drop --no-fused-llm")
     dev = torch.device(device)
@@ -169,6 +214,17 @@ def run_benchmark(
 
     labels = ids.clone()
     trainable = [p for _, p in model.trainable_named_parameters()]
+    skipped = {}
+    if liger:
+        why = _liger_missing()
+        if why:
+            skipped["plain_liger"] = why
+            compare_plain = False
+        else:
+            compare_plain = True
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+            _apply_liger_kernel_to_instance(model=model.llm)
 
     # ---------------------------------------------------------------- plain reference (first: no patches yet)
     if compare_plain:
@@ -200,8 +256,12 @@ def run_benchmark(
                 emb = llm.get_input_embeddings()(ids)
                 seq = torch.cat([vis.to(emb.dtype), prompt.to(emb.dtype).expand(batch, -1, -1), emb], 1)
                 npre = vis.shape[1] + prompt.shape[1]
-                logits = llm(inputs_embeds=seq).logits[:, npre - 1 : -1].float()
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), label_smoothing=2e-3)
+                if liger:  # Liger's fused linear cross-entropy runs inside the model's own loss
+                    full = torch.cat([labels.new_full((batch, npre), -100), labels], 1)
+                    loss = llm(inputs_embeds=seq, labels=full).loss
+                else:
+                    logits = llm(inputs_embeds=seq).logits[:, npre - 1 : -1].float()
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), label_smoothing=2e-3)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.8)
             opt_p.step()
@@ -209,10 +269,21 @@ def run_benchmark(
             return loss.detach()
 
         n_prefix = (m["n_queries"] if method == "depalm" else (1 if cls_only else info.n_patches + 1)) + n_prompt
-        measure("plain", plain_step, n_prefix + text_len)
+        measure("plain_liger" if liger else "plain", plain_step, n_prefix + text_len)
+        if profile_plain:  # where the time goes before the project's changes
+            _profile(plain_step, dev, profile_plain)
         del opt_p, plain_mapper, prompt, params
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+
+    if liger:  # the project's step is timed in its own process (no Liger patches in it)
+        out = {"config": {"llm": llm_shape, "encoder": encoder_shape, "method": method, "batch": batch,
+                          "text_len": text_len, "device": str(dev), "dtype": dtype, "cached_features": cached,
+                          "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}}
+        out.update(results)
+        if skipped:
+            out["skipped"] = skipped
+        return out
 
     # ---------------------------------------------------------------- the project's step
     report = None
@@ -263,22 +334,24 @@ def run_benchmark(
             "grad_cosine": F.cosine_similarity(grad_dense, grad_fp8, dim=0).item(),
             "grad_rel_diff": ((grad_fp8 - grad_dense).norm() / grad_dense.norm()).item(),
         }
-    if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
+    if torchao_fp8:
+        why = _torchao_missing(dev)
+        if why:
+            skipped["ours_torchao_fp8"] = why
+        else:
+            from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-        with torch_profile(activities=acts) as prof:
-            for _ in range(3):
-                our_step()
-            _sync(dev)
-        key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
-        with open(profile, "w") as fh:
-            fh.write(prof.key_averages().table(sort_by=key, row_limit=40))
+            convert_to_float8_training(model.layout.base, config=Float8LinearConfig.from_recipe_name("rowwise"),
+                                       module_filter_fn=lambda mod, fqn: mod.in_features % 16 == 0 and mod.out_features % 16 == 0)
+            measure("ours_torchao_fp8", our_step, n_prefix + text_len)
+    if profile:
+        _profile(our_step, dev, profile)
     out = {"config": {"llm": llm_shape, "encoder": encoder_shape, "method": method, "batch": batch, "text_len": text_len,
                       "device": str(dev), "dtype": dtype, "cached_features": cached, "kernels": kernels,
                       "fused_llm": report, "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}}
     out.update(results)
+    if skipped:
+        out["skipped"] = skipped
     if "plain" in results:
         out["ratio_samples_s"] = results["ours"]["samples_s"] / results["plain"]["samples_s"]
         if results["plain"]["peak_gb"] is not None:

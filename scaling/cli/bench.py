@@ -14,8 +14,12 @@ def register(sub) -> None:
     p.add_argument("--text-len", type=int, default=24)
     p.add_argument("--device", default="cuda", help="cuda or cpu (use tiny shapes on cpu)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--compare", choices=["plain", "hf", "none"], default=None,
-                   help="plain (training step, the default) | hf (with --generate: Hugging Face generate, the default) | none")
+    p.add_argument("--compare", choices=["plain", "liger", "hf", "none"], default=None,
+                   help="plain (training step, the default) | liger (the plain step patched with Liger-Kernel, timed alone) | "
+                        "hf (with --generate: Hugging Face generate, the default) | none")
+    p.add_argument("--torchao-fp8", action="store_true",
+                   help="also time the project's step with the LLM's linears in torchao's row-wise float8 "
+                        "(use with --no-fused-llm; needs torchao and a GPU of compute capability >= 8.9)")
     p.add_argument("--generate", action="store_true",
                    help="time evaluation generation (greedy, left-padded batch) instead of the training step: "
                         "samples/s and ms per decode step, ours (dynamic and static KV cache) vs Hugging Face generate")
@@ -30,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--fp8", action="store_true",
                    help="also time the step with the frozen LLM's weights in FP8 (model.fp8_llm) and report its effect on the loss")
     p.add_argument("--profile", metavar="FILE", help="write a torch.profiler table of 3 of the project's steps")
+    p.add_argument("--profile-plain", metavar="FILE", help="write a torch.profiler table of 3 plain steps (with --compare plain)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--json", action="store_true")
@@ -52,6 +57,7 @@ def run(args) -> int:
         compare_plain=args.compare == "plain", cached=args.cached_features, warmup=args.warmup, steps=args.steps,
         kernels=args.kernels, fused_llm=not args.no_fused_llm,
         compile_encoder=args.compile_encoder, profile=args.profile, fp8=args.fp8,
+        liger=args.compare == "liger", torchao_fp8=args.torchao_fp8, profile_plain=args.profile_plain,
     )
     if args.json:
         print(json.dumps(res))
@@ -61,10 +67,12 @@ def run(args) -> int:
           f"{cfg['gpu']} {cfg['dtype']}{' | cached features' if cfg['cached_features'] else ''}")
     cols = ["step_ms", "samples_s", "tokens_s", "tflops", "mfu", "peak_gb", "loss"]
     print(f"{'':8s}" + "".join(f"{c:>12s}" for c in cols))
-    for name in ("plain", "ours", "ours_fp8"):
+    for name in ("plain", "plain_liger", "ours", "ours_fp8", "ours_torchao_fp8"):
         if name in res:
             r = res[name]
             print(f"{name:8s}" + "".join(f"{(r[c] if r[c] is not None else float('nan')):>12.3f}" for c in cols))
+    for name, why in res.get("skipped", {}).items():
+        print(f"{name:8s} skipped: {why}")
     if "ratio_samples_s" in res:
         print(f"speed-up (samples/s): {res['ratio_samples_s']:.2f}x   peak memory ratio: {res.get('peak_memory_ratio', float('nan')):.2f}")
     if "ratio_fp8_samples_s" in res:
