@@ -4,6 +4,7 @@
     scaling demo --methods depalm,limber-1,mapl   # more presets (the blind baseline is always added)
     scaling demo --quick                          # smaller data and budgets (~3 min with a warm cache; what the test runs)
     scaling demo --json                           # the results table as JSON on the last line
+    scaling demo --export-backbones demo          # the data and tiny backbones as folders (configs/demo_caption.yaml)
 
 It renders a synthetic dataset (coloured shapes with captions and questions, tones with captions),
 converts it to shards with the public converter, pretrains a tiny ViT (image-only task), a tiny AST
@@ -31,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes (default 2; 0 = in process)")
     p.add_argument("--json", action="store_true", help="print the results table (method → metric → value) as JSON last")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--export-backbones", metavar="DIR",
+                   help="only build (or reuse) the demo's dataset shards and pretrained tiny backbones and copy them to "
+                        "DIR (DIR/llm, DIR/vit, DIR/ast, DIR/shards/TASK, DIR/images): real Hugging Face folders for "
+                        "configs/demo_caption.yaml (`--export-backbones demo` from the repository root)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +50,16 @@ def run(args) -> int:
     if args.no_audio:
         settings.audio = False
     settings.workers = max(0, args.workers)
+    if args.export_backbones:
+        from scaling.demo.export import export_backbones
+
+        out = export_backbones(args.export_backbones, settings, args.cache_dir or default_cache_dir(), seed=args.seed,
+                               fresh=args.fresh, progress=not args.no_progress)
+        for name, path in out.items():
+            print(f"{name:8s} {path}")
+        print("next (from the folder holding it, e.g. the repository root for `--export-backbones demo`):\n"
+              "  scaling train --config configs/demo_caption.yaml")
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     summary = run_demo(methods, settings, args.cache_dir or default_cache_dir(), args.out, seed=args.seed,
                        fresh=args.fresh, progress=not args.no_progress)

@@ -305,12 +305,9 @@ def run_demo(methods: list[str], settings: Settings, cache_dir: str, out_dir: st
         return _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result)
 
 
-def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result) -> dict:
-    tasks = ["caption", "vqa"] + (["audio"] if settings.audio else [])
-    echo(f"scaling demo: methods {', '.join(methods)} on tasks {', '.join(tasks)}; cache {cache_dir}; output {out_dir}")
-
-    # ---- phase 1: data + backbones (independent: run together)
-    t = time.time()
+def build_data_and_backbones(runner, settings, cache_dir, out_dir, seed, fresh, echo) -> dict:
+    """Phase 1: the dataset shards and the pretrained tiny backbones, from the cache or built (in parallel).
+    Returns ``{"vit"|"llm"|"data"|"ast": {"path", "reused", "info"}}``."""
     data_spec = settings.data_spec(seed)
     vit_spec = {"steps": settings.encoder_steps, "pool": settings.encoder_pool, "seed": seed, "arch": "vit-128x3-p16", "recipe": "lr2e-3 patch-loss x2 + position"}
     lm_spec = {"steps": settings.lm_steps, "batch": settings.lm_batch, "seed": seed, "arch": "llama-128x2-ffn512",
@@ -335,6 +332,16 @@ def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo
     if todo:
         echo(f"[1/4] building {', '.join(what[n] for n, *_ in todo)} ({min(len(todo), max(1, settings.workers))} processes)")
         built.update(runner.run(todo, on_done=lambda n, v: echo(f"      done: {what[n]} ({v['info'].get('seconds', 0):.0f}s)")))
+    return built
+
+
+def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result) -> dict:
+    tasks = ["caption", "vqa"] + (["audio"] if settings.audio else [])
+    echo(f"scaling demo: methods {', '.join(methods)} on tasks {', '.join(tasks)}; cache {cache_dir}; output {out_dir}")
+
+    # ---- phase 1: data + backbones (independent: run together)
+    t = time.time()
+    built = build_data_and_backbones(runner, settings, cache_dir, out_dir, seed, fresh, echo)
     timer.phase("data_and_backbones", time.time() - t)
     data_root, vit, llm = built["data"]["path"], built["vit"]["path"], built["llm"]["path"]
     ast = built.get("ast", {}).get("path")

@@ -80,6 +80,11 @@ def check_precision(precision: str, frozen_dtype: str, device_type: str, bf16_su
     return problems, precision, notes
 
 
+#: configs/demo_caption.yaml's folders, written by `scaling demo --export-backbones demo` (scaling/demo/export.py)
+DEMO_EXPORT_PREFIX = "./demo/"
+DEMO_EXPORT_HINT = "run `scaling demo --export-backbones demo --quick` in this folder first: it writes ./demo/"
+
+
 def check_backbone(name: str, kind: str) -> list[str]:
     """A placeholder or missing local path is a problem; shape names and hub ids pass here."""
     from scaling.models.shapes import ENCODER_SHAPES, LLM_SHAPES
@@ -105,6 +110,8 @@ def check_backbone(name: str, kind: str) -> list[str]:
     looks_local = name.startswith((".", "/", "~")) or name.count("/") >= 2
     if looks_local and not os.path.isdir(path):
         hint = " (a placeholder of the shipped configs: set it to your local copy)" if name.startswith("/path/to/") else ""
+        if name.startswith(DEMO_EXPORT_PREFIX):
+            hint = f" ({DEMO_EXPORT_HINT})"
         example = "/data/models/llama-7b" if kind == "llm" else "/data/models/clip-vit-large-patch14"
         return [f"{key}={name!r} does not exist{hint}; pass a local Hugging Face directory, e.g. {key}={example}"]
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
@@ -145,6 +152,8 @@ def check_data(cfg) -> list[str]:
         sources = [(getattr(data, s), s, f"data.{s}") for s in splits]
     for source, split, what in sources:
         for problem in check_source(str(source), split, data.index, what):
+            if str(source).startswith(DEMO_EXPORT_PREFIX) and "does not exist" in problem:
+                problem = f"{problem}; {DEMO_EXPORT_HINT}"
             if cached and "has no split" in problem:
                 problem = features_split_hint(problem, split, data.features)
             if problem not in problems:

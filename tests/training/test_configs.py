@@ -67,6 +67,11 @@ def test_config_parses_validates_and_builds(path):
         assert cfg.train.epochs in (8, 12, 20, 26, 30)
         overrides = [f"model.llm={SHAPES[cfg.model.llm]}", f"model.encoder={SHAPES[cfg.model.encoder]}"]
         cfg = load_config(path, overrides)
+    elif str(cfg.model.llm).startswith("./demo/"):  # configs/demo_caption.yaml: folders the demo exports
+        with pytest.raises(ConfigError, match="scaling demo --export-backbones demo"):
+            plan_run(cfg, 1, "cpu")
+        cfg = load_config(path, ["model.llm=tiny-llama", "model.encoder=tiny-vit"])
+        plan_run(cfg, 1, "cpu", check_paths=False)
     else:
         plan_run(cfg, 1, "cpu")
         plan_run(cfg, 2, "cpu")
