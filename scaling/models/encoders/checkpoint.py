@@ -59,6 +59,13 @@ def _listing(keys: list[str], n: int = 12) -> str:
 
 def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], what: str, path: str) -> None:
     """Load ``sd`` into ``model``; any missing/unexpected key or shape mismatch is a ConfigError."""
+    check_keys(model, sd, what, path)
+    model.load_state_dict(sd, strict=True, assign=any(p.is_meta for p in model.parameters()))
+
+
+def check_keys(model: nn.Module, sd: dict[str, torch.Tensor], what: str, path: str) -> None:
+    """ConfigError listing missing/unexpected keys and shape mismatches; ``model`` may be on ``meta``
+    (checking before a large model is built for real)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -73,4 +80,3 @@ def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], what: str, path: s
             parts.append(f"shape mismatches (checkpoint vs architecture): {_listing(shapes, 6)}")
         raise ConfigError(f"{what}: the checkpoint {path} does not match the architecture ({'; '.join(parts)}). "
                           f"Check the architecture name and that the file holds its weights")
-    model.load_state_dict(sd, strict=True, assign=any(p.is_meta for p in model.parameters()))

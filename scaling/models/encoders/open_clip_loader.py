@@ -22,7 +22,7 @@ import torch
 
 from scaling.config.base import ConfigError
 from scaling.models.backbones import EncoderInfo, PerceptualEncoder
-from scaling.models.encoders.checkpoint import find_weights, load_exact, read_state_dict
+from scaling.models.encoders.checkpoint import check_keys, find_weights, load_exact, read_state_dict
 from scaling.models.encoders.common import closest, dims_namespace, freeze, need_weights, parse_ref
 from scaling.models.encoders.registry import EncoderLoader, register
 
@@ -109,12 +109,13 @@ def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None =
     else:
         if path is None:
             raise need_weights("open_clip", ref, EXAMPLE)
-        visual = _create(ref, "cpu")
         sd = read_state_dict(path, f"model.encoder=open_clip:{ref}")
         if any(k.startswith("visual.") for k in sd):
             other = [k for k in sd if not k.startswith("visual.")]
             sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
             log.info("open_clip:%s: visual tower only (%d tensors of the text tower/logit scale not used)", ref, len(other))
+        check_keys(_meta_visual(ref), sd, f"model.encoder=open_clip:{ref}", path)  # before the real build
+        visual = _create(ref, "cpu")
         load_exact(visual, sd, f"model.encoder=open_clip:{ref}", path)
     visual = freeze(visual, dtype, "meta" if meta else device)
     info = per_frame_info(_info(visual), video_frames)

@@ -22,7 +22,7 @@ import torch
 
 from scaling.config.base import ConfigError
 from scaling.models.backbones import EncoderInfo, PerceptualEncoder
-from scaling.models.encoders.checkpoint import find_weights, load_exact, read_state_dict
+from scaling.models.encoders.checkpoint import check_keys, find_weights, load_exact, read_state_dict
 from scaling.models.encoders.common import closest, dims_namespace, freeze, need_weights, parse_ref
 from scaling.models.encoders.registry import EncoderLoader, register
 
@@ -126,18 +126,21 @@ def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None =
     else:
         if path is None:
             raise need_weights("timm", ref, EXAMPLE)
-        model = _create(ref, "cpu")
+        shape = _meta_model(ref)  # keys and shapes are checked on meta tensors before the real build
         sd = read_state_dict(path, f"model.encoder=timm:{ref}")
-        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        filter_fn = getattr(sys.modules[type(shape).__module__], "checkpoint_filter_fn", None)
         if filter_fn is not None:  # timm's own conversion of this architecture's checkpoints
-            sd = filter_fn(sd, model)
-        head = model.pretrained_cfg.get("classifier") or "head"
+            sd = filter_fn(sd, shape)
+        head = shape.pretrained_cfg.get("classifier") or "head"
         heads = (head,) if isinstance(head, str) else tuple(head)
-        dropped = [k for k in sd if k.split(".")[0] in {h.split(".")[0] for h in heads} and k not in model.state_dict()]
+        own = shape.state_dict()
+        dropped = [k for k in sd if k.split(".")[0] in {h.split(".")[0] for h in heads} and k not in own]
         for k in dropped:
             del sd[k]
         if dropped:
             log.info("timm:%s: the classifier head (%d tensors) is not used", name, len(dropped))
+        check_keys(shape, sd, f"model.encoder=timm:{ref}", path)
+        model = _create(ref, "cpu")
         load_exact(model, sd, f"model.encoder=timm:{ref}", path)
     model = freeze(model, dtype, "meta" if meta else device)
     info = per_frame_info(_info(model), video_frames)
