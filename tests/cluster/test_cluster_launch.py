@@ -136,9 +136,9 @@ class Job:
         return open(self.log).read() if os.path.exists(self.log) else ""
 
 
-def _sbatch(cluster, tmp_path, script: str, out: str, *options: str, **env) -> Job:
+def _sbatch(cluster, tmp_path, script: str, out: str, *options: str, overrides: list[str] | None = None, **env) -> Job:
     log = str(tmp_path / f"{os.path.basename(script)}.log")
-    environ = _clean(cluster.environ(), CONFIG=CONFIG, OVERRIDES=" ".join(_overrides(out)), **env)
+    environ = _clean(cluster.environ(), CONFIG=CONFIG, OVERRIDES=" ".join(overrides or _overrides(out)), **env)
     done = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", f"--output={log}", *options,
                            os.path.join(LAUNCH, script)], cwd=REPO, env=environ, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -218,6 +218,35 @@ def test_preemption_by_a_higher_priority_partition(cluster, tmp_path, reference,
     assert "(restart 1)" in text and f"(step {step})" in text, text[-4000:]
     _assert_two_nodes(out, "torch" if script == "slurm_train.sbatch" else "slurm")
     _assert_same_losses(out, reference)
+
+
+def test_sigterm_to_every_process_with_two_dataloader_workers_checkpoints_and_requeues(cluster, tmp_path):
+    # `scancel --signal=TERM` signals every process of the step: torchrun, the trainers and their DataLoader
+    # workers (the shard pipeline, data.num_workers=2), which must leave it to the trainers
+    from scaling.data.synthetic import write_shards
+    from scaling.models.tiny import save_tiny_encoder, save_tiny_llm
+
+    shards = str(tmp_path / "shards")
+    write_shards(shards, [40, 40], split="train")
+    llm, vit = save_tiny_llm(str(tmp_path / "llm"), "llama"), save_tiny_encoder(str(tmp_path / "vit"), "vit")
+    out = str(tmp_path / "run")
+    overrides = ["model.method=depalm", f"model.llm={llm}", f"model.encoder={vit}", "model.frozen_dtype=fp32",
+                 "model.map.d_embed=32", "model.map.n_queries=4", f"data.train={shards}", "data.val=null",
+                 "data.num_workers=2", f"train.output_dir={out}", f"train.max_steps={STEPS}", "train.global_batch=8",
+                 "train.micro_batch=4", "train.precision=fp32", "train.save_every=1000", "train.log_every=1",
+                 "train.progress_bar=false", "train.tensorboard=false", "train.log_samples=0"]
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1", overrides=overrides)
+    job.wait_for_step(out, 3)
+    subprocess.run(["scancel", "--signal=TERM", job.id], env=cluster.environ(), check=True)
+    job.wait(timeout=400)
+    text = job.text()
+    assert "exited unexpectedly" not in text and "killed by signal" not in text, text[-3000:]
+    step = _checkpointed_step(text)
+    assert 3 <= step < STEPS
+    assert f"requeued job {job.id}" in text and "(restart 1)" in text and f"(step {step})" in text, text[-3000:]
+    assert "training exited with code 0" in text
+    _assert_two_nodes(out, "torch")
+    assert sorted(_losses(out)) == list(range(1, STEPS + 1))
 
 
 def test_torchrun_two_nodes_c10d_rendezvous(cluster, tmp_path, reference):
