@@ -23,7 +23,7 @@ class ExtractConfig:
 class FinetuneConfig:
     n_prompt: int = 0  # prompt tuning: learned tokens after the perceptual ones
     prompt_mlp: bool = False  # produce the prompt through an MLP (eP-ALM)
-    prompt_mlp_hidden: int | None = None  # default: d_LLM // 4
+    prompt_mlp_hidden: int | None = None  # default: d_LLM (eP-ALM's models/epalm.py: mid_dim = prompt_dim)
     deep_prompt: int = 0  # learned tokens replaced in every LLM block
     bias_tuning: Literal["none", "llm", "encoder", "both"] = "none"
     adapters: bool = False  # sequential bottleneck adapters after attention and FFN
@@ -55,6 +55,10 @@ class ModelConfig:
     # torch.compile the frozen encoder's forward (inference only: fuses its LayerNorms, activations and
     # bias adds); compiled on the first batch of each new shape; not under ZeRO-3
     compile_encoder: bool = False
+    # LLMs with learned absolute positions (OPT, GPT-2; scaling/models/positions.py): input = tokens at the LLM's
+    # input are numbered with the text, inner-injected ones get no position (DePALM's code); text = no prefix token
+    # gets one, the text starts at 0 (eP-ALM's opt.py; the eP-ALM presets); sequence = every token. Rotary LLMs: every token.
+    learned_positions: Literal["input", "text", "sequence"] = "input"
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     label_smoothing: float = 0.002
     trust_remote_code: bool = False

@@ -65,7 +65,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
         d = layout.hidden_size
         prompt = None
         if ft.n_prompt > 0:
-            hidden = (ft.prompt_mlp_hidden or d // 4) if ft.prompt_mlp else 0
+            hidden = (ft.prompt_mlp_hidden or d) if ft.prompt_mlp else 0
             prompt = PromptTuning(ft.n_prompt, d, hidden)
         deep = DeepPrompt(layout.n_layers, ft.deep_prompt, d) if ft.deep_prompt > 0 else None
     adapters = None
@@ -85,7 +85,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
         apply_lora(llm, ft.lora_rank, ft.lora_alpha, ft.lora_dropout, targets)
     model = PerceptualLM(
         llm, layout, extractor, mapper, injection, prompt, deep, adapters,
-        label_smoothing=cfg.label_smoothing, kernel_mode=cfg.kernels,
+        label_smoothing=cfg.label_smoothing, kernel_mode=cfg.kernels, learned_positions=cfg.learned_positions,
     )
     if inject_name in ("inner", "cross-attention") and cfg.attn_implementation not in ("sdpa", "eager"):
         raise ConfigError("inner/cross-attention injection needs model.attn_implementation sdpa or eager")

@@ -17,10 +17,13 @@ from torch import nn
 
 
 class PromptTuning(nn.Module):
-    """``n`` learned tokens ``[n, d]``; with ``mlp_hidden``, tokens = MLP(embedding) (eP-ALM)."""
+    """``n`` learned tokens ``[n, d]``; with ``mlp_hidden``, tokens = MLP(embedding) (eP-ALM's
+    ``InputPrompts``: Embedding(n, d) → Linear(d, mlp_hidden) → Tanh → Linear(mlp_hidden, d), with
+    ``mlp_hidden = d`` in the official code; the embedding starts as nn.Embedding does, N(0, 1))."""
 
-    def __init__(self, n: int, d: int, mlp_hidden: int = 0, init_std: float = 0.02):
+    def __init__(self, n: int, d: int, mlp_hidden: int = 0, init_std: float | None = None):
         super().__init__()
+        init_std = init_std if init_std is not None else (1.0 if mlp_hidden else 0.02)
         self.tokens = nn.Parameter(torch.randn(n, d) * init_std)
         self.mlp = (
             nn.Sequential(nn.Linear(d, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, d)) if mlp_hidden else None

@@ -3,7 +3,8 @@
 - ``first-layer``: the tokens are prepended to the text embeddings (then the prompt tokens, then
   the text) and propagate through every layer under the causal mask.
 - ``inner``: the tokens of level ``l_i`` are prepended to the input of layer ``i`` and removed from
-  its output, for the ``n_llm_layers`` layers that end ``n_left`` layers before the top. We keep a
+  its output, for the ``n_llm_layers`` layers that end ``n_left`` layers before the top; ``l_i``
+  comes from a level map (``LEVEL_MAPS``: ``depalm``, ``epalm``). We keep a
   fixed set of *slots* at the start of the sequence: a layer that injects overwrites them and
   lets the text attend to them; every other layer hides them from the text. This is the same
   computation as prepending and removing, and it keeps one sequence length for the KV cache.
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from scaling.config.base import ConfigError, suggest
-from scaling.models.layers import MultiHeadAttention
+from scaling.models.layers import NORM_EPS, MultiHeadAttention
 
 
 def injected_layers(n_layers: int, n_llm_layers: int, n_left: int) -> list[int]:
@@ -36,17 +37,55 @@ def injected_layers(n_layers: int, n_llm_layers: int, n_left: int) -> list[int]:
     return list(range(n_layers - n_llm_layers - n_left, n_layers - n_left))
 
 
-def layer_levels(n_layers: int, n_levels: int, n_llm_layers: int, n_left: int) -> dict[int, int]:
-    """Layer index → extracted level (negative index into the extracted levels, -1 = deepest).
+def depalm_level_map(n_llm_layers: int, n_levels: int) -> list[int]:
+    """DePALM: the k-th injected layer (k = 0..n_llm-1) reads level ``floor((k - n_llm) · n_fl / n_llm)``.
 
-    ``l_i = floor((i - (L - n_left)) · n_fl / n_llm)``. With ``n_left = 0`` this is the DePALM
-    supplement's ``floor((i - L) · n_fl / n_llm)``; with ``n_left > 0`` the paper's formula would index
-    past the first level (e.g. -7 of 6 levels for eP-ALM's n_left = 1), so we count from the last
-    injected layer: the first injected layer always gets the earliest level and each level covers
-    ``n_llm / n_fl`` consecutive layers (the main text's ⌊i·n/k⌋ … ⌊(i+1)·n/k − 1⌋ rule).
+    With ``n_left = 0`` this is the supplement's ``floor((i - L) · n_fl / n_llm)``; with ``n_left > 0``
+    the supplement's formula would index past the first level (e.g. -7 of 6 for eP-ALM's n_left = 1),
+    so we count from the last injected layer: the first injected layer always gets the earliest level
+    and each level covers ``n_llm / n_fl`` consecutive layers (the main text's rule; DePALM's code,
+    ``prefix_tokens.py``: ``hidden_state_id = k · n_fl // n_llm``, the same map).
     """
-    end = n_layers - n_left
-    return {i: math.floor((i - end) * n_levels / n_llm_layers) for i in injected_layers(n_layers, n_llm_layers, n_left)}
+    return [math.floor((k - n_llm_layers) * n_levels / n_llm_layers) for k in range(n_llm_layers)]
+
+
+def epalm_level_map(n_llm_layers: int, n_levels: int) -> list[int]:
+    """eP-ALM (``models/opt.py``): ``step = n_llm // n_fl`` (1 when n_llm <= n_fl, or with one level);
+    the k-th injected layer reads level ``min(k // step, n_fl - 1)`` counted from the earliest level."""
+    step = 1 if n_levels == 1 or n_llm_layers <= n_levels else n_llm_layers // n_levels
+    return [min(k // step, n_levels - 1) - n_levels for k in range(n_llm_layers)]
+
+
+# inject.level_map id -> (n_llm_layers, n_levels) -> the level (negative index) of each injected layer
+LEVEL_MAPS = {"depalm": depalm_level_map, "epalm": epalm_level_map}
+
+
+def layer_levels(n_layers: int, n_levels: int, n_llm_layers: int, n_left: int, level_map: str = "depalm") -> dict[int, int]:
+    """Layer index → extracted level (negative index into the extracted levels, -1 = deepest), for
+    the injected layers ``L - n_llm - n_left … L - n_left - 1`` and the map ``level_map`` (``LEVEL_MAPS``).
+
+    The two maps agree when ``n_fl`` divides ``n_llm`` (e.g. eP-ALM's 6 levels over 12 layers)."""
+    if level_map not in LEVEL_MAPS:
+        raise ConfigError(f"inject.level_map must be one of {sorted(LEVEL_MAPS)}, got {level_map!r}{suggest(level_map, LEVEL_MAPS)}")
+    layers = injected_layers(n_layers, n_llm_layers, n_left)
+    return dict(zip(layers, LEVEL_MAPS[level_map](n_llm_layers, n_levels)))
+
+
+class TokenTuner(nn.Module):
+    """DePALM^{QP,inner}'s per-layer touch on the injected tokens (``prefix_tokens.py``: ``token_norm``
+    then ``BiasTuner``): RMSNorm (eps 1e-4, learned scale), then a per-channel scale (init 1) and bias (init 0).
+
+    ``[B, n, d]`` → ``[B, n, d]``."""
+
+    def __init__(self, d: int, norm: bool = True, bias_tuning: bool = True):
+        super().__init__()
+        self.norm = nn.RMSNorm(d, eps=NORM_EPS) if norm else nn.Identity()
+        self.scale = nn.Parameter(torch.ones(d)) if bias_tuning else None
+        self.bias = nn.Parameter(torch.zeros(d)) if bias_tuning else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return x * self.scale + self.bias if self.scale is not None else x
 
 
 class FirstLayerInjection(nn.Module):
@@ -56,16 +95,33 @@ class FirstLayerInjection(nn.Module):
 
 
 class InnerLayerInjection(nn.Module):
-    """Tokens of level ``l_i`` in the slots of layer ``i`` (see :func:`layer_levels`)."""
+    """Tokens of level ``l_i`` in the slots of layer ``i`` (see :func:`layer_levels`).
+
+    ``token_norm`` / ``bias_tuning``: each injected layer gets its own :class:`TokenTuner` (RMSNorm
+    and/or per-channel scale + bias) applied to its tokens (DePALM^{QP,inner}'s official code).
+    """
 
     kind = "inner"
 
-    def __init__(self, n_llm_layers: int = 12, n_left: int = 0):
+    def __init__(self, d_llm: int, n_llm_layers: int = 12, n_left: int = 0, level_map: str = "depalm",
+                 token_norm: bool = False, bias_tuning: bool = False):
         super().__init__()
-        self.n_llm_layers, self.n_left = n_llm_layers, n_left
+        if level_map not in LEVEL_MAPS:
+            raise ConfigError(f"inject.level_map must be one of {sorted(LEVEL_MAPS)}, got {level_map!r}{suggest(level_map, LEVEL_MAPS)}")
+        self.n_llm_layers, self.n_left, self.level_map = n_llm_layers, n_left, level_map
+        self.tuners = (
+            nn.ModuleList(TokenTuner(d_llm, token_norm, bias_tuning) for _ in range(n_llm_layers))
+            if token_norm or bias_tuning else None
+        )
 
     def plan(self, n_layers: int, n_levels: int) -> dict[int, int]:
-        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left)
+        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left, self.level_map)
+
+    def layer_tokens(self, mapped: torch.Tensor, plan: dict[int, int]) -> dict[int, torch.Tensor]:
+        """mapped ``[B, L, n, d]`` → {layer: ``[B, n, d]``}: each injected layer's level, through its tuner."""
+        if self.tuners is None:
+            return {i: mapped[:, lvl] for i, lvl in plan.items()}
+        return {i: tuner(mapped[:, lvl]) for tuner, (i, lvl) in zip(self.tuners, sorted(plan.items()))}
 
 
 class GatedCrossAttention(nn.Module):
@@ -111,13 +167,13 @@ class CrossAttentionInjection(nn.Module):
     kind = "cross-attention"
 
     def __init__(self, d_llm: int, d_embed: int, n_llm_layers: int = 12, n_left: int = 0, n_heads: int = 8, dropout: float = 0.0,
-                 attn_out_proj: bool = False, out_norm: str = "embed"):
+                 attn_out_proj: bool = False, out_norm: str = "embed", level_map: str = "depalm"):
         super().__init__()
-        self.n_llm_layers, self.n_left = n_llm_layers, n_left
+        self.n_llm_layers, self.n_left, self.level_map = n_llm_layers, n_left, level_map
         self.block = GatedCrossAttention(d_llm, d_embed, n_heads, dropout, attn_out_proj, out_norm)
 
     def plan(self, n_layers: int, n_levels: int) -> dict[int, int]:
-        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left)
+        return layer_levels(n_layers, n_levels, self.n_llm_layers, self.n_left, self.level_map)
 
 
 class NoInjection(nn.Module):

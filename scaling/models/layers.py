@@ -27,6 +27,11 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+# LayerNorm / RMSNorm epsilon of the mapping and injection blocks: the official DePALM get_norm_layer
+# (depalm/utils/utility.py) and its QPMapper's nn.TransformerEncoderLayer(layer_norm_eps=1e-4)
+NORM_EPS = 1e-4
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with a packed input projection (as ``nn.MultiheadAttention``).
 
@@ -71,10 +76,10 @@ class TransformerLayer(nn.Module):
         super().__init__()
         ffn_dim = ffn_dim or dim
         self.attn = MultiHeadAttention(dim, n_heads, dropout=dropout)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         act = make_activation(activation)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), act, nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, last_rows: int | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:

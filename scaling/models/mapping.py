@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling.config.base import ConfigError, suggest
-from scaling.models.layers import QueryPooler, TransformerLayer
+from scaling.models.layers import NORM_EPS, QueryPooler, TransformerLayer
 
 
 class _LevelWise(nn.Module):
@@ -72,7 +72,7 @@ class QPMapper(nn.Module):
         self.proj_in = nn.Linear(d_in, d_embed)
         self.pooler = QueryPooler(d_embed, n_layers, n_queries, n_heads, ffn_dim or d_embed, dropout)
         self.proj_out = nn.Linear(d_embed, d_out)
-        self.norm = nn.RMSNorm(d_out, eps=1e-6) if norm == "rmsnorm" else nn.Identity()
+        self.norm = nn.RMSNorm(d_out, eps=NORM_EPS) if norm == "rmsnorm" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B, L, N, d_in]`` → ``[B, L, n_queries, d_out]``."""
@@ -121,7 +121,7 @@ class BlockResampler(nn.Module):
             self.pool = nn.Linear(self.block_size * d_embed, d_embed)
         elif pool == "qpmapper":
             self.pool = QueryPooler(d_embed, qp_layers, 1, n_heads, d_embed, dropout, activation=qp_activation)
-        self.norm = nn.RMSNorm(d_embed, eps=1e-6)
+        self.norm = nn.RMSNorm(d_embed, eps=NORM_EPS)
         self.proj_out = nn.Linear(d_embed, d_out)
 
     @property

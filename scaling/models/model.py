@@ -23,6 +23,7 @@ from scaling.models import ops
 from scaling.models.backbones import LLMLayout
 from scaling.models.extract import FeatureExtractor
 from scaling.models.hf_compat import cache_kwarg
+from scaling.models.positions import learned_position_embedding, position_module, shifted_positions, unpositioned
 
 MEDIA_KEYS = {"pixel_values": "image", "video": "video", "audio": "audio"}
 
@@ -40,6 +41,8 @@ class InjectionState:
     deep_start: int = 0
     deep_tokens: torch.Tensor | None = None  # [n_layers, B, n, D]
     xattn_tokens: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    unpositioned: tuple[int, int] = (0, 0)  # (start, count): prefix columns without a learned position embedding
+    positions: tuple[torch.Tensor, torch.Tensor] | None = None  # learned-position override of the current window
 
 
 def hidden_slot_mask(mask_2d: torch.Tensor, q_len: int, start: int, count: int, dtype: torch.dtype,
@@ -87,6 +90,7 @@ class PerceptualLM(nn.Module):
         adapters: nn.ModuleList | None = None,
         label_smoothing: float = 0.0,
         kernel_mode: str = "auto",
+        learned_positions: str = "input",
     ):
         super().__init__()
         self.llm = llm
@@ -114,6 +118,13 @@ class PerceptualLM(nn.Module):
             self.plan = injection.plan(layout.n_layers, extractor.n_levels)
         self.set_kernel_mode(kernel_mode)
         self._hooks = []
+        # learned absolute positions (OPT, GPT-2): which prefix tokens get none (scaling/models/positions.py)
+        unpositioned("sequence" if learned_positions is None else learned_positions, 0, 0, 0)  # validates the name
+        self.learned_positions = learned_positions
+        pos_module = position_module(layout.base, getattr(llm.config, "model_type", ""))
+        self._positions_hooked = pos_module is not None and learned_positions != "sequence"
+        if self._positions_hooked:
+            self._hooks.append(pos_module.register_forward_hook(lambda m, a, out: self._position_hook(m, out)))
         if self.plan or deep_prompt is not None:
             layer_cls = type(layout.layers[0])
             self._mask_index = _argument_index(layer_cls.forward, "attention_mask")
@@ -258,7 +269,7 @@ class PerceptualLM(nn.Module):
         elif mapped is not None and kind == "inner":
             n = mapped.shape[2]
             state.slot_start, state.slot_count = offset, n
-            state.layer_tokens = {i: mapped[:, lvl] for i, lvl in self.plan.items()}
+            state.layer_tokens = self.injection.layer_tokens(mapped, self.plan)
             state.hide_layers = frozenset(i for i in range(self.layout.n_layers) if i not in self.plan)
             parts.append(mapped.new_zeros(batch, n, d))
             offset += n
@@ -274,7 +285,18 @@ class PerceptualLM(nn.Module):
             parts.append(self.prompt()[None].expand(batch, -1, -1))
         if not parts:
             return torch.zeros(batch, 0, d, dtype=dtype, device=device), state
-        return torch.cat([p.to(dtype) for p in parts], dim=1), state
+        prefix = torch.cat([p.to(dtype) for p in parts], dim=1)
+        if self._positions_hooked:
+            state.unpositioned = unpositioned(self.learned_positions, prefix.shape[1], state.slot_start, state.slot_count)
+        return prefix, state
+
+    def _position_hook(self, module: nn.Module, output: torch.Tensor) -> torch.Tensor | None:
+        """Forward hook of the learned position embedding: the current window's positions with the
+        unpositioned prefix columns left out (their embedding 0, the later columns numbered without them)."""
+        state = self._state
+        if state is None or state.positions is None:
+            return None
+        return learned_position_embedding(module, *state.positions).to(output.dtype)
 
     def _inputs(self, input_ids, attention_mask, prefix):
         """``[prefix; embed(input_ids)]`` with mask and positions (see :func:`ops.inject_prefix`); the
@@ -330,6 +352,9 @@ class PerceptualLM(nn.Module):
         if state.hide_layers:
             state.hide_mask = hidden_slot_mask(mask_2d, q_len or embeds.shape[1], state.slot_start, state.slot_count,
                                                embeds.dtype, q_start)
+        start, count = state.unpositioned
+        if count:  # a cached decode window lies after the whole prefix
+            state.positions = shifted_positions(positions, 0 if state.prefill else start + count, start, count)
         self._state = state
         try:
             # the KV-cache keyword the model declares (transformers 5.x renames past_key_values → cache)

@@ -84,9 +84,12 @@ def test_generation_stops_at_eos_and_pads_after(backbones):
     ids = torch.randint(5, 90, (2, 4))
     media = tiny_media("vit")
     free = model.generate(ids, max_new_tokens=6, **media)
-    eos = int(free[0, 1])  # pretend the second generated token of sample 0 is EOS
+    row = free[0].tolist()
+    # pretend the first generated token of sample 0 not seen before it (after the first) is EOS
+    j = next((j for j in range(1, len(row)) if row[j] not in row[:j]), 0)  # 0: the model repeats one token
+    eos = row[j]
     out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0, **media)
-    assert int(out[0, 1]) == eos and (out[0, 2:] == 0).all()
+    assert out[0, :j].tolist() == row[:j] and int(out[0, j]) == eos and (out[0, j + 1:] == 0).all()
 
 
 def test_beam_search_with_eos_picks_what_hugging_face_beam_search_picks(backbones):

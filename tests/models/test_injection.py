@@ -6,7 +6,7 @@ import torch
 from scaling.config.base import ConfigError
 from scaling.config.model import model_config
 from scaling.models.builder import build_model
-from scaling.models.injection import injected_layers, layer_levels
+from scaling.models.injection import epalm_level_map, injected_layers, layer_levels
 from scaling.models.tiny import tiny_media
 
 
@@ -20,6 +20,30 @@ def test_layer_levels_formula_epalm_and_depalm():
     assert all(plan0[i] == (i - 32) * 4 // 12 for i in plan0)
     with pytest.raises(ConfigError, match="n_llm_layers"):
         injected_layers(4, 4, 1)
+    with pytest.raises(ConfigError, match="level_map must be one of"):
+        layer_levels(32, 6, 12, 1, "epalm2")
+
+
+def _epalm_reference(n_llm: int, n_fl: int) -> list[int]:
+    """eP-ALM models/opt.py, written from its description: ``step = n_llm // n_fl`` when n_llm > n_fl
+    and there is more than one level, else 1; layer k (counted from the first injected one) reads
+    ``vis_prefix[min(k // step, n_fl - 1)]``, ``vis_prefix`` ordered from the earliest level."""
+    step = (n_llm // n_fl if n_llm > n_fl else 1) if n_fl > 1 else 1
+    return [min(k // step, n_fl - 1) for k in range(n_llm)]
+
+
+def test_epalm_level_map_follows_epalm_code_and_differs_from_depalm_when_not_divisible():
+    for n_llm in range(1, 17):
+        for n_fl in range(1, 9):
+            assert epalm_level_map(n_llm, n_fl) == [lvl - n_fl for lvl in _epalm_reference(n_llm, n_fl)], (n_llm, n_fl)
+    # 5 levels over 12 layers: eP-ALM steps by 2 and gives the last level the remaining 4 layers
+    assert list(layer_levels(32, 5, 12, 1, "epalm").values()) == [-5, -5, -4, -4, -3, -3, -2, -2, -1, -1, -1, -1]
+    assert list(layer_levels(32, 5, 12, 1, "depalm").values()) == [-5, -5, -5, -4, -4, -3, -3, -3, -2, -2, -1, -1]
+    # the eP-ALM presets use eP-ALM's map; for 6 levels over 12 layers both maps agree
+    assert layer_levels(32, 6, 12, 1, "epalm") == layer_levels(32, 6, 12, 1, "depalm")
+    for method in ("epalm", "epalm-lin", "epalm-pt", "epalm-ada"):
+        assert model_config(method=method).inject["level_map"] == "epalm"
+    assert model_config(method="depalm-qp-inner").inject.get("level_map", "depalm") == "depalm"
 
 
 def _inner_model(backbones, llm="llama"):
@@ -45,9 +69,10 @@ def test_inner_injection_writes_level_tokens_at_the_slots_of_each_layer(backbone
     for h in handles:
         h.remove()
     n = mapped.shape[2]
+    tuned = model.injection.layer_tokens(mapped, model.plan)  # QP-inner: each layer's own RMSNorm + bias tuner
     for layer, level in model.plan.items():
-        assert torch.allclose(seen[layer][:, :n], mapped[:, level], atol=1e-6), f"layer {layer}"
-    assert not torch.allclose(seen[0][:, :n], mapped[:, -2]), "layer 0 must not receive perceptual tokens"
+        assert torch.allclose(seen[layer][:, :n], tuned[layer], atol=1e-6), f"layer {layer}"
+    assert not torch.allclose(seen[0][:, :n], tuned[1]), "layer 0 must not receive perceptual tokens"
 
 
 def test_slots_are_invisible_to_text_outside_the_injected_layers(backbones):
@@ -69,35 +94,68 @@ def test_slots_are_invisible_to_text_outside_the_injected_layers(backbones):
     assert not torch.allclose(first[1][:, n:], out_hidden[1][:, n:])
 
 
-def test_inner_injection_equals_prepend_then_remove_reference(backbones):
+def _opt_prepend_then_remove_reference(model, ids, media, prompt_positions: bool):
+    """OPT with the tokens of layer i literally prepended to its input and removed from its output.
+    Positions as the official codes: the injected tokens get none (they enter after the embedding);
+    the prompt is numbered with the text (DePALM's LearnedPrefixTokensL0, ``prompt_positions``) or gets
+    no position and the text starts at 0 (eP-ALM's models/opt.py)."""
+    dec = model.llm.model.decoder
+    mapped = model.encode(**media)
+    tokens = model.injection.layer_tokens(mapped, model.plan)
+    n = mapped.shape[2]
+    prompt = model.prompt()[None] if model.prompt is not None else torch.zeros(1, 0, ids.shape[1])
+    n_p = prompt.shape[1]
+    text_start = n_p if prompt_positions else 0
+    table = lambda pos: dec.embed_positions(torch.ones(1, pos.shape[1], dtype=torch.long), 0, position_ids=pos)  # noqa: E731
+    text = dec.embed_tokens(ids) + table(torch.arange(text_start, text_start + ids.shape[1])[None])
+    if prompt_positions and n_p:
+        prompt = prompt + table(torch.arange(n_p)[None])
+    h = torch.cat([prompt, text], dim=1)
+    for i, layer in enumerate(dec.layers):
+        x = torch.cat([tokens[i], h], dim=1) if i in model.plan else h
+        s = x.shape[1]
+        causal = torch.full((s, s), torch.finfo(x.dtype).min).triu(1)[None, None]
+        out = layer(x, attention_mask=causal)
+        out = out[0] if isinstance(out, tuple) else out
+        h = out[:, n:] if i in model.plan else out
+    return model.llm.lm_head(dec.final_layer_norm(h))[:, n_p:]
+
+
+@pytest.mark.parametrize("scheme", ["input", "text"])
+def test_inner_injection_on_opt_equals_prepend_then_remove_reference(backbones, scheme):
     """Slots + per-layer masks compute the same text states as literally prepending the tokens to
-    the input of layer i and removing them from its output (OPT: positions added at the input)."""
-    model = _inner_model(backbones, "opt")
-    model.prompt = None
+    the input of layer i and removing them from its output; on OPT the slots get no position
+    embedding and the prompt is numbered (``input``, DePALM's code) or not (``text``, eP-ALM's)."""
+    cfg = model_config(method="depalm-qp-inner", llm=backbones["opt"], encoder=backbones["vit"], frozen_dtype="fp32",
+                       extract={"n_levels": 2}, inject={"n_llm_layers": 2, "n_left": 1}, map={"d_embed": 32},
+                       finetune={"n_prompt": 3}, learned_positions=scheme)
+    model = build_model(cfg).eval()
     ids = torch.randint(5, 90, (1, 6))
     media = tiny_media("vit", batch=1)
     with torch.no_grad():
-        mapped = model.encode(**media)
         ours = model(input_ids=ids, return_logits=True, **media)["logits"]
-        dec = model.llm.model.decoder
-        n = mapped.shape[2]
-        # reference: positions of the text as in our layout (after the n slots)
-        pos = torch.arange(n, n + ids.shape[1])[None]
-        h = dec.embed_tokens(ids) + dec.embed_positions(torch.ones(1, n + ids.shape[1], dtype=torch.long), 0, position_ids=pos)
-        for i, layer in enumerate(dec.layers):
-            if i in model.plan:
-                x = torch.cat([mapped[:, model.plan[i]], h], dim=1)
-                s = x.shape[1]
-                causal = torch.full((s, s), torch.finfo(x.dtype).min).triu(1)[None, None]
-                h = layer(x, attention_mask=causal)[:, n:]
-                if isinstance(h, tuple):
-                    h = h[0][:, n:]
-            else:
-                s = h.shape[1]
-                causal = torch.full((s, s), torch.finfo(h.dtype).min).triu(1)[None, None]
-                h = layer(h, attention_mask=causal)
-        ref = model.llm.lm_head(dec.final_layer_norm(h))
-    assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
+        ref = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme == "input")
+        other = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme != "input")
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert not torch.allclose(ours, other, atol=1e-3)  # the two schemes differ
+
+
+def test_learned_positions_sequence_numbers_every_token_and_rotary_llms_ignore_the_scheme(backbones):
+    ids = torch.randint(5, 90, (2, 5))
+    media = tiny_media("vit")
+    outs = {}
+    for llm in ("opt", "llama"):
+        for scheme in ("input", "text", "sequence"):
+            torch.manual_seed(0)
+            model = build_model(model_config(method="epalm", llm=backbones[llm], encoder=backbones["vit"], frozen_dtype="fp32",
+                                             extract={"n_levels": 2}, inject={"n_llm_layers": 2, "n_left": 1},
+                                             learned_positions=scheme)).eval()
+            with torch.no_grad():
+                outs[llm, scheme] = model(input_ids=ids, return_logits=True, **media)["logits"]
+    assert torch.equal(outs["llama", "input"], outs["llama", "text"]) and torch.equal(outs["llama", "text"], outs["llama", "sequence"])
+    assert not torch.allclose(outs["opt", "text"], outs["opt", "sequence"], atol=1e-3)
+    assert not torch.allclose(outs["opt", "input"], outs["opt", "sequence"], atol=1e-3)
+    assert model_config(method="epalm").learned_positions == "text" and model_config(method="depalm").learned_positions == "input"
 
 
 def test_first_layer_prefix_order_is_perceptual_then_prompt_then_text(backbones):

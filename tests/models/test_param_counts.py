@@ -68,11 +68,14 @@ def test_depalm_presets_match_table1(method):
     assert abs(n - PAPER_TABLE1_PARAMS[method]) / PAPER_TABLE1_PARAMS[method] < 0.01, f"{method}: {n:,}"
 
 
-def test_depalm_exact_count_from_the_supplement():
+def test_depalm_exact_count_from_the_official_connector():
+    # DePALM's QPMapper connector (prefix_tokens.py _build_connector): Linear(d_feats, d_emb), 2 x
+    # nn.TransformerEncoderLayer(d_emb, dim_feedforward=d_emb), 32 queries, Linear(d_emb, d_llm); no RMSNorm
+    # after it (insert_l0.yaml: token_norm false); 1 prompt token
     d_feats, d_emb, d_llm, n_q = 1024, 1024, 4096, 32
     layer = (3 * d_emb * d_emb + 3 * d_emb) + (d_emb * d_emb + d_emb) + 2 * (d_emb * d_emb + d_emb) + 4 * d_emb
-    expected = (d_feats * d_emb + d_emb) + 2 * layer + n_q * d_emb + (d_emb * d_llm + d_llm) + d_llm + 1 * d_llm
-    assert _count("depalm") == expected == 17_892_352
+    expected = (d_feats * d_emb + d_emb) + 2 * layer + n_q * d_emb + (d_emb * d_llm + d_llm) + 1 * d_llm
+    assert _count("depalm") == expected == 17_888_256
 
 
 def test_cross_attention_count_follows_the_official_module():
@@ -101,3 +104,36 @@ def test_table1_variants_stay_available():
 def test_every_preset_builds_at_scale_for_opt():
     for method in METHODS:
         assert _count(method, llm="opt-6.7b") > 0 or method == "blind"
+
+
+# Trainable parameters of the official code's module structure, counted by instantiating the official
+# modules on the meta device outside the repository (DePALM d532fe1: the QPMapper connector of
+# prefix_tokens.py/common.py, get_norm_layer('rms_norm') + BiasTuner per injected layer, the L0 prompt;
+# eP-ALM 9ecfeb9: models/connector.py linear connectors, models/epalm.py InputPrompts(mid_dim=prompt_dim)).
+#   depalm           = connector + 1 * d_llm
+#   depalm-qp-inner  = connector + 16 * d_llm + 12 * (RMSNorm d_llm + scale d_llm + bias d_llm)
+#   epalm            = 6 * Linear(d_feats, d_llm) + Embedding(10, d_llm) + 2 * Linear(d_llm, d_llm)
+#   epalm-lin / -pt  = 1 shared Linear(d_feats, d_llm) (+ Embedding(10, d_llm), no MLP)
+OFFICIAL_COUNTS = {
+    ("llama-7b", "clip-vit-l14"): {
+        "depalm": 17_888_256, "depalm-qp-inner": 18_097_152, "epalm": 58_793_984, "epalm-lin": 4_198_400, "epalm-pt": 4_239_360,
+    },
+    ("opt-6.7b", "vit-b16"): {
+        "depalm": 17_626_112, "depalm-qp-inner": 17_835_008, "epalm": 52_502_528, "epalm-lin": 3_149_824, "epalm-pt": 3_190_784,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("llm,encoder", sorted(OFFICIAL_COUNTS))
+def test_scaling_methods_json_gives_the_official_counts(llm, encoder, capsys):
+    import json
+
+    from scaling.cli.main import main
+
+    assert main(["methods", "--json", "--llm", llm, "--encoder", encoder]) == 0
+    rows = {r["method"]: r["trainable_parameters"] for r in json.loads(capsys.readouterr().out)["methods"]}
+    for method, expected in OFFICIAL_COUNTS[llm, encoder].items():
+        assert rows[method] == expected, f"{method} with {llm} + {encoder}: {rows[method]:,} != {expected:,}"
+    if llm == "llama-7b":  # DePALM Table 1: QP-inner 18.1M (exactly 18,097,152), DePALM 17.9M
+        assert round(rows["depalm-qp-inner"] / 1e5) == 181 and round(rows["depalm"] / 1e5) == 179
