@@ -49,7 +49,9 @@ def train_block(result, cfg) -> str:
         lines.append(f"  best {best.get('metric')} {_num(best.get('value'))} at step {best.get('step')}: {s.get('best_dir')}")
     else:
         lines.append("  best checkpoint: none kept (no evaluation metric; train.eval_every and eval.metric choose it)")
-    skipped = s.get("skipped_samples")
+    skipped = s.get("skipped_samples_total", s.get("skipped_samples"))
+    if isinstance(skipped, dict):  # {epoch: count}
+        skipped = sum(skipped.values())
     lines.append(f"  skipped: {_num(skipped) if skipped is not None else 0} samples (undecodable media), "
                  f"{s.get('skipped_steps', 0)} steps (non-finite gradients)")
     if result.checkpoint:

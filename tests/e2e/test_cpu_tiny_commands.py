@@ -55,6 +55,7 @@ def test_a_run_folder_of_another_world_size_or_strategy_is_refused_before_buildi
                       "train.eval_every=0", "train.progress_bar=false", "train.tensorboard=false"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training done: 2/2 steps" in first.stdout
+    assert "skipped: 0 samples (undecodable media), 0 steps (non-finite gradients)" in first.stdout
     from scaling.training.loop import read_log
 
     assert read_log(str(run), "eval") == [] and "validation loss" not in first.stdout  # train.eval_every=0: off
