@@ -146,9 +146,9 @@ class GatedCrossAttention(nn.Module):
                               f"up-projection) or 'llm' (the paper's text: after it), got {out_norm!r}")
         self.norm_first = out_norm == "embed"
         self.text_ffn = nn.Sequential(nn.Linear(d_llm, d_embed), nn.GELU(), nn.Linear(d_embed, d_embed))
-        self.text_norm = nn.RMSNorm(d_embed, eps=1e-4)
+        self.text_norm = nn.RMSNorm(d_embed, eps=NORM_EPS)
         self.attn = MultiHeadAttention(d_embed, n_heads, dropout, out_proj=attn_out_proj)
-        self.out_norm = nn.RMSNorm(d_embed if self.norm_first else d_llm, eps=1e-4)
+        self.out_norm = nn.RMSNorm(d_embed if self.norm_first else d_llm, eps=NORM_EPS)
         self.proj_out = nn.Linear(d_embed, d_llm)
         self.gate = nn.Parameter(torch.zeros(()))
 

@@ -219,7 +219,7 @@ class RandomTokenMapper(nn.Module):
         self.f = dict(f_min=f_min, f_max=f_max, f_mean=f_mean, f_std=f_std, p_max=p_max)
         d_norm = d_out if proj_in else d_in
         self.proj_in = nn.Linear(d_in, d_out) if proj_in else nn.Identity()
-        self.norm = nn.RMSNorm(d_norm, eps=1e-4)
+        self.norm = nn.RMSNorm(d_norm, eps=NORM_EPS)
         self.proj_out = nn.Linear(d_norm, d_out)
         self.last_fraction = 1.0 if eval_full else f_max
 
