@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LAUNCH = os.path.join(REPO, "launch")
-STEPS = 30
+# long enough that a signal or a preemption sent at step 3 (a scheduling pass away) arrives mid-run: on a
+# quiet machine the tiny run takes ~60 ms a step, and 30 steps ended before Slurm's preemption reached them
+STEPS = 120
 CONFIG = "configs/cpu_tiny.yaml"
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 HOST = os.uname().nodename

@@ -120,7 +120,8 @@ def test_audio_and_video_loaders(tmp_path):
     batch = next(iter(build_loader(per_frame, tok, "train", 0, 1, True)))
     assert batch["video"].shape == (2, 3, 3, 32, 32)
     ids = tok.convert_ids_to_tokens(batch["input_ids"][0].tolist())
-    assert "</a>" in ids  # video QA uses the VQA template
+    # video QA uses the VQA template (the official "{question}\n\nAnswer:" instruction)
+    assert ids[ids.index("?") + 1:ids.index("?") + 3] == ["answer", ":"]
 
 
 @pytest.mark.parametrize("modality,member", [("audio", "flac"), ("video", "mp4"), ("image", "jpg")])

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import signal
 import random
 
 from scaling.config import load_config
@@ -108,7 +109,13 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one_and_res
 
     extra = ("data.train=toy://colours?n=64", "train.save_every=2")
     full = run(tmp_path, "full", 6, *extra)
-    run(tmp_path, "run", 4, *extra)
+
+    def preempt_at_step_4(step, _info):  # the same 6-step schedule as `full`, stopped (and saved) at step 4
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    stopped = run(tmp_path, "run", 6, *extra, on_step=preempt_at_step_4)
+    assert stopped.state.step == 4 and stopped.exit_code == 124
     out = str(tmp_path / "run")
     _flip(os.path.join(out, "checkpoints", "step_000004", "optimizer.pt"))
     capsys.readouterr()
