@@ -10,7 +10,6 @@ AdamW. It is timed before any kernel patching, so it never benefits from the pro
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 

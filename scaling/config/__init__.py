@@ -7,7 +7,8 @@ the method preset, and validates every section, reporting all problems in one er
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from scaling.config.base import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from scaling.config.data import DataConfig

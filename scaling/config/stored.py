@@ -15,7 +15,8 @@ Overrides applied afterwards (the user's own) may set any of these again.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from scaling.config.base import deep_merge
 

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 from scaling.config.base import ConfigError
 
-
 DEFAULT_EPOCHS = 8.0  # DePALM supplement C.3
 DEFAULT_VALUES = {"lr": 8e-4, "weight_decay": 0.1, "warmup_fraction": 0.2, "min_lr_ratio": 1e-4, "clip": 0.8, "epochs": 8}
 

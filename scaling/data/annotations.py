@@ -28,7 +28,8 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from scaling.config.base import ConfigError
 

@@ -13,7 +13,8 @@ with :func:`to_device`, which leaves them alone.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

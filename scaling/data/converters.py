@@ -21,14 +21,21 @@ import io
 import logging
 import os
 import random
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Iterable
+from typing import Any
 
 from scaling.config.base import ConfigError
 from scaling.data.annotations import PARSERS, Dataset, Item
 from scaling.data.shards import (
-    AUDIO_EXTS, DEFAULT_MAX_SHARD_BYTES, DEFAULT_SAMPLES_PER_SHARD, IMAGE_EXTS, VIDEO_EXTS, ShardSetWriter,
-    sample_record, update_index,
+    AUDIO_EXTS,
+    DEFAULT_MAX_SHARD_BYTES,
+    DEFAULT_SAMPLES_PER_SHARD,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    ShardSetWriter,
+    sample_record,
+    update_index,
 )
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,17 @@ from typing import Any
 
 from scaling.config.base import ConfigError
 from scaling.data.shards import (
-    INDEX_NAME, ShardRef, expand_urls, is_local, iter_members, local_path, media_kind, read_json, split_member,
-    text_length, update_index,
+    INDEX_NAME,
+    ShardRef,
+    expand_urls,
+    is_local,
+    iter_members,
+    local_path,
+    media_kind,
+    read_json,
+    split_member,
+    text_length,
+    update_index,
 )
 
 

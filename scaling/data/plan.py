@@ -28,7 +28,7 @@ import bisect
 import dataclasses
 import hashlib
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def derive_seed(*parts) -> int:

@@ -60,7 +60,7 @@ class LoaderState:
         return {"version": STATE_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LoaderState":
+    def from_dict(cls, data: dict[str, Any]) -> LoaderState:
         if not isinstance(data, dict):
             raise ConfigError(f"loader state must be a dict, got {type(data).__name__}")
         version = data.get("version", STATE_VERSION)

@@ -23,7 +23,8 @@ import os
 import re
 import tarfile
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from scaling.config.base import ConfigError
@@ -546,7 +547,7 @@ def resolve_split(source: str, split: str, index: str | None = None, need_ids: b
         for c in cand:
             if c and _exists(c):
                 idx = read_json(c, "index")
-                for sname, sentry in idx.get("splits", {}).items():
+                for _sname, sentry in idx.get("splits", {}).items():
                     samples = _load_samples_file(c, sentry) if need_ids else None
                     for sh in sentry.get("shards", []):
                         item = (sh, (samples or {}).get(sh["name"]), c, sentry)

@@ -31,7 +31,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -164,7 +165,7 @@ class ShardStream(IterableDataset):
             raise RuntimeError(f"rank {self.rank} worker {worker} has no samples but must yield {quota} batches")
         batch: list[dict] = []
         skipped: list[str] = []
-        for cursor, sample in self._train_samples(plan, worker, cursor, skipped):
+        for cursor, sample in self._train_samples(plan, worker, cursor, skipped):  # noqa: B020 - the cursor argument is the start; the loop advances it
             batch.append(sample)
             if len(batch) == self.batch_size:
                 out = collate(batch, self.text, train=True)

@@ -10,12 +10,12 @@ binomial around ``fraction * N`` (for COCO's 113k training images, 1% gives 1133
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def subset_value(sample_id: str, seed: int = 0) -> float:
     """The sample's position in [0, 1) for subset selection."""
-    digest = hashlib.sha1(f"{seed}:{sample_id}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{seed}:{sample_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

@@ -6,7 +6,7 @@ of ± err when given, the value printed after the bar) under a title, and saves 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 

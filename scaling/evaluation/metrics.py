@@ -31,7 +31,8 @@ import shutil
 import subprocess
 import threading
 import warnings
-from typing import Any, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any
 
 from scaling.config.base import ConfigError, suggest
 from scaling.evaluation.vqa_normalize import exact_match, vqa_accuracy

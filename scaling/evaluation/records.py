@@ -10,7 +10,8 @@ compared as strings, so ``1`` in one file and ``"1"`` in the other line up. Blan
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from scaling.evaluation.metrics import MetricsError
 

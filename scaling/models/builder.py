@@ -17,7 +17,14 @@ from scaling.config.base import ConfigError
 from scaling.config.model import ModelConfig
 from scaling.models.backbones import describe_encoder, llm_layout, load_config_only, load_encoder, load_llm
 from scaling.models.extract import FeatureExtractor
-from scaling.models.finetune import UNUSED_ENCODER_HEADS, DeepPrompt, PromptTuning, apply_lora, attach_adapters, enable_bias_tuning
+from scaling.models.finetune import (
+    UNUSED_ENCODER_HEADS,
+    DeepPrompt,
+    PromptTuning,
+    apply_lora,
+    attach_adapters,
+    enable_bias_tuning,
+)
 from scaling.models.injection import build_injection
 from scaling.models.mapping import build_mapper
 from scaling.models.model import PerceptualLM
@@ -123,12 +130,12 @@ def fuse_llm(model: PerceptualLM, cfg: ModelConfig, device: torch.device) -> dic
     return report
 
 
-def freeze_and_mark(model: PerceptualLM) -> "OrderedDict[str, tuple[int, int]]":
+def freeze_and_mark(model: PerceptualLM) -> OrderedDict[str, tuple[int, int]]:
     """Freeze the backbones, keep the interface trainable (fp32); returns {component: (trainable, frozen)}.
 
     Backbone parameters already marked trainable by bias tuning or LoRA stay trainable.
     """
-    for name, module in (("mapper", model.mapper), ("injection", model.injection), ("prompt", model.prompt),
+    for _name, module in (("mapper", model.mapper), ("injection", model.injection), ("prompt", model.prompt),
                          ("deep_prompt", model.deep_prompt), ("adapters", model.adapters)):
         if module is not None:
             module.float() if not _is_meta(module) else None
@@ -140,7 +147,7 @@ def _is_meta(module: nn.Module) -> bool:
     return any(p.is_meta for p in module.parameters())
 
 
-def parameter_table(model: PerceptualLM) -> "OrderedDict[str, tuple[int, int]]":
+def parameter_table(model: PerceptualLM) -> OrderedDict[str, tuple[int, int]]:
     """{component: (trainable, frozen)} parameter counts."""
     table: OrderedDict[str, tuple[int, int]] = OrderedDict()
     parts = [("encoder", model.extractor), ("mapper", model.mapper), ("injection", model.injection),

@@ -66,7 +66,7 @@ class Fp8Linear(nn.Module):
         self.mode = mode
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, mode: str = "auto") -> "Fp8Linear":
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, mode: str = "auto") -> Fp8Linear:
         from scaling.kernels.fp8_linear import quantize_rows
 
         with torch.no_grad():
@@ -75,10 +75,10 @@ class Fp8Linear(nn.Module):
         return cls(w, ws, wt, wts, None if bias is None else bias.detach(), mode)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, mode: str = "auto") -> "Fp8Linear":
+    def from_linear(cls, linear: nn.Linear, mode: str = "auto") -> Fp8Linear:
         return cls.from_dense(linear.weight, linear.bias, mode)
 
-    def rows(self, start: int, end: int) -> "Fp8Linear":
+    def rows(self, start: int, end: int) -> Fp8Linear:
         """Output rows ``start:end`` as a view sharing this layer's storage (forward-speed GEMM; the
         backward uses the dequantised weight)."""
         bias = self.bias[start:end] if self.bias is not None else None

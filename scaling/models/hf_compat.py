@@ -11,7 +11,7 @@ import functools
 import inspect
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_kwarg_of(forward) -> str:
     try:
         params = inspect.signature(forward).parameters

@@ -7,12 +7,13 @@ Tiny shapes (``tiny-*``) are what the tests and the demo build with real random 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from transformers import (
     ASTConfig,
-    ClapAudioConfig,
     BloomConfig,
+    ClapAudioConfig,
     CLIPVisionConfig,
     Dinov2Config,
     FalconConfig,

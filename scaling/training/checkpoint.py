@@ -40,7 +40,8 @@ import os
 import random
 import shutil
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch

@@ -36,7 +36,8 @@ import shutil
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ from scaling.training import diskspace, distributed, ds_config, loaders, recompu
 from scaling.training.diskspace import CheckpointWriteError
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, summarize
 from scaling.training.runlock import RunLock
-from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, StopFlag, SignalBudget
+from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, SignalBudget, StopFlag
 
 EvaluateFn = Callable[[Any, int], dict]
 MEDIA_KEYS = ("pixel_values", "video", "audio")
@@ -346,7 +347,7 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, loader, step_in_epoch_done: bool, window: "_Window | None" = None) -> str:
+    def save(self, loader, step_in_epoch_done: bool, window: _Window | None = None) -> str:
         """Write a checkpoint of the current step (collective).
 
         ``window``: the log window (steps since the last log line). Its samples/tokens are added to the state's
@@ -681,7 +682,7 @@ class Trainer:
         total = distributed.all_reduce([self._skipped_local()], "sum", comm)[0]
         self.state.skipped_samples[str(self.state.epoch)] = int(round(total))
 
-    def _count_seen(self, w: "_Window", sums: list[float] | None = None) -> None:
+    def _count_seen(self, w: _Window, sums: list[float] | None = None) -> None:
         """Add the window's samples/tokens not counted yet to the state (collective unless ``sums`` are given)."""
         if sums is None:
             sums = distributed.all_reduce(list(w.uncounted()), "sum", self._comm_device())
@@ -689,7 +690,7 @@ class Trainer:
         self.state.tokens_seen += int(round(sums[1]))
         w.mark_counted()
 
-    def _log_window(self, w: "_Window", comm) -> None:
+    def _log_window(self, w: _Window, comm) -> None:
         st = self.state
         sums = distributed.all_reduce(
             [w.loss_sum, w.loss_count, w.nonfinite, w.samples, w.targets, w.tokens, w.flops, self._skipped_local(),
@@ -789,7 +790,7 @@ class _Window:
         return {**{k: getattr(self, k) for k in self.FIELDS}, "seconds": time.time() - self.start}
 
     @classmethod
-    def from_state(cls, state: dict | None) -> "_Window":
+    def from_state(cls, state: dict | None) -> _Window:
         w = cls()
         if state:
             for k in cls.FIELDS:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Callable
+from collections.abc import Callable
 
 MANIFEST = "manifest.json"
 VERSION = 1

@@ -19,7 +19,7 @@ With DeepSpeed's CPU optimizer offload the optimizer must be DeepSpeed's ``DeepS
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from scaling.config.base import ConfigError
 
@@ -101,7 +101,7 @@ class RunLock:
             os.fsync(fh.fileno())
         return True
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         os.makedirs(self.output_dir, exist_ok=True)
         for _ in range(3):
             if self._create():
@@ -154,7 +154,7 @@ class RunLock:
                 pass
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -52,7 +52,7 @@ class StopFlag:
             self.signum = signum
             self.received_at = time.time()
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for sig in self._signals:
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)

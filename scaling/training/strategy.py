@@ -254,8 +254,8 @@ class DeepSpeedStrategy(Strategy):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """fp32 master weights, gathered (collective: every rank calls; complete on every rank)."""
-        from deepspeed.utils import safe_get_full_fp32_param
         from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+        from deepspeed.utils import safe_get_full_fp32_param
 
         out = {}
         for name, p in self.model.trainable_named_parameters():

@@ -19,7 +19,8 @@ of per-rank batch indices whose images are NaN, on rank ``nan_rank``; to test st
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

@@ -118,7 +118,7 @@ class Job:
         self.state, self.restarts = info["JobState"], int(info.get("Restarts", 0))
         return self.state in DONE
 
-    def wait(self, timeout: float = 300) -> "Job":
+    def wait(self, timeout: float = 300) -> Job:
         start = time.time()
         while not self.poll():
             if time.time() - start > timeout:
@@ -185,7 +185,7 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_losses(cluster, tmp_p
     assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, text[-3000:]
     if how == "batch-shell":
         assert "batch shell: SIGUSR1, passing it to rank 0" in text, text[-3000:]
-    assert "(restart 1)" in text and f"resumed from" in text and f"(step {step})" in text, text[-4000:]
+    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, text[-4000:]
     assert "training exited with code 0" in text
     _assert_two_nodes(out, "torch")  # the requeued job's ranks
     _assert_same_losses(out, reference)

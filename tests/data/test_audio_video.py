@@ -66,7 +66,7 @@ def test_decode_and_resample():
     flac = encode_flac(tone(0.25))
     assert abs(len(decode_audio(flac)) - 4000) <= 1
     assert len(resample(tone(1.0, 48000), 48000, 16000)) == 16000
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         decode_audio(b"not audio at all")
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from scaling.config import load_config
 from scaling.config.base import ConfigError
 from scaling.config.data import RANDAUGMENT_OPS, DataConfig
-from scaling.data.augment import ImageTransform, random_resized_crop_box, randaugment_apply, randaugment_sample
+from scaling.data.augment import ImageTransform, randaugment_apply, randaugment_sample, random_resized_crop_box
 from scaling.data.preprocess import IMAGENET_DEFAULT_MEAN, OPENAI_CLIP_MEAN, MediaSpec, media_spec
 
 

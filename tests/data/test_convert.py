@@ -99,8 +99,9 @@ def test_samples_per_shard_and_max_side(tmp_path):
             echo=lambda s: None, **kw)
     index = json.load(open(tmp_path / "s" / "index.json"))
     assert [s["num_samples"] for s in index["splits"]["train"]["shards"]] == [6, 6, 6, 2]
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     _, samples = read_all(str(tmp_path / "s"), "train")
     assert all(max(Image.open(io.BytesIO(s["jpg"])).size) <= 20 for s in samples)

@@ -177,8 +177,9 @@ def test_shards_without_index_are_counted(shards, tok, tmp_path):
 
 
 def test_length_bucketing_groups_similar_lengths(tmp_path, tok):
-    from scaling.data.plan import bucket_order
     import random
+
+    from scaling.data.plan import bucket_order
 
     lengths = [random.Random(i).randrange(1, 30) for i in range(64)]
     order = bucket_order(list(range(64)), lengths, 4, 4, random.Random(0))

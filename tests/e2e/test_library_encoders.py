@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 
-
 from scaling.cli.main import main
 from scaling.data.synthetic import write_shards
 from scaling.models.tiny import save_tiny_mavil, save_tiny_timm
@@ -63,9 +62,10 @@ def test_cache_features_train_predict_on_mavil(backbones, tmp_path, capsys):
     assert entry["features"]["preprocess"].startswith("mavil.fbank") and entry["features"]["shape"] == [2, 33, 64]
     assert main(["train", *common, "data.use_features=true", f"data.features={feats}"]) == 0
     assert _fingerprint_arch(tmp_path / "run").startswith("MAViLAudioEncoder (mavil)")
+    import random
+
     from scaling.data.audio import encode_flac
     from scaling.data.synthetic import make_tone
-    import random
 
     wav, _ = make_tone(random.Random(0), 0.5)
     (tmp_path / "tone.flac").write_bytes(encode_flac(wav))

@@ -11,7 +11,7 @@ import yaml
 
 from scaling.cli.main import main
 from scaling.config.base import ConfigError
-from scaling.evaluation.sweep import load_points, parse_seeds, split_values, slurm_script
+from scaling.evaluation.sweep import load_points, parse_seeds, slurm_script, split_values
 
 BASE = {"model": {"method": "depalm"}, "data": {"name": "coco", "train": "shards/coco/train-{000..003}.tar"}, "train": {"lr": 1e-3}}
 

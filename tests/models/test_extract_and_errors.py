@@ -1,7 +1,6 @@
 """Extraction of encoder levels, and clear errors for bad input."""
 
 import json
-import os
 
 import pytest
 import torch

@@ -8,7 +8,6 @@ from scaling.config.model import model_config
 from scaling.models.builder import build_model
 from scaling.models.tiny import tiny_media
 
-
 SMALL = {  # the presets at the tiny backbones' depth (2 LLM layers, 3 encoder layers)
     "depalm-qp-inner": {"extract": {"n_levels": 2}, "inject": {"n_llm_layers": 2, "n_left": 0}},
     "depalm-c-attn": {"extract": {"n_levels": 2}, "inject": {"n_llm_layers": 2, "n_left": 0}},

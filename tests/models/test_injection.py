@@ -70,7 +70,7 @@ def test_inner_injection_writes_level_tokens_at_the_slots_of_each_layer(backbone
         h.remove()
     n = mapped.shape[2]
     tuned = model.injection.layer_tokens(mapped, model.plan)  # QP-inner: each layer's own RMSNorm + bias tuner
-    for layer, level in model.plan.items():
+    for layer, _level in model.plan.items():
         assert torch.allclose(seen[layer][:, :n], tuned[layer], atol=1e-6), f"layer {layer}"
     assert not torch.allclose(seen[0][:, :n], tuned[1]), "layer 0 must not receive perceptual tokens"
 

@@ -18,7 +18,7 @@ import torch
 
 from scaling.config.model import model_config
 from scaling.models.builder import build_model
-from scaling.models.tiny import TINY_LLM_MATRIX, save_tiny_llm, save_tiny_encoder, tiny_media
+from scaling.models.tiny import TINY_LLM_MATRIX, save_tiny_encoder, save_tiny_llm, tiny_media
 
 PRESETS = {
     "depalm": {"map": {"d_embed": 32}, "finetune": {"n_prompt": 2}},

@@ -145,8 +145,8 @@ def test_zero2_two_ranks_with_fp8_llm_weights_and_gradient_checkpointing(tmp_pat
 
 def test_zero3_refuses_fp8_llm_weights_with_the_fix(tmp_path):
     from scaling.config import ConfigError, load_config
-    from scaling.training.validate import plan_run
     from scaling.training.toy import tiny_run_overrides
+    from scaling.training.validate import plan_run
 
     cfg = load_config(None, tiny_run_overrides(str(tmp_path / "z3fp8"), 2)
                       + ["train.deepspeed=ds_configs/zero3_bf16.json", "model.fp8_llm=true"])

@@ -3,8 +3,8 @@
 import io
 import json
 import os
-import signal
 import random
+import signal
 
 from scaling.config import load_config
 from scaling.training import checkpoint as ckpt

@@ -65,7 +65,7 @@ def test_sigterm_checkpoints_exits_124_and_the_rerun_resumes(tmp_path):
     again = subprocess.run([*args[:-1], "train.max_steps=" + str(step + 2), "train.save_every=1000"],
                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from" in again.stderr and f"(step {step})" in again.stderr
+    assert "resumed from" in again.stderr and f"(step {step})" in again.stderr
     assert not os.path.exists(os.path.join(out, "requeue"))
     assert _checkpointed_step(out) == step + 2
     steps = [r["step"] for r in read_log(out)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import types
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
