@@ -518,7 +518,13 @@ def build_report(methods: list[str], tasks: list[str], raw: dict, data_root: str
         recs = _records(data_root, "caption")
         images = [os.path.join(data_root, recs[i]["image"]) for i in ids]
         caps = {m: [(raw.get(f"{m}-caption") or {}).get("predictions", {}).get(i, "") for i in ids] for m in show}
-        grid_path = write_grid(os.path.join(out_dir, "captions_grid.png"), images, caps, [base["references"][i] for i in ids])
+        metric = HEADLINE["caption"]
+        scores = [f"{m} {table[m].get(_column('caption', metric)):.2f}" for m in show
+                  if isinstance(table[m].get(_column("caption", metric)), (int, float))]
+        summary = f"caption {metric} on the held-out test split: " + ", ".join(scores) if scores else None
+        grid_path = write_grid(os.path.join(out_dir, "captions_grid.png"), images, caps, [base["references"][i] for i in ids],
+                               title=f"{show[0]} vs the blind baseline (same frozen LM, no perception) on test images",
+                               summary=summary)
     tb = _tensorboard_summary(out_dir, table, "\n".join(lines))
     return {"table": table, "text": "\n".join(lines), "grid": grid_path, "tensorboard": tb}
 
