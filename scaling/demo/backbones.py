@@ -121,7 +121,8 @@ def _encoder_step(model, heads, x, patch_y, obj_y, count_y, patch_weight: float 
 def pretrain_image_encoder(out_dir: str, steps: int = 1500, batch: int = 64, pool: int = 4000, lr: float = 2e-3,
                            seed: int = 0, progress: bool = True, echo=print, reporter=None) -> PretrainResult:
     """Train the tiny ViT on rendered scenes (see the module docstring) and save it to ``out_dir``."""
-    from transformers import ViTImageProcessorPil as ViTImageProcessor, ViTModel
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
+    from transformers import ViTModel
 
     t0 = time.time()
     torch.manual_seed(seed)

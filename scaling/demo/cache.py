@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DONE = "DONE.json"
 VERSION = 1  # bump when the demo's data or backbones change meaning

@@ -17,8 +17,9 @@ import queue as queue_mod
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -35,7 +36,7 @@ class Reporter:
         if self.q is not None:
             self.q.put((self.job, event, payload))
 
-    def bar(self, total: int, desc: str, unit: str = "step") -> "RemoteBar":
+    def bar(self, total: int, desc: str, unit: str = "step") -> RemoteBar:
         return RemoteBar(self, total, desc, unit)
 
     def echo(self, message: str) -> None:
@@ -213,7 +214,7 @@ class JobRunner:
 
         try:
             if self.workers == 0:
-                for name, fn, kwargs, log in jobs:
+                for name, fn, kwargs, _log in jobs:
                     value = fn(reporter=_LocalReporter(name, q, drain), **kwargs)
                     finish(name, value)
                 return results

@@ -377,7 +377,7 @@ def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo
         named = {f"features-{i}": fj for i, fj in enumerate(feature_jobs)}
         res = runner.run([(n, job_features, {"spec": spec, "cfg_dict": cd, "cache_dir": cache_dir, "fresh": fresh},
                            os.path.join(out_dir, "logs", f"{n}.log")) for n, (key, spec, cd) in named.items()])
-        for n, (key, spec, cd) in named.items():
+        for n, (key, _spec, _cd) in named.items():
             feature_dirs[key] = res[n]["path"]
     timer.phase("features", time.time() - t)
 
@@ -425,7 +425,7 @@ def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
     all_reused = all(reused.values()) and not feature_jobs
-    echo(f"timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+    echo("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
          + ("  (backbones, data and features reused from the cache)" if all_reused else ""))
     runs = os.path.join(out_dir, "runs")
     result(report["text"])

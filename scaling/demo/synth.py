@@ -26,7 +26,7 @@ import dataclasses
 import json
 import os
 import random
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -61,7 +61,7 @@ def test_pixels_match_colours_shapes_and_sizes():
 
 
 def test_captions_and_positions_match_the_scene():
-    for scene, img, cmap, _ in _scenes():
+    for scene, _img, _cmap, _ in _scenes():
         caps = synth.captions(scene)
         assert len(caps) == 3
         for o in scene.objects:
@@ -86,7 +86,7 @@ def test_captions_and_positions_match_the_scene():
 
 def test_questions_have_the_right_answers():
     seen = set()
-    for scene, img, cmap, rng in _scenes():
+    for scene, _img, _cmap, rng in _scenes():
         objs = scene.objects
         for q, a in synth.questions(scene, rng):
             seen.add(q.split()[1])
