@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-from scaling.data.preprocess import AST_MEAN, AST_STD, SAMPLE_RATE
+from scaling.common.media import AST_MEAN, AST_STD, SAMPLE_RATE
 
 _MEL_CACHE: dict[tuple, torch.Tensor] = {}
 _WHISPER_EXTRACTORS: dict[tuple, object] = {}  # transformers feature extractors (Whisper, CLAP)

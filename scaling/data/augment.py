@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from scaling.common.media import MediaSpec
 from scaling.config.data import OFFICIAL_RANDAUGMENT_OPS, RANDAUGMENT_OPS
-from scaling.data.preprocess import MediaSpec
 
 # ops whose magnitude gets a random sign
 _SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast", "Sharpness"}

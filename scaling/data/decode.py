@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from scaling.common.media import MediaSpec
 from scaling.data import audio as audio_mod
 from scaling.data.augment import ImageTransform
-from scaling.data.preprocess import MediaSpec
 from scaling.data.shards import AUDIO_EXTS, FEATURE_EXTS, FRAME_RE, IMAGE_EXTS, VIDEO_EXTS, parse_json
 
 

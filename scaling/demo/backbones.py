@@ -193,8 +193,8 @@ def clip_targets(clip: synth.Clip) -> tuple[np.ndarray, int]:
 
 def audio_features(wav: np.ndarray) -> torch.Tensor:
     """The AST input of the data pipeline (:func:`scaling.data.audio.ast_features`) at the demo's sizes."""
+    from scaling.common.media import AST_MEAN, AST_STD
     from scaling.data.audio import ast_features
-    from scaling.data.preprocess import AST_MEAN, AST_STD
 
     return ast_features(wav, AUDIO_MEL_BINS, AUDIO_FRAMES, AST_MEAN, AST_STD, synth.SAMPLE_RATE).float()
 
@@ -205,7 +205,7 @@ def pretrain_audio_encoder(out_dir: str, steps: int = 600, batch: int = 64, pool
     from tqdm import tqdm
     from transformers import ASTFeatureExtractor, ASTModel
 
-    from scaling.data.preprocess import AST_MEAN, AST_STD
+    from scaling.common.media import AST_MEAN, AST_STD
 
     t0 = time.time()
     torch.manual_seed(seed)

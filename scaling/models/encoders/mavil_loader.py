@@ -21,6 +21,7 @@ import os
 
 import torch
 
+from scaling.common.media import MediaSpec
 from scaling.config.base import ConfigError
 from scaling.models.backbones import EncoderInfo, PerceptualEncoder
 from scaling.models.encoders.checkpoint import find_weights, load_exact, read_state_dict
@@ -114,8 +115,6 @@ def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None =
 
 
 def media(ref: str, info: EncoderInfo, data_cfg=None):
-    from scaling.data.preprocess import MediaSpec
-
     return MediaSpec("audio", num_mel_bins=int(info.num_mel_bins), max_length=int(info.max_length), audio_mean=AUDIOSET_MEAN,
                      audio_std=AUDIOSET_STD, encoder_type="mavil",
                      preprocess="mavil.fbank(kaldi, hann 25 ms, hop 10 ms, (x+4.2677393)/(2*4.5689974))")

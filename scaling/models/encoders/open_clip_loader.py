@@ -20,15 +20,16 @@ import os
 
 import torch
 
+from scaling.common.media import PIL_RESAMPLE, MediaSpec
 from scaling.config.base import ConfigError
 from scaling.models.backbones import EncoderInfo, PerceptualEncoder
-from scaling.models.encoders.checkpoint import check_keys, find_weights, load_exact, read_state_dict
-from scaling.models.encoders.common import closest, dims_namespace, freeze, need_weights, parse_ref
+from scaling.models.encoders.checkpoint import find_weights
+from scaling.models.encoders.common import closest, dims_namespace, parse_ref
+from scaling.models.encoders.library import LibraryArch
 from scaling.models.encoders.registry import EncoderLoader, register
 
 log = logging.getLogger(__name__)
 EXAMPLE = "model.encoder=open_clip:ViT-L-14@/models/laion-clip-L/open_clip_model.safetensors"
-PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
 def _resolve(ref: str) -> tuple[str, str | None]:
@@ -94,30 +95,31 @@ class OpenClipEncoder(PerceptualEncoder):
 
 
 
-def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
-    from scaling.models.backbones import per_frame_info
+def _weights(ref: str) -> str | None:
+    return _resolve(ref)[1]
 
-    return per_frame_info(_info(_meta_visual(ref)), video_frames)
+
+def _convert(ref: str, sd: dict[str, torch.Tensor], shape: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The ``visual.*`` tensors of a full CLIP checkpoint (a visual-only state dict as it is)."""
+    if any(k.startswith("visual.") for k in sd):
+        other = [k for k in sd if not k.startswith("visual.")]
+        sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+        log.info("open_clip:%s: visual tower only (%d tensors of the text tower/logit scale not used)", ref, len(other))
+    return sd
+
+
+ARCH = LibraryArch("open_clip", EXAMPLE, weights=_weights, meta_model=_meta_visual, create=_create, info=_info, convert=_convert)
+
+
+def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+    return ARCH.describe(ref, video_frames)
 
 
 def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> OpenClipEncoder:
     from scaling.models.backbones import per_frame_info
 
-    name, path = _resolve(ref)
-    if meta:
-        visual = _create(ref, "meta")
-    else:
-        if path is None:
-            raise need_weights("open_clip", ref, EXAMPLE)
-        sd = read_state_dict(path, f"model.encoder=open_clip:{ref}")
-        if any(k.startswith("visual.") for k in sd):
-            other = [k for k in sd if not k.startswith("visual.")]
-            sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
-            log.info("open_clip:%s: visual tower only (%d tensors of the text tower/logit scale not used)", ref, len(other))
-        check_keys(_meta_visual(ref), sd, f"model.encoder=open_clip:{ref}", path)  # before the real build
-        visual = _create(ref, "cpu")
-        load_exact(visual, sd, f"model.encoder=open_clip:{ref}", path)
-    visual = freeze(visual, dtype, "meta" if meta else device)
+    name = _resolve(ref)[0]
+    visual = ARCH.build(ref, dtype, device, meta)
     info = per_frame_info(_info(visual), video_frames)
     arch = name.split("local-dir:")[-1]
     config = dims_namespace(f"open_clip:{os.path.basename(os.path.normpath(arch))}", hidden_size=info.hidden_size,
@@ -127,7 +129,6 @@ def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None =
 
 def media(ref: str, info: EncoderInfo, data_cfg=None):
     """open_clip's ``preprocess_cfg`` → MediaSpec (eval: resize shortest side + center crop, or squash)."""
-    from scaling.data.preprocess import MediaSpec
 
     cfg = _meta_visual(ref).preprocess_cfg
     mode = cfg.get("resize_mode", "shortest")
@@ -141,17 +142,4 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
                      encoder_type="open_clip", preprocess=f"open_clip.preprocess_cfg(interpolation={cfg.get('interpolation')}, resize_mode={mode})")
 
 
-def check(ref: str) -> list[str]:
-    try:
-        _, path = _resolve(ref)
-    except ConfigError as err:
-        return [str(err)]
-    return [] if path else [str(need_weights("open_clip", ref, EXAMPLE))]
-
-
-def identity(ref: str) -> str:
-    name, path = parse_ref(ref)
-    return f"open_clip:{name or ''}@{os.path.basename(os.path.normpath(path)) if path else ''}"
-
-
-register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE))
+register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity, example=EXAMPLE))

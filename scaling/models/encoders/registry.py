@@ -6,7 +6,7 @@ A loader turns the ``REF`` of ``model.encoder=PREFIX:REF`` into:
   (modality, width, layers, special tokens, patch grid);
 * ``load(ref, dtype, device, video_frames, meta)`` → a frozen :class:`~scaling.models.backbones.PerceptualEncoder`
   (``meta=True``: real shapes on the meta device, no weights read);
-* ``media(ref, info, data_cfg)`` → the :class:`~scaling.data.preprocess.MediaSpec` its library prescribes
+* ``media(ref, info, data_cfg)`` → the :class:`~scaling.common.media.MediaSpec` its library prescribes
   (``MediaSpec.preprocess`` names it; cached features record it);
 * ``check(ref)`` → problems found before training (missing files), empty when fine;
 * ``identity(ref)`` → a short name for feature-cache signatures.

@@ -20,15 +20,16 @@ import sys
 
 import torch
 
+from scaling.common.media import PIL_RESAMPLE, MediaSpec
 from scaling.config.base import ConfigError
 from scaling.models.backbones import EncoderInfo, PerceptualEncoder
-from scaling.models.encoders.checkpoint import check_keys, find_weights, load_exact, read_state_dict
-from scaling.models.encoders.common import closest, dims_namespace, freeze, need_weights, parse_ref
+from scaling.models.encoders.checkpoint import find_weights
+from scaling.models.encoders.common import closest, dims_namespace, parse_ref
+from scaling.models.encoders.library import LibraryArch
 from scaling.models.encoders.registry import EncoderLoader, register
 
 log = logging.getLogger(__name__)
 EXAMPLE = "model.encoder=timm:eva02_large_patch14_clip_224.merged2b@/models/eva02-L.safetensors"
-PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
 def _resolve(ref: str) -> tuple[str, dict | None, dict, str | None]:
@@ -111,38 +112,38 @@ class TimmEncoder(PerceptualEncoder):
 
 
 
-def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
-    from scaling.models.backbones import per_frame_info
+def _weights(ref: str) -> str | None:
+    return _resolve(ref)[3]
 
-    return per_frame_info(_info(_meta_model(ref)), video_frames)
+
+def _convert(ref: str, sd: dict[str, torch.Tensor], shape: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """timm's own conversion of this architecture's checkpoints; the classifier head's keys dropped."""
+    filter_fn = getattr(sys.modules[type(shape).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        sd = filter_fn(sd, shape)
+    head = shape.pretrained_cfg.get("classifier") or "head"
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    own = shape.state_dict()
+    dropped = [k for k in sd if k.split(".")[0] in {h.split(".")[0] for h in heads} and k not in own]
+    for k in dropped:
+        del sd[k]
+    if dropped:
+        log.info("timm:%s: the classifier head (%d tensors) is not used", _resolve(ref)[0], len(dropped))
+    return sd
+
+
+ARCH = LibraryArch("timm", EXAMPLE, weights=_weights, meta_model=_meta_model, create=_create, info=_info, convert=_convert)
+
+
+def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+    return ARCH.describe(ref, video_frames)
 
 
 def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> TimmEncoder:
     from scaling.models.backbones import per_frame_info
 
-    name, _, _, path = _resolve(ref)
-    if meta:
-        model = _create(ref, "meta")
-    else:
-        if path is None:
-            raise need_weights("timm", ref, EXAMPLE)
-        shape = _meta_model(ref)  # keys and shapes are checked on meta tensors before the real build
-        sd = read_state_dict(path, f"model.encoder=timm:{ref}")
-        filter_fn = getattr(sys.modules[type(shape).__module__], "checkpoint_filter_fn", None)
-        if filter_fn is not None:  # timm's own conversion of this architecture's checkpoints
-            sd = filter_fn(sd, shape)
-        head = shape.pretrained_cfg.get("classifier") or "head"
-        heads = (head,) if isinstance(head, str) else tuple(head)
-        own = shape.state_dict()
-        dropped = [k for k in sd if k.split(".")[0] in {h.split(".")[0] for h in heads} and k not in own]
-        for k in dropped:
-            del sd[k]
-        if dropped:
-            log.info("timm:%s: the classifier head (%d tensors) is not used", name, len(dropped))
-        check_keys(shape, sd, f"model.encoder=timm:{ref}", path)
-        model = _create(ref, "cpu")
-        load_exact(model, sd, f"model.encoder=timm:{ref}", path)
-    model = freeze(model, dtype, "meta" if meta else device)
+    name = _resolve(ref)[0]
+    model = ARCH.build(ref, dtype, device, meta)
     info = per_frame_info(_info(model), video_frames)
     config = dims_namespace(f"timm:{name.split('.')[0]}", hidden_size=info.hidden_size, num_hidden_layers=info.n_layers,
                             image_size=info.image_size, patch_size=int(model.patch_embed.patch_size[0]))
@@ -155,7 +156,6 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
 
     from timm.data import resolve_data_config
 
-    from scaling.data.preprocess import MediaSpec
 
     cfg = resolve_data_config({}, model=_meta_model(ref))
     size = int(info.image_size)
@@ -170,17 +170,4 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
                      preprocess=f"timm.resolve_data_config(interpolation={cfg.get('interpolation')}, crop_pct={crop_pct}, crop_mode={mode})")
 
 
-def check(ref: str) -> list[str]:
-    try:
-        _, _, _, path = _resolve(ref)
-    except ConfigError as err:
-        return [str(err)]
-    return [] if path else [str(need_weights("timm", ref, EXAMPLE))]
-
-
-def identity(ref: str) -> str:
-    name, path = parse_ref(ref)
-    return f"timm:{name or ''}@{os.path.basename(os.path.normpath(path)) if path else ''}"
-
-
-register("timm", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE))
+register("timm", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity, example=EXAMPLE))
