@@ -44,7 +44,7 @@ def run(args) -> int:
     import torch
     import transformers
 
-    from scaling.config.stored import stored_pipe_source
+    from scaling.config.stored import executes, stored_pipe_source
     from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
     from scaling.evaluation.metrics import MetricsError, format_table
@@ -70,6 +70,8 @@ def run(args) -> int:
                           f"trust that command)")
     if args.data:
         overrides.append(f"data.{args.split}={args.data}")
+        if executes(args.data):  # the user's own --data argument: its pipe: command may run
+            overrides.append("data.allow_pipe=true")
     for flag, key in (("batch_size", "eval.batch_size"), ("max_new_tokens", "eval.max_new_tokens"), ("num_beams", "eval.num_beams")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
@@ -82,7 +84,7 @@ def run(args) -> int:
     if str(getattr(cfg.data, args.split)).startswith("toy://"):
         raise ConfigError(f"data.{args.split}={getattr(cfg.data, args.split)} is the synthetic CPU task: it has no "
                           f"references to score generations against; pass --data SHARDS")
-    tokenizer = generation_tokenizer(cfg.model.llm, "evaluation")
+    tokenizer = generation_tokenizer(cfg.model.llm, "evaluation", cfg.model.trust_remote_code)
     loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
     metric_options = {"meteor": not args.no_meteor} if task == "caption" else {}

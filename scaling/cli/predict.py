@@ -83,7 +83,7 @@ def run(args) -> int:
     task = "vqa" if args.question else cfg.data.task
     if task != "caption" and not args.question:
         raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")
-    tokenizer = generation_tokenizer(cfg.model.llm, "prediction")
+    tokenizer = generation_tokenizer(cfg.model.llm, "prediction", cfg.model.trust_remote_code)
     text = text_encoder_for(cfg, tokenizer, task)
     decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task=task, cfg=cfg.data)
     samples = []

@@ -64,6 +64,9 @@ class DataConfig:
     bucket_batches: int = 8  # bucketing window, in batches
     prefetch_factor: int = 2  # batches prefetched per dataloader worker
     pin_memory: bool = True  # pin batches when CUDA is available
+    # pipe: sources are shell commands: the loader opens them only when you set this yourself (a checkpoint's
+    # stored config never can; `scaling eval/predict --data 'pipe:...'` sets it for its own argument)
+    allow_pipe: bool = False
 
     def __post_init__(self):
         problems = []

@@ -9,6 +9,11 @@ would execute something when used:
   (``load_adapter(..., trust_remote_code=True)``) asks for it, every time;
 * ``pipe:`` data sources (``data.train/val/test/features/index``) are dropped: a ``pipe:`` URL is a
   shell command, which runs only when the user passes it (``--data 'pipe:...'``, ``data.test=pipe:...``).
+  Every URL the loader would open is checked, as the loader reads the source: split on ``::``, ``#split``
+  cut off, braces expanded, any case (``{pipe:cmd,a.tar}``, ``/data::pipe:cmd``, `` PIPE:cmd``);
+* ``data.allow_pipe`` is set to false: the loader itself (:func:`scaling.data.shards.resolve_split`)
+  opens a ``pipe:`` URL only when the user's own config or command line sets ``data.allow_pipe=true``
+  (or passes a ``pipe:`` source as ``--data``).
 
 Overrides applied afterwards (the user's own) may set any of these again.
 """
@@ -21,12 +26,36 @@ from typing import Any
 from scaling.config.base import deep_merge
 
 DATA_SOURCES = ("train", "val", "test", "features", "index")
-EXECUTING_PREFIXES = ("pipe:",)
+EXECUTING_SCHEMES = ("pipe",)
+# what urllib (and so webdataset's gopen) strips before reading a URL's scheme
+_URL_SPACE = "".join(chr(c) for c in range(33))
+
+
+def source_urls(source: str) -> list[str]:
+    """Every URL a data source names, as the loader reads it: parts joined by ``::``, each without its
+    ``#split`` and with its braces expanded (``{a,b}``, ``{000..003}``)."""
+    import braceexpand
+
+    urls = []
+    for part in [p.strip() for p in str(source).split("::") if p.strip()]:
+        ref = part.partition("#")[0]
+        try:
+            urls += list(braceexpand.braceexpand(ref))
+        except Exception:  # noqa: BLE001 - an unbalanced pattern is checked as written
+            urls.append(ref)
+        urls.append(ref)  # the unexpanded form too: '{pipe:x,y}' never hides behind an expansion error
+    return urls
+
+
+def is_command_url(url: str) -> bool:
+    """True for one URL that runs a shell command when opened (``pipe:``, in any case, after leading spaces)."""
+    head = str(url).lstrip(_URL_SPACE).split(":", 1)
+    return len(head) == 2 and head[0].lower() in EXECUTING_SCHEMES
 
 
 def executes(value: Any) -> bool:
-    """True for a data source that runs a command when opened (``pipe:...``)."""
-    return isinstance(value, str) and value.strip().startswith(EXECUTING_PREFIXES)
+    """True for a data source any of whose URLs (:func:`source_urls`) runs a command when opened."""
+    return isinstance(value, str) and any(is_command_url(u) for u in source_urls(value))
 
 
 def untrusted(data: Mapping[str, Any], note: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -40,6 +69,11 @@ def untrusted(data: Mapping[str, Any], note: Callable[[str], None] | None = None
                  "code stays off (pass --trust-remote-code / trust_remote_code=True if you trust the backbones' code)")
     section = out.get("data")
     if isinstance(section, dict):
+        if section.get("allow_pipe"):
+            section["allow_pipe"] = False
+            if note:
+                note("the stored config sets data.allow_pipe=true, which a stored config cannot grant: pipe: sources "
+                     "stay off (set data.allow_pipe=true yourself, or pass the pipe: source as --data)")
         for key in DATA_SOURCES:
             if executes(section.get(key)):
                 if note:

@@ -34,7 +34,8 @@ def bench(source: str, split: str = "train", n: int = 200, modality: str | None 
     from scaling.data.preprocess import default_spec, media_spec
     from scaling.data.shards import resolve_split
 
-    src = resolve_split(source, split, cfg.data.index if cfg is not None else None, what="bench")
+    src = resolve_split(source, split, cfg.data.index if cfg is not None else None, what="bench",
+                        allow_pipe=True)  # the source is the caller's own argument
     t0 = time.perf_counter()
     raws = []
     for shard in src.shards:

@@ -128,7 +128,7 @@ def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: in
         source = getattr(cfg.data, split, None)
         if not source:
             raise ConfigError(f"data.{split} is not set: nothing to cache for split {split!r}")
-        src = resolve_split(source, split, cfg.data.index, what=f"data.{split}")
+        src = resolve_split(source, split, cfg.data.index, what=f"data.{split}", allow_pipe=cfg.data.allow_pipe)
         if src.meta.get("modality") and src.meta["modality"] != spec.modality:
             raise ConfigError(f"data.{split} holds {src.meta['modality']} but model.encoder reads {spec.modality}")
         is_train = split == "train"

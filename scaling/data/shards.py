@@ -509,14 +509,36 @@ def _load_samples_file(index_path: str, entry: dict[str, Any]) -> dict[str, dict
     return read_json(path, "samples")
 
 
-def resolve_split(source: str, split: str, index: str | None = None, need_ids: bool = False, what: str = "data") -> SplitSource:
+def refuse_commands(source: str, index: str | None, allow_pipe: bool, what: str = "data") -> None:
+    """A ConfigError when ``source`` or ``index`` names a URL that runs a shell command (``pipe:``, after
+    ``::`` splitting and brace expansion, in any case) and the user has not enabled them (``data.allow_pipe``)."""
+    from scaling.config.stored import is_command_url, source_urls
+
+    urls = source_urls(source) + (source_urls(str(index)) + [str(index)] if index else [])
+    commands = list(dict.fromkeys(u for u in urls if is_command_url(u)))
+    if not commands:
+        return
+    if not allow_pipe:
+        raise ConfigError(
+            f"{what}: {commands[0]!r} is a pipe: source, a shell command, and pipe: sources are off: set "
+            f"data.allow_pipe=true in your own config or command line if you trust it (a checkpoint's stored "
+            f"config never enables them; `scaling eval --data 'pipe:...'` enables its own argument)")
+    odd = [u for u in commands if not u.startswith("pipe:")]
+    if odd:
+        raise ConfigError(f"{what}: {odd[0]!r}: write a pipe: source as 'pipe:COMMAND' (lower case, nothing before it)")
+
+
+def resolve_split(source: str, split: str, index: str | None = None, need_ids: bool = False, what: str = "data",
+                  allow_pipe: bool = False) -> SplitSource:
     """Resolve a config source string (see :mod:`scaling.config.data`) to its shards and counts.
 
     Shards found in an index get their counts from it; shards without one are scanned (json members
-    only) with a warning. ``need_ids`` also loads per-sample ids and text lengths.
+    only) with a warning. ``need_ids`` also loads per-sample ids and text lengths. A ``pipe:`` URL anywhere
+    in ``source`` or ``index`` is refused unless ``allow_pipe`` (:func:`refuse_commands`).
     """
     import logging
 
+    refuse_commands(source, index, allow_pipe, what)
     log = logging.getLogger(__name__)
     shards: list[ShardRef] = []
     meta: dict[str, Any] = {}
@@ -622,7 +644,7 @@ def all_shards_missing_error(shards: list[ShardRef], source: str, what: str = "d
         f"`scaling data inspect DIR`")
 
 
-def check_source(source: str, split: str, index: str | None = None, what: str = "data") -> list[str]:
+def check_source(source: str, split: str, index: str | None = None, what: str = "data", allow_pipe: bool = False) -> list[str]:
     """Problems of a split source (see :mod:`scaling.config.data`) visible without reading any shard.
 
     Refused: a ``/path/to/`` placeholder, a local index (folder or ``.json``) that does not exist or
@@ -631,6 +653,10 @@ def check_source(source: str, split: str, index: str | None = None, what: str = 
     Sources are resolved as :func:`resolve_split` does; indexes are read, shards are not.
     """
     problems: list[str] = []
+    try:
+        refuse_commands(str(source), index, allow_pipe, what)
+    except ConfigError as err:
+        return err.problems
     for part in [p.strip() for p in str(source).split("::") if p.strip()]:
         ref, _, sub_split = part.partition("#")
         if ref.startswith(PLACEHOLDER_PREFIX):
@@ -656,7 +682,7 @@ def check_source(source: str, split: str, index: str | None = None, what: str = 
                                 f"(with its {INDEX_NAME}) or an existing index, created by `scaling data convert`")
                 continue
             try:
-                shards = resolve_split(part, split, index, what=what).shards
+                shards = resolve_split(part, split, index, what=what, allow_pipe=allow_pipe).shards
             except ConfigError as err:
                 problems += err.problems
                 continue

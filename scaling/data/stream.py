@@ -469,7 +469,8 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
     fraction = data.fraction if train else 1.0
     need_ids = train and (fraction < 1.0 or data.length_bucketing)
     try:
-        src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}")
+        src = resolve_split(source, index_split, data.index, need_ids=need_ids, what=f"data.{split}",
+                            allow_pipe=data.allow_pipe)
     except ConfigError as err:
         if data.use_features and data.features and "has no split" in str(err):
             from scaling.training.validate import features_split_hint

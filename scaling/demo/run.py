@@ -237,7 +237,7 @@ def job_train(reporter, name: str, cfg_dict: dict, eval_task: str, meteor: bool)
         bar.update(1)
 
     def evaluate_fn(model, step: int) -> dict:
-        tok = loaders.load_tokenizer(cfg.model.llm)
+        tok = loaders.load_tokenizer(cfg.model.llm, cfg.model.trust_remote_code)
         batches = build_loader(cfg, tok, "test", 0, 1, train=False)
         ebar = reporter.bar(len(batches), f"evaluating {name}", "batch")
 

@@ -50,7 +50,7 @@ def build_evaluate_fn(cfg):
         from scaling.training.loaders import generation_tokenizer
 
         if "tokenizer" not in state:
-            state["tokenizer"] = generation_tokenizer(cfg.model.llm, "evaluation")
+            state["tokenizer"] = generation_tokenizer(cfg.model.llm, "evaluation", cfg.model.trust_remote_code)
         tok = state["tokenizer"]
         rank, world = distributed.rank(), distributed.world_size()
         loader = build_loader(cfg, tok, "val", rank, world, train=False, limit=cfg.eval.subset)

@@ -23,24 +23,54 @@ from scaling.training import toy
 PROTOCOL = ("__iter__", "__len__", "state_dict", "load_state_dict")
 
 
-def load_tokenizer(llm: str):
-    """The LLM's tokenizer, or None for shape names (no vocabulary files)."""
+def tokenizer_remote_code(llm: str) -> str | None:
+    """The ``auto_map`` entry with which a local LLM folder asks for its own tokenizer code, or None."""
+    import json
+
+    folder = os.path.expanduser(llm)
+    for name in ("tokenizer_config.json", "config.json"):
+        path = os.path.join(folder, name)
+        try:
+            with open(path) as fh:
+                auto_map = (json.load(fh) or {}).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(auto_map, dict) and auto_map.get("AutoTokenizer"):
+            return f"{name}: auto_map.AutoTokenizer={auto_map['AutoTokenizer']!r}"
+    return None
+
+
+def remote_code_refused(llm: str, what: str) -> ConfigError:
+    return ConfigError(
+        f"the tokenizer of model.llm={llm!r} is custom Python code ({what}), which runs only when you allow it: "
+        f"pass --trust-remote-code (or model.trust_remote_code=true on your own command line) if you trust that "
+        f"folder's code; a checkpoint's stored config never allows it")
+
+
+def load_tokenizer(llm: str, trust_remote_code: bool = False):
+    """The LLM's tokenizer, or None for shape names (no vocabulary files). A tokenizer that needs the folder's own
+    code (``auto_map``) is refused with the fix unless ``trust_remote_code`` (transformers never prompts)."""
     from scaling.models.shapes import LLM_SHAPES
 
     if llm in LLM_SHAPES:
         return None
     from transformers import AutoTokenizer
 
+    remote = tokenizer_remote_code(llm)
+    if remote and not trust_remote_code:
+        raise remote_code_refused(llm, remote)
     try:
-        return AutoTokenizer.from_pretrained(os.path.expanduser(llm))
+        return AutoTokenizer.from_pretrained(os.path.expanduser(llm), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise remote_code_refused(llm, "its config asks for its own code") from None
         raise ConfigError(f"cannot load the tokenizer of model.llm={llm!r}: {err}") from None
 
 
-def generation_tokenizer(llm: str, what: str):
+def generation_tokenizer(llm: str, what: str, trust_remote_code: bool = False):
     """The tokenizer that ``what`` (evaluation, prediction) needs to turn generated ids into text; a
     ConfigError naming the fix for shape names (random weights, no vocabulary) or an unloadable one."""
-    tok = load_tokenizer(llm)
+    tok = load_tokenizer(llm, trust_remote_code)
     if tok is None:
         raise ConfigError(
             f"model.llm={llm!r} is a shape name (random weights, no tokenizer): {what} needs a real LLM with its "

@@ -151,7 +151,7 @@ def check_data(cfg) -> list[str]:
     else:
         sources = [(getattr(data, s), s, f"data.{s}") for s in splits]
     for source, split, what in sources:
-        for problem in check_source(str(source), split, data.index, what):
+        for problem in check_source(str(source), split, data.index, what, allow_pipe=data.allow_pipe):
             if str(source).startswith(DEMO_EXPORT_PREFIX) and "does not exist" in problem:
                 problem = f"{problem}; {DEMO_EXPORT_HINT}"
             if cached and "has no split" in problem:

@@ -160,7 +160,7 @@ def test_url_patterns_and_pipe(shards, tok, tmp_path):
     _, b = run_epoch(cfg_dir, tok, "train", 0, 1, True)
     assert a == b  # the pattern finds the counts in index.json next to the shards
     pipe = "pipe:cat " + pattern
-    cfg_pipe = cfg_for(pipe, **{"data.num_workers": 0, "data.index": os.path.join(shards, "index.json")})
+    cfg_pipe = cfg_for(pipe, **{"data.num_workers": 0, "data.index": os.path.join(shards, "index.json"), "data.allow_pipe": True})
     _, c = run_epoch(cfg_pipe, tok, "train", 0, 1, True)
     assert c == a
 
@@ -289,7 +289,7 @@ def test_pipe_urls_find_their_index_entries(shards, monkeypatch, command):
     scanned = []
     monkeypatch.setattr(shards_mod, "count_samples", lambda url: scanned.append(url) or (0, [], []))
     source = command.format(shards=os.path.join(shards, "train-{000000..000003}.tar"))
-    src = shards_mod.resolve_split(source, "train", os.path.join(shards, "index.json"))
+    src = shards_mod.resolve_split(source, "train", os.path.join(shards, "index.json"), allow_pipe=True)
     assert not scanned, "the shards were scanned instead of found in the index"
     assert [s.num_samples for s in src.shards] == SIZES
     assert src.meta.get("task") == "caption" and src.meta.get("dataset") == "synthetic"

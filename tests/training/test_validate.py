@@ -129,7 +129,7 @@ def test_check_refuses_data_placeholders_and_missing_local_sources(tmp_path):
 def test_remote_and_toy_sources_are_not_checked(tmp_path):
     for remote in ("pipe:cat /nowhere/train-{000000..000001}.tar", "https://host/coco/train-{000000..000001}.tar",
                    "s3://bucket/coco/train-000000.tar", "gs://bucket/coco/train-000000.tar"):
-        plan_run(cfg_with(tmp_path, f"data.train={remote}", "data.val=toy://colours?n=8"), 1, "cpu")
+        plan_run(cfg_with(tmp_path, f"data.train={remote}", "data.val=toy://colours?n=8", "data.allow_pipe=true"), 1, "cpu")
 
 
 def test_existing_local_sources_pass_in_every_form(tmp_path, tiny_shards):
