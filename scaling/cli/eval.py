@@ -180,4 +180,18 @@ def default_out_dir(adapter: str, split: str, qualifiers: list[str] = ()) -> str
     parent = os.path.dirname(ckpt_dir)
     if os.path.basename(parent) == "checkpoints":
         return os.path.join(os.path.dirname(parent), "eval", f"{os.path.basename(ckpt_dir)}_{name}")
-    return os.path.join(ckpt_dir, f"eval_{name}")
+    if os.path.basename(ckpt_dir) == "best":  # RUN/best/eval_SPLIT, which `scaling report` reads
+        return os.path.join(ckpt_dir, f"eval_{name}")
+    step = _adapter_step(adapter)  # a loose adapter: its folder name says which weights were scored
+    stem = os.path.splitext(os.path.basename(adapter))[0]
+    return os.path.join(ckpt_dir, f"eval_{stem}_step_{step}_{name}" if step is not None else f"eval_{stem}_{name}")
+
+
+def _adapter_step(adapter: str) -> int | None:
+    from scaling.training.checkpoint import read_adapter_meta
+
+    try:
+        step = read_adapter_meta(adapter).get("step")
+    except Exception:  # noqa: BLE001 - an unreadable adapter is reported when it is loaded
+        return None
+    return step if isinstance(step, int) else None

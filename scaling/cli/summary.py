@@ -67,7 +67,8 @@ def train_block(result, cfg) -> str:
                      "shards with references to score)")
     else:
         lines.append(f"  scaling eval --checkpoint {q(run)} --split {split}")
-    lines.append(f"  scaling convert {q(run)} --to adapter {q(os.path.join(run, 'adapter.safetensors'))}")
+    export = os.path.basename(os.path.normpath(run)) + ".safetensors"  # outside the run folder: exports are copies
+    lines.append(f"  scaling convert {q(run)} --to adapter {q(export)}")
     lines.append(f"  scaling inspect {q(run)}")
     return "\n".join(lines)
 

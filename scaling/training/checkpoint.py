@@ -196,6 +196,9 @@ def resolve_adapter_path(path: str) -> str:
     """An adapter file, a checkpoint directory, a ``checkpoints/`` directory or a run directory → the adapter file."""
     if os.path.isfile(path):
         return path
+    if os.path.isdir(checkpoints_dir(path)) and list_checkpoints(checkpoints_dir(path)):
+        # a run directory always means its newest intact checkpoint, never a file someone put in the folder
+        return _newest_intact_adapter(path)
     if os.path.isfile(os.path.join(path, ADAPTER)):
         return os.path.join(path, ADAPTER)
     ckpt = find_latest(path) if os.path.isdir(path) else None
@@ -208,6 +211,26 @@ def resolve_adapter_path(path: str) -> str:
         f"no adapter at {path!r}: pass an adapter .safetensors file, a checkpoint directory (RUN/checkpoints/step_N) "
         f"or a run directory with checkpoints (convert other formats with `scaling convert CKPT --to adapter OUT`)"
     )
+
+
+def _newest_intact_adapter(run: str) -> str:
+    """The adapter of the newest checkpoint of ``run`` whose files pass their manifest (read-only: nothing is
+    renamed, unlike a resume); damaged newer ones and a loose ``RUN/adapter.safetensors`` are named in a warning."""
+    loose = os.path.join(run, ADAPTER)
+    skipped = []
+    for step, ckpt in reversed(list_checkpoints(checkpoints_dir(run))):
+        found = manifest.problems(ckpt)
+        if found or not os.path.isfile(os.path.join(ckpt, ADAPTER)):
+            skipped.append(f"{os.path.basename(ckpt)} ({'; '.join(found) or 'no adapter'})")
+            continue
+        if skipped:
+            warnings.warn(f"{run}: skipping damaged checkpoints {', '.join(skipped)}; using step {step}", stacklevel=3)
+        if os.path.isfile(loose):
+            warnings.warn(f"{loose} is ignored: --checkpoint {run} means the run's newest intact checkpoint "
+                          f"({os.path.basename(ckpt)}); pass the file itself to use it", stacklevel=3)
+        return os.path.join(ckpt, ADAPTER)
+    raise ConfigError(f"no intact checkpoint in {checkpoints_dir(run)}: " + "; ".join(skipped)
+                      + " — restore the files from a backup, or pass an adapter .safetensors file")
 
 
 def load_adapter(

@@ -71,7 +71,7 @@ def test_documented_running_example(tmp_path, monkeypatch, capsys):
     assert glob.glob("runs/demo_caption/eval/step_*3_test/metrics.json")  # scaling eval's default folder
     pred = json.loads(results["predict"].out.strip().splitlines()[-1])
     assert pred["file"].endswith("test0.png") and isinstance(pred["prediction"], str)
-    assert os.path.isfile("runs/demo_caption/adapter.safetensors")
+    assert os.path.isfile("demo_caption.safetensors"), "the docs export the adapter outside the run folder"
     rep = json.loads(results["report"].out.strip().splitlines()[-1])
     assert rep["n_runs"] == 1 and rep["benchmarks"][0]["metric"] == "CIDEr"
     assert rep["best"]["depalm|demo-caption"]["mean"] == pytest.approx(ev["metrics"]["CIDEr"])
