@@ -2,4 +2,6 @@
 
 * ``media`` — :class:`~scaling.common.media.MediaSpec`: what an encoder expects as input (the models
   build it, the data pipeline reads it).
+* ``io`` — :func:`~scaling.common.io.atomic_write` and friends: files written whole or not at all.
+* ``values`` — config values given as text: number-like strings (PyYAML's ``1e-5``), ``key=value`` items.
 """

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from scaling.common.values import KeyValueError, as_number, parse_scalar, split_key_value
+
 
 class ConfigError(ValueError):
     """A configuration problem. The message lists every problem found and how to fix it."""
@@ -106,13 +108,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         problems.append(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = as_number(value)  # YAML reads 1e-5 (no dot) as a string
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return float(number)
         problems.append(f"{path}: expected a number, got {value!r}")
         return value
     if tp is str:
@@ -204,18 +202,12 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``'a.b=1e-3'`` → (['a', 'b'], 0.001). Values are parsed as YAML scalars/lists."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=8e-4)")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {item!r} has an empty key")
+    """``'a.b=16'`` → (['a', 'b'], 16). Values are parsed as YAML scalars/lists (:mod:`scaling.common.values`)."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        key, raw = split_key_value(item)
+    except KeyValueError as err:
+        raise ConfigError(f"override {err}") from None
+    return key.split("."), parse_scalar(raw)
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:

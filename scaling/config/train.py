@@ -9,6 +9,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+from scaling.common.values import as_number
 from scaling.config.base import ConfigError
 
 DEFAULT_EPOCHS = 8.0  # DePALM supplement C.3
@@ -129,11 +130,7 @@ def _check_param_groups(groups: Any) -> list[str]:
             problems.append(f"train.param_groups.{cat} must be a non-empty mapping with keys {list(GROUP_KEYS)}, got {over!r}")
             continue
         for key, value in list(over.items()):
-            if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
-                try:
-                    value = over[key] = float(value)
-                except ValueError:
-                    pass
+            value = over[key] = as_number(value)  # YAML reads 1e-5 (no dot) as a string
             if key not in GROUP_KEYS:
                 problems.append(f"train.param_groups.{cat}: unknown key {key!r}; valid: {list(GROUP_KEYS)}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from scaling.common.io import write_json
 from scaling.config.base import ConfigError
 from scaling.data.decode import SampleDecoder, SampleError
 from scaling.data.plan import derive_seed
@@ -192,9 +193,7 @@ def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: in
             path = update_index(out_dir, split, entry, writer.samples)
         else:
             part_file = os.path.join(out_dir, f".{split}-part{part:03d}-of-{parts}.json")
-            with open(part_file + ".tmp", "w") as fh:
-                json.dump({"entry": entry, "samples": writer.samples}, fh)
-            os.replace(part_file + ".tmp", part_file)
+            write_json(part_file, {"entry": entry, "samples": writer.samples})
             path = _merge_parts(out_dir, split, parts) or f"(waiting for the other parts) {part_file}"
         echo(f"{split}: {n} samples x {k} view(s), features {shape} float16 → {path}")
         summary[split] = {"num_samples": n, "skipped": len(skipped), "views": k, "shape": shape, "index": path}

@@ -27,6 +27,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+import filelock
+
+from scaling.common.io import AtomicFile, write_json
 from scaling.config.base import ConfigError
 
 FORMAT = "scaling-shards/1"
@@ -120,8 +123,8 @@ class ShardSetWriter:
     def _open(self) -> None:
         self._path = self.pattern % len(self.entries)
         os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
-        self._file = open(self._path + ".tmp", "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._file = AtomicFile(self._path, "wb")
+        self._tar = tarfile.open(fileobj=self._file.file, mode="w|", format=tarfile.USTAR_FORMAT)
         self._count = 0
         self._bytes = 0
         name = os.path.relpath(os.path.abspath(self._path), os.path.abspath(self.index_dir))
@@ -131,8 +134,7 @@ class ShardSetWriter:
         if self._tar is None:
             return
         self._tar.close()
-        self._file.close()
-        os.replace(self._path + ".tmp", self._path)
+        self._file.commit()
         name = os.path.relpath(os.path.abspath(self._path), os.path.abspath(self.index_dir))
         self.entries.append(ShardEntry(name, self._count, os.path.getsize(self._path)))
         self._tar = self._file = None
@@ -175,31 +177,18 @@ class ShardSetWriter:
         if self._tar is not None:
             with contextlib.suppress(Exception):
                 self._tar.close()
-                self._file.close()
-            with contextlib.suppress(OSError):
-                os.remove(self._path + ".tmp")
+            self._file.abort()
             self._tar = None
 
 
-@contextlib.contextmanager
-def _locked(path: str):
-    import fcntl
-
+def _locked(path: str) -> filelock.FileLock:
+    """An exclusive lock on ``path`` across processes (``.NAME.lock`` beside it)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return filelock.FileLock(os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".lock"))
 
 
 def _atomic_json(path: str, data: Any, indent: int | None = 1) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=indent, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_json(path, data, indent=indent, ensure_ascii=False)
 
 
 def update_index(index_dir: str, split: str, entry: dict[str, Any], samples: dict[str, dict[str, list]]) -> str:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from scaling.common.io import atomic_write
+
 IMAGE_SIZE = 64
 PATCH = 16
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -380,7 +382,7 @@ def write_dataset(root: str, sizes: dict[str, int], seed: int = 0, questions_per
     paths = {"caption": os.path.join(root, "captions.jsonl"), "vqa": os.path.join(root, "vqa.jsonl")}
     total = sum(sizes.values()) + sum((audio_sizes or {}).values())
     bar = tqdm(total=total, desc="rendering scenes", unit="item", disable=not progress, dynamic_ncols=True)
-    with open(paths["caption"] + ".tmp", "w") as fc, open(paths["vqa"] + ".tmp", "w") as fq:
+    with atomic_write(paths["caption"]) as fc, atomic_write(paths["vqa"]) as fq:
         for split, n in sizes.items():
             os.makedirs(os.path.join(root, "images", split), exist_ok=True)
             for i in range(n):
@@ -399,11 +401,9 @@ def write_dataset(root: str, sizes: dict[str, int], seed: int = 0, questions_per
                 bar.update(1)
                 if on_item:
                     on_item()
-    os.replace(paths["caption"] + ".tmp", paths["caption"])
-    os.replace(paths["vqa"] + ".tmp", paths["vqa"])
     if audio_sizes:
         paths["audio"] = os.path.join(root, "audio.jsonl")
-        with open(paths["audio"] + ".tmp", "w") as fa:
+        with atomic_write(paths["audio"]) as fa:
             for split, n in audio_sizes.items():
                 os.makedirs(os.path.join(root, "audio", split), exist_ok=True)
                 for i in range(n):
@@ -418,7 +418,6 @@ def write_dataset(root: str, sizes: dict[str, int], seed: int = 0, questions_per
                     bar.update(1)
                     if on_item:
                         on_item()
-        os.replace(paths["audio"] + ".tmp", paths["audio"])
     bar.close()
     return paths
 

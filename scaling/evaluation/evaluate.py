@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from scaling.common.io import atomic_write, write_json
 from scaling.config.base import ConfigError
 from scaling.evaluation.metrics import compute_metrics
 
@@ -191,11 +192,9 @@ def write_predictions(predictions: dict[str, str], references: dict[str, list[st
     """``out_dir/predictions.jsonl``: one ``{"id", "prediction", "references"}`` per line (atomic)."""
     os.makedirs(out_dir, exist_ok=True)
     pred_path = os.path.join(out_dir, "predictions.jsonl")
-    tmp = pred_path + ".tmp"
-    with open(tmp, "w") as fh:
+    with atomic_write(pred_path) as fh:
         for i in sorted(predictions):
             fh.write(json.dumps({"id": i, "prediction": predictions[i], "references": references.get(i, [])}) + "\n")
-    os.replace(tmp, pred_path)
     return pred_path
 
 
@@ -204,9 +203,7 @@ def write_metrics(result: EvalResult, out_dir: str, extra: dict | None = None) -
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.json")
     payload = {"task": result.task, **result.counts(), "metrics": result.metrics, **(extra or {})}
-    with open(metrics_path + ".tmp", "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(metrics_path + ".tmp", metrics_path)
+    write_json(metrics_path, payload, indent=2)
     return metrics_path
 
 

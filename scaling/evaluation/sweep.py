@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
-from scaling.config.base import ConfigError, apply_overrides, load_yaml, parse_override
+from scaling.common.values import KeyValueError, as_number, parse_scalar, split_key_value
+from scaling.config.base import ConfigError, apply_overrides, load_yaml
 
 #: Keys the sweep sets itself; they cannot be grid keys.
 RESERVED_KEYS = ("train.seed", "train.output_dir")
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 DEFAULT_TRAIN_COMMAND = (sys.executable, "-m", "scaling", "train")
 
 
@@ -105,22 +105,17 @@ def split_values(text: str) -> list[str]:
 
 def parse_value(key: str, raw: str) -> Any:
     """A grid value as the config will hold it (YAML, plus ``1e-3``-style numbers as floats)."""
-    _, value = parse_override(f"{key}={raw}")
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        value = float(value) if any(c in value for c in ".eE") else int(value)
-    return value
+    return as_number(parse_scalar(raw))
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     """``['train.lr=1e-3,8e-4', ...]`` → ``[('train.lr', ['1e-3', '8e-4']), ...]`` (order kept)."""
     grid: list[tuple[str, list[str]]] = []
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--grid {item!r} is not KEY=V1,V2,... (e.g. --grid train.lr=1e-3,8e-4)")
-        key, values = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"--grid {item!r} has an empty key")
+        try:
+            key, values = split_key_value(item, form="KEY=V1,V2,... (e.g. --grid train.lr=1e-3,8e-4)")
+        except KeyValueError as err:
+            raise ConfigError(f"--grid {err}") from None
         if key in RESERVED_KEYS:
             raise ConfigError(f"--grid {key}: the sweep sets {key} itself (use --seeds / --out)")
         if any(key == k for k, _ in grid):

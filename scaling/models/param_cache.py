@@ -15,8 +15,9 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
+
+from scaling.common.io import write_json
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_ENTRIES = 2000
@@ -101,9 +102,6 @@ class CountCache:
         entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(entries, fh)
-            os.replace(tmp, self.path)
+            write_json(self.path, entries)
         except OSError:
             pass

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaling.common.io import atomic_path, atomic_write
 from scaling.config.base import ConfigError
 from scaling.training import manifest
 from scaling.training.manifest import fsync_path
@@ -69,12 +70,8 @@ def checkpoints_dir(output_dir: str) -> str:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
+    with atomic_write(path, fsync=True) as fh:
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -87,10 +84,8 @@ def read_json(path: str) -> Any:
 
 
 def save_pt(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_pt(path: str, map_location: str | torch.device = "cpu") -> Any:
@@ -148,10 +143,8 @@ def save_adapter(path: str, tensors: dict[str, torch.Tensor], config: dict, fing
     }
     meta.update({k: json.dumps(v, default=str) for k, v in info.items()})
     clean = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
-    tmp = f"{path}.tmp"
-    save_file(clean, tmp, metadata=meta)
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        save_file(clean, tmp, metadata=meta)
 
 
 def read_adapter(path: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -21,19 +21,13 @@ import os
 import shutil
 from collections.abc import Callable
 
+from scaling.common.io import fsync_file as fsync_path
+from scaling.common.io import write_json
+
 MANIFEST = "manifest.json"
 VERSION = 1
 CHUNK = 1 << 22
 DAMAGED_SUFFIX = ".damaged"
-
-
-def fsync_path(path: str) -> None:
-    """Flush a file (or directory) to stable storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _files(directory: str) -> list[str]:
@@ -84,12 +78,7 @@ def refresh(directory: str, rels: list[str]) -> None:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json(path, obj, fsync=True, indent=1, sort_keys=True)
 
 
 def problems(directory: str) -> list[str]:
