@@ -112,6 +112,7 @@ class PerceptualLM(nn.Module):
         # injection, blind). Never used on CPU. Off by default until GPU figures say it pays.
         self.compile_decode = False
         self._compiled_decoder = None
+        self._static_cache = None  # (batch, length, device, dtype), StaticCache: reused by generate (see _new_cache)
         self._state: InjectionState | None = None
         self.plan: dict[int, int] = {}
         if hasattr(injection, "plan") and extractor is not None:
@@ -358,7 +359,8 @@ class PerceptualLM(nn.Module):
         self._state = state
         try:
             # the KV-cache keyword the model declares (transformers 5.x renames past_key_values → cache)
-            out = (decoder or self.layout.base)(
+            # `is not None`: a torch.compile'd module cannot be tested for truth (it raises TypeError)
+            out = (decoder if decoder is not None else self.layout.base)(
                 inputs_embeds=embeds, attention_mask=mask_2d, position_ids=positions,
                 **{cache_kwarg(self.layout.base): cache}, use_cache=cache is not None,
             )
@@ -459,7 +461,7 @@ class PerceptualLM(nn.Module):
         finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         out_tokens = []
         static = use_cache and kv_cache == "static"
-        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens) if use_cache else None
+        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens, b) if use_cache else None
         length = 0  # tokens already in the cache
         if static:
             mask = _preallocated_mask(mask, embeds.shape[1] + max_new_tokens)
@@ -491,10 +493,20 @@ class PerceptualLM(nn.Module):
                 step_embeds, step_pos = embeds, positions
         return torch.stack(out_tokens, dim=1)
 
-    def _new_cache(self, kind: str, max_len: int):
-        if kind == "static":
-            return StaticCache(config=self.llm.config, max_cache_len=max_len)
-        return DynamicCache(config=self.llm.config)
+    def _new_cache(self, kind: str, max_len: int, batch: int):
+        """A dynamic cache, or the static cache of the last call with this batch and length reset in place:
+        its buffers keep their addresses, so the CUDA graph of ``compile_decode`` is replayed, not re-recorded."""
+        if kind != "static":
+            return DynamicCache(config=self.llm.config)
+        weight = self.layout.embed_tokens.weight
+        key = (batch, max_len, weight.device, weight.dtype)
+        if self._static_cache is not None and self._static_cache[0] == key:
+            cache = self._static_cache[1]
+            cache.reset()
+            return cache
+        cache = StaticCache(config=self.llm.config, max_cache_len=max_len)
+        self._static_cache = (key, cache)
+        return cache
 
     def _beam_search(self, input_ids, attention_mask, max_new_tokens, k, eos, pad, length_penalty, media,
                      kv_cache: str = "dynamic"):
@@ -509,7 +521,7 @@ class PerceptualLM(nn.Module):
         embeds, mask, positions = self._inputs(ids, am, prefix)
         device = ids.device
         static = kv_cache == "static"
-        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens)
+        cache = self._new_cache(kv_cache, embeds.shape[1] + max_new_tokens, ids.shape[0])
         length = 0
         if static:
             mask = _preallocated_mask(mask, embeds.shape[1] + max_new_tokens)

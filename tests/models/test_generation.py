@@ -138,3 +138,45 @@ def test_unknown_kv_cache_is_refused(backbones):
     model = _model(backbones, "depalm")
     with pytest.raises(ValueError, match="kv_cache must be one of"):
         model.generate(torch.randint(5, 90, (1, 3)), kv_cache="paged", **tiny_media("vit", batch=1))
+
+
+def test_static_cache_is_reused_and_reset_in_place(backbones):
+    """A second generate call of the same shape writes into the first call's static cache (same buffers:
+    the CUDA graph of compile_decode replays instead of re-recording) and still equals a fresh model's."""
+    model = _model(backbones, "depalm")
+    ids = torch.randint(5, 90, (2, 4))
+    first_media, second_media = tiny_media("vit", batch=2), tiny_media("vit", batch=2)
+    model.generate(ids, max_new_tokens=5, kv_cache="static", **first_media)
+    cache = model._static_cache[1]
+    keys = [layer.keys.data_ptr() for layer in cache.layers]
+    second = model.generate(ids, max_new_tokens=5, kv_cache="static", **second_media)
+    assert model._static_cache[1] is cache and [layer.keys.data_ptr() for layer in cache.layers] == keys
+    assert torch.equal(second, model.generate(ids, max_new_tokens=5, **second_media))  # dynamic: a fresh cache
+    model.generate(ids[:1], max_new_tokens=5, kv_cache="static", **tiny_media("vit", batch=1))
+    assert model._static_cache[1] is not cache  # another batch size: a new cache
+
+
+def test_decode_accepts_a_module_that_cannot_be_tested_for_truth(backbones, monkeypatch):
+    """torch.compile'd modules raise TypeError on bool(); the decode step must only compare with None."""
+    model = _model(backbones, "depalm")
+
+    class NoTruth(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def __bool__(self):
+            raise TypeError("LlamaModel does not support len()")
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self.inner(*args, **kwargs)
+
+    wrapper = NoTruth(model.layout.base)
+    monkeypatch.setattr(model, "_decoder", lambda static, device: wrapper)
+    ids = torch.randint(5, 90, (2, 4))
+    media = tiny_media("vit", batch=2)
+    out = model.generate(ids, max_new_tokens=4, kv_cache="static", **media)
+    assert wrapper.calls == 3  # every decode step after the prefill
+    monkeypatch.undo()
+    assert torch.equal(out, model.generate(ids, max_new_tokens=4, **media))
