@@ -56,10 +56,12 @@ class ModelConfig:
     # torch.compile the frozen encoder's forward (inference only: fuses its LayerNorms, activations and
     # bias adds); compiled on the first batch of each new shape; not under ZeRO-3
     compile_encoder: bool = False
-    # LLMs with learned absolute positions (OPT, GPT-2; scaling/models/positions.py): input = tokens at the LLM's
-    # input are numbered with the text, inner-injected ones get no position (DePALM's code); text = no prefix token
-    # gets one, the text starts at 0 (eP-ALM's opt.py; the eP-ALM presets); sequence = every token. Rotary LLMs: every token.
-    learned_positions: Literal["input", "text", "sequence"] = "input"
+    # LLMs with learned absolute positions (OPT, GPT-2; scaling/models/positions.py): prompt = the prompt and the
+    # text are numbered from 0, no perceptual token (first-layer or inner) gets a position (DePALM's code, which
+    # inserts them inside the layers); input = every token at the LLM's input (first-layer tokens, prompt) is numbered,
+    # inner-injected ones get none (scaling's default before); text = no prefix token gets one, the text starts at 0
+    # (eP-ALM's opt.py; the eP-ALM presets); sequence = every token. Rotary LLMs: every token, whatever the setting.
+    learned_positions: Literal["prompt", "input", "text", "sequence"] = "prompt"
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     label_smoothing: float = 0.002
     trust_remote_code: bool = False

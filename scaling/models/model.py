@@ -90,7 +90,7 @@ class PerceptualLM(nn.Module):
         adapters: nn.ModuleList | None = None,
         label_smoothing: float = 0.0,
         kernel_mode: str = "auto",
-        learned_positions: str = "input",
+        learned_positions: str = "prompt",
     ):
         super().__init__()
         self.llm = llm
@@ -264,9 +264,11 @@ class PerceptualLM(nn.Module):
         parts: list[torch.Tensor] = []
         offset = 0
         kind = getattr(self.injection, "kind", "none")
+        n_first = 0
         if mapped is not None and kind == "first-layer":
             parts.append(mapped.flatten(1, 2))
-            offset += parts[-1].shape[1]
+            n_first = parts[-1].shape[1]
+            offset += n_first
         elif mapped is not None and kind == "inner":
             n = mapped.shape[2]
             state.slot_start, state.slot_count = offset, n
@@ -288,7 +290,8 @@ class PerceptualLM(nn.Module):
             return torch.zeros(batch, 0, d, dtype=dtype, device=device), state
         prefix = torch.cat([p.to(dtype) for p in parts], dim=1)
         if self._positions_hooked:
-            state.unpositioned = unpositioned(self.learned_positions, prefix.shape[1], state.slot_start, state.slot_count)
+            state.unpositioned = unpositioned(self.learned_positions, prefix.shape[1], state.slot_start, state.slot_count,
+                                              n_first)
         return prefix, state
 
     def _position_hook(self, module: nn.Module, output: torch.Tensor) -> torch.Tensor | None:

@@ -121,7 +121,7 @@ def _opt_prepend_then_remove_reference(model, ids, media, prompt_positions: bool
     return model.llm.lm_head(dec.final_layer_norm(h))[:, n_p:]
 
 
-@pytest.mark.parametrize("scheme", ["input", "text"])
+@pytest.mark.parametrize("scheme", ["prompt", "input", "text"])
 def test_inner_injection_on_opt_equals_prepend_then_remove_reference(backbones, scheme):
     """Slots + per-layer masks compute the same text states as literally prepending the tokens to
     the input of layer i and removing them from its output; on OPT the slots get no position
@@ -134,8 +134,8 @@ def test_inner_injection_on_opt_equals_prepend_then_remove_reference(backbones, 
     media = tiny_media("vit", batch=1)
     with torch.no_grad():
         ours = model(input_ids=ids, return_logits=True, **media)["logits"]
-        ref = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme == "input")
-        other = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme != "input")
+        ref = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme != "text")
+        other = _opt_prepend_then_remove_reference(model, ids, media, prompt_positions=scheme == "text")
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
     assert not torch.allclose(ours, other, atol=1e-3)  # the two schemes differ
 
@@ -145,17 +145,58 @@ def test_learned_positions_sequence_numbers_every_token_and_rotary_llms_ignore_t
     media = tiny_media("vit")
     outs = {}
     for llm in ("opt", "llama"):
-        for scheme in ("input", "text", "sequence"):
+        for scheme in ("prompt", "input", "text", "sequence"):
             torch.manual_seed(0)
             model = build_model(model_config(method="epalm", llm=backbones[llm], encoder=backbones["vit"], frozen_dtype="fp32",
                                              extract={"n_levels": 2}, inject={"n_llm_layers": 2, "n_left": 1},
                                              learned_positions=scheme)).eval()
             with torch.no_grad():
                 outs[llm, scheme] = model(input_ids=ids, return_logits=True, **media)["logits"]
+    assert torch.equal(outs["llama", "prompt"], outs["llama", "input"])
     assert torch.equal(outs["llama", "input"], outs["llama", "text"]) and torch.equal(outs["llama", "text"], outs["llama", "sequence"])
     assert not torch.allclose(outs["opt", "text"], outs["opt", "sequence"], atol=1e-3)
     assert not torch.allclose(outs["opt", "input"], outs["opt", "sequence"], atol=1e-3)
-    assert model_config(method="epalm").learned_positions == "text" and model_config(method="depalm").learned_positions == "input"
+    assert model_config(method="epalm").learned_positions == "text" and model_config(method="depalm").learned_positions == "prompt"
+
+
+def _opt_inserted_inside_layer0_reference(model, ids, media):
+    """The official DePALM layer-0 injection on OPT, written from its described behaviour: the decoder's input is
+    the prompt and the text, numbered 0..n_p+T-1 by OPT's learned position table; the perceptual tokens are
+    inserted in front of them inside layer 0 (after the position embedding: none of their own) and kept to the end."""
+    dec = model.llm.model.decoder
+    tokens = model.encode(**media).flatten(1, 2)
+    n = tokens.shape[1]
+    prompt = model.prompt()[None] if model.prompt is not None else torch.zeros(1, 0, tokens.shape[-1])
+    n_p = prompt.shape[1]
+    x = torch.cat([prompt, dec.embed_tokens(ids)], dim=1)
+    x = x + dec.embed_positions(torch.ones(1, x.shape[1], dtype=torch.long), 0, position_ids=torch.arange(x.shape[1])[None])
+    h = torch.cat([tokens, x], dim=1)
+    s = h.shape[1]
+    causal = torch.full((s, s), torch.finfo(h.dtype).min).triu(1)[None, None]
+    for layer in dec.layers:
+        out = layer(h, attention_mask=causal)
+        h = out[0] if isinstance(out, tuple) else out
+    return model.llm.lm_head(dec.final_layer_norm(h))[:, n + n_p:]
+
+
+@pytest.mark.parametrize("method", ["depalm", "mapl", "limber-1"])
+def test_first_layer_injection_on_opt_gives_the_perceptual_tokens_no_position_by_default(backbones, method):
+    """DePALM's layer-0 methods insert their tokens inside layer 0, after OPT's position embedding: the default
+    ``learned_positions`` (``prompt``) reproduces it; ``input`` (every input token numbered) does not."""
+    ids = torch.randint(5, 90, (1, 6))
+    media = tiny_media("vit", batch=1)
+    logits = {}
+    for scheme in (None, "input"):
+        extra = {} if scheme is None else {"learned_positions": scheme}
+        torch.manual_seed(0)
+        cfg = model_config(method=method, llm=backbones["opt"], encoder=backbones["vit"], frozen_dtype="fp32",
+                           map={"d_embed": 32} if method != "limber-1" else {}, **extra)
+        model = build_model(cfg).eval()
+        with torch.no_grad():
+            logits[scheme] = model(input_ids=ids, return_logits=True, **media)["logits"]
+            ref = _opt_inserted_inside_layer0_reference(model, ids, media)
+    torch.testing.assert_close(logits[None], ref, atol=1e-5, rtol=0)
+    assert not torch.allclose(logits["input"], ref, atol=1e-3)
 
 
 def test_first_layer_prefix_order_is_perceptual_then_prompt_then_text(backbones):
