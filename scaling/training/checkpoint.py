@@ -131,6 +131,62 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ adapters
 
 
+BACKBONE_KEYS = ("llm", "encoder")
+_LOADER_PREFIXES = ("timm:", "open_clip:", "mavil:")
+
+
+def _backbone_path(value: str) -> tuple[str, str]:
+    """(the part of a ``model.llm``/``model.encoder`` value before its path, the path): ``timm:NAME@FILE`` →
+    (``timm:NAME@``, ``FILE``); ``mavil:FILE`` → (``mavil:``, ``FILE``); a directory → (``""``, the directory)."""
+    for prefix in _LOADER_PREFIXES:
+        if value.startswith(prefix):
+            rest = value[len(prefix):]
+            if "@" in rest:
+                name, path = rest.split("@", 1)
+                return f"{prefix}{name}@", path
+            return prefix, rest
+    return "", value
+
+
+def absolute_backbone(value) -> str | None:
+    """``value`` with its local path made absolute and resolved, when that path exists from here; else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    head, path = _backbone_path(value)
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        return None
+    resolved = head + os.path.realpath(full)
+    return resolved if resolved != value else None
+
+
+def relocate_backbones(config: dict, meta: dict, given: dict[str, str | None], warn) -> list[str]:
+    """Point ``config["model"]`` at the absolute backbone paths stored at training time where the paths as given
+    do not exist from the current folder (e.g. ``./demo/llm`` loaded elsewhere), saying so through ``warn``.
+    ``given``: the ``--llm``/``--encoder`` values, which always win. Returns one problem per backbone that is
+    found neither way, each naming the flag that fixes it."""
+    model = config.setdefault("model", {})
+    stored = meta.get("backbones_resolved") or {}
+    problems = []
+    for key in BACKBONE_KEYS:
+        value = model.get(key)
+        if given.get(key) or not isinstance(value, str):
+            continue
+        head, path = _backbone_path(value)
+        local = path.startswith((".", "/", "~"))
+        if not local or os.path.exists(os.path.expanduser(path)):
+            continue
+        alt = stored.get(key)
+        if alt and os.path.exists(_backbone_path(alt)[1]):
+            warn(f"model.{key} {value!r} does not exist from {os.getcwd()}; using {alt!r}, where it was at training time")
+            model[key] = alt
+            continue
+        problems.append(f"model.{key} {value!r} does not exist from {os.getcwd()}"
+                        + (f" (nor at {alt!r}, where it was at training time)" if alt else "")
+                        + f"; pass --{key} PATH (the same weights elsewhere on disk; fingerprints are checked)")
+    return problems
+
+
 def save_adapter(path: str, tensors: dict[str, torch.Tensor], config: dict, fingerprints: dict, **info: Any) -> None:
     """One safetensors file: fp32 trainable weights; metadata holds config, fingerprints and ``info``."""
     from safetensors.torch import save_file
@@ -141,6 +197,9 @@ def save_adapter(path: str, tensors: dict[str, torch.Tensor], config: dict, fing
         "fingerprints": json.dumps(fingerprints),
         "method": str((config.get("model") or {}).get("method")),
     }
+    resolved = {key: absolute_backbone((config.get("model") or {}).get(key)) for key in BACKBONE_KEYS}
+    if any(resolved.values()):  # the paths as given stay in the config; these let another folder find them
+        meta["backbones_resolved"] = json.dumps({k: v for k, v in resolved.items() if v})
     meta.update({k: json.dumps(v, default=str) for k, v in info.items()})
     clean = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     with atomic_path(path, fsync=True) as tmp:
@@ -260,6 +319,10 @@ def load_adapter(
         extra.append(f"model.llm={llm}")
     if encoder:
         extra.append(f"model.encoder={encoder}")
+    missing = relocate_backbones(data, meta, {"llm": llm, "encoder": encoder},
+                                 lambda msg: warnings.warn(msg, stacklevel=2))
+    if missing:
+        raise ConfigError(f"cannot load the adapter {path}: " + "; ".join(missing))
     cfg = config_from_dict(apply_overrides(data, extra))
     torch.manual_seed(cfg.train.seed)  # shape-name backbones: the same random weights as in training
     model = build_model(cfg.model, device)
