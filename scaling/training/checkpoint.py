@@ -56,6 +56,7 @@ ADAPTER = "adapter.safetensors"
 STATE = "trainer_state.json"
 LATEST = "latest"
 ADAPTER_FORMAT = "scaling-adapter/1"
+CHECKPOINT_FORMAT = 2  # trainer_state.json "format": written with a manifest (see scaling.training.manifest)
 
 
 # ------------------------------------------------------------------------------------ small I/O
@@ -469,10 +470,23 @@ def begin(root: str, step: int) -> str:
     return tmp
 
 
+def mark_format(ckpt_dir: str) -> None:
+    """Record in ``trainer_state.json`` that this checkpoint has a manifest (its absence is then damage, not an
+    older format) and whether it has log-window files (then every rank's must be there)."""
+    path = os.path.join(ckpt_dir, STATE)
+    if not os.path.isfile(path):
+        return
+    state = read_json(path)
+    state["format"] = CHECKPOINT_FORMAT
+    state["window"] = os.path.isfile(os.path.join(ckpt_dir, rank_file("window", 0)))
+    write_json_atomic(path, state)
+
+
 def commit(root: str, step: int, keep_last: int) -> str:
     """Rename the temporary directory into place, point ``latest`` at it, prune old ones."""
     tmp = os.path.join(root, step_name(step) + ".tmp")
     final = os.path.join(root, step_name(step))
+    mark_format(tmp)
     manifest.write(tmp)  # checksums of every rank's files (each fsynced) before the rename
     if os.path.isdir(final):  # the same step saved again (e.g. preemption right after a periodic save)
         shutil.rmtree(final)

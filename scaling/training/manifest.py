@@ -5,8 +5,10 @@ SHA-256), the DeepSpeed partitions of every rank included. Rank 0 writes it once
 written (and fsynced) its files, just before the directory is renamed into place; the manifest
 itself is fsynced too. :func:`problems` re-reads a checkpoint and says what is damaged: a missing,
 truncated or changed file, an empty file, a ``trainer_state.json`` that is not JSON, an adapter whose
-header does not parse, a file the strategy needs that is absent. A checkpoint written before
-manifests existed gets the structural checks only.
+header does not parse, a ``.pt`` file that does not load (weights only), a file the strategy needs that is
+absent (optimizer, scheduler, every rank's RNG, data-position and log-window files), a manifest that does not
+parse or lacks fields, and a missing manifest on a checkpoint whose ``trainer_state.json`` carries the current
+``format``. A checkpoint written before manifests existed gets the structural checks only.
 
 :func:`newest_intact` is what a resume uses: the newest checkpoint without problems. Every newer damaged
 one is renamed ``step_N.damaged`` (kept for inspection, never resumed or pruned) and named in a warning
@@ -81,18 +83,59 @@ def _write_json(path: str, obj: dict) -> None:
     write_json(path, obj, fsync=True, indent=1, sort_keys=True)
 
 
+def _listed(path: str) -> tuple[dict | None, str | None]:
+    """(the manifest's ``files``, None) or (None, why it is damaged): it must parse and give every file a
+    relative name inside the checkpoint, an integer size and a 64-hex-digit SHA-256."""
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"{MANIFEST} is unreadable ({type(err).__name__}: {err})"
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not files:
+        return None, f"{MANIFEST} lists no files (its 'files' field is missing or damaged)"
+    for rel, want in files.items():
+        if not isinstance(rel, str) or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+            return None, f"{MANIFEST} names {rel!r}, which is not a file of the checkpoint"
+        if not isinstance(want, dict) or not isinstance(want.get("size"), int) or not isinstance(want.get("sha256"), str) \
+                or len(want["sha256"]) != 64:
+            return None, f"{MANIFEST} entry {rel!r} lacks a size or checksum ({want!r}): the manifest is damaged"
+    return files, None
+
+
+def _loads(path: str, rel: str) -> str | None:
+    """Why a checkpoint's ``.pt`` file cannot be loaded the way a resume loads it (weights only), or None."""
+    import torch
+
+    try:
+        if rel.startswith("deepspeed" + os.sep) or rel.startswith("deepspeed/"):
+            from scaling.training.checkpoint import deepspeed_safe_globals
+
+            with torch.serialization.safe_globals(deepspeed_safe_globals()):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - whatever the loader raises, the file cannot be resumed from
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return f"{rel} cannot be loaded ({type(err).__name__}: {first[:200]})"
+    return None
+
+
 def problems(directory: str) -> list[str]:
-    """What is damaged in the checkpoint ``directory`` (empty: intact)."""
+    """What is damaged in the checkpoint ``directory`` (empty: intact).
+
+    A checkpoint written in the current format (``trainer_state.json`` has ``format``) must have its manifest;
+    one written before manifests existed gets the structural checks only. Every ``.pt`` file is loaded (weights
+    only, memory-mapped) as a resume would load it: a file that passes its checksum but does not load is damaged.
+    """
     from scaling.training import checkpoint as ckpt
 
     out: list[str] = []
     path = os.path.join(directory, MANIFEST)
     if os.path.isfile(path):
-        try:
-            with open(path) as fh:
-                listed = json.load(fh)["files"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            return [f"{MANIFEST} is unreadable ({type(err).__name__}: {err})"]
+        listed, why = _listed(path)
+        if why:
+            return [why]
         for rel, want in sorted(listed.items()):
             full = os.path.join(directory, rel)
             if not os.path.isfile(full):
@@ -105,8 +148,8 @@ def problems(directory: str) -> list[str]:
     state = None
     state_path = os.path.join(directory, ckpt.STATE)
     try:
-        with open(state_path) as fh:
-            state = json.load(fh)
+        with open(state_path, "rb") as fh:
+            state = json.loads(fh.read().decode("utf-8"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError("no integer 'step'")
     except (OSError, ValueError) as err:
@@ -114,6 +157,8 @@ def problems(directory: str) -> list[str]:
         if not any(p.startswith(ckpt.STATE) for p in out):
             out.append(msg)
         state = None
+    if state is not None and state.get("format") and not os.path.isfile(path):
+        out.append(f"{MANIFEST} is missing (this checkpoint's format writes one; without it nothing can be verified)")
     adapter = os.path.join(directory, ckpt.ADAPTER)
     if not any(p.startswith(ckpt.ADAPTER) for p in out):
         try:
@@ -123,9 +168,11 @@ def problems(directory: str) -> list[str]:
                 list(fh.keys())
         except Exception as err:  # noqa: BLE001 - any failure to parse means damaged
             out.append(f"{ckpt.ADAPTER} is unreadable ({type(err).__name__}: {err})")
+    need: list[str] = []
     if state is not None:
-        world = int(state.get("world_size") or 1)
-        need = [ckpt.rank_file(kind, r) for r in range(world) for kind in ("rng", "data")]
+        world = int(state.get("world_size") or 1) if isinstance(state.get("world_size"), int) else 1
+        kinds = ("rng", "data") + (("window",) if state.get("window") else ())
+        need = [ckpt.rank_file(kind, r) for r in range(world) for kind in kinds]
         if state.get("strategy") == "deepspeed":
             if not os.path.isdir(os.path.join(directory, "deepspeed")):
                 out.append("deepspeed/ (the DeepSpeed state) is missing")
@@ -139,6 +186,11 @@ def problems(directory: str) -> list[str]:
                 out.append(f"{rel} is missing")
             elif os.path.getsize(full) == 0:
                 out.append(f"{rel} is empty")
+    for rel in _files(directory):  # every file a resume loads with torch.load must load
+        if rel.endswith(".pt") and not any(p.startswith(rel) for p in out):
+            why = _loads(os.path.join(directory, rel), rel)
+            if why:
+                out.append(why)
     return out
 
 
