@@ -26,6 +26,10 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout's scaling package (the registries below)
+
+from scaling.config.tasks import metric_of  # noqa: E402
+
 DEPALM = "facebookresearch/DePALM@d532fe1"
 EPALM = "mshukor/eP-ALM@9ecfeb9"
 GPUS = 8  # the official global batch: batch per GPU x accumulation x 8 GPUs (DePALM supplement C.3: 128)
@@ -59,11 +63,6 @@ LOW_DATA = {
     "vqav2-1pct": ("vqav2", 0.01, 30),
     "audiocaps-1pct": ("audiocaps", 0.01, 30),
 }
-
-METHODS = [
-    "depalm", "limber-1", "limber-all", "mapl", "epalm", "depalm-qp-inner", "depalm-c-attn",
-    "depalm-r-avgpool", "depalm-r-linear", "depalm-r-qpmapper", "depalm-r-rand",
-]
 
 # VQA instruction per dataset where it is not the task default ("{question}\n\nAnswer:", config/dataset/vqa.yaml,
 # okvqa.yaml, aokvqa.yaml); textvqa.yaml sets no instruction: the bare question
@@ -292,7 +291,7 @@ def render(setting: str, method: str) -> str:
                      if modality == "video" else ""),
         lr=_sci(lr), lr_source=lr_source, clip=clip, clip_source=clip_source,
         micro_batch=micro, accumulation=accum, global_batch=micro * accum * GPUS,
-        metric="CIDEr" if task == "caption" else "accuracy",
+        metric=metric_of(task),
     )
 
 
@@ -385,8 +384,28 @@ def render_epalm(dataset: str) -> str:
         model_extra=("  attn_implementation: eager  # transformers' TimeSformer has no SDPA (this also makes the LLM eager)\n"
                      if modality == "video" else ""),
         warmup=round(1 / epochs, 4), epochs=epochs, micro_batch=micro, global_batch=micro * gpus,
-        metric="CIDEr" if task == "caption" else "accuracy",
+        metric=metric_of(task),
     )
+
+
+# the methods DePALM compares (Tables 2-4): those of RECIPES, every one a preset of scaling/models/presets.py
+METHODS = list(dict.fromkeys(method for _, method in RECIPES))
+
+
+def check_registries() -> list[str]:
+    """Names of these tables that the project's registries do not know: methods (presets), tasks, datasets
+    (converters of ``scaling data convert``)."""
+    from scaling.config.tasks import TASKS
+    from scaling.data.annotations import PARSERS
+    from scaling.models.presets import METHODS as PRESETS
+
+    problems = [f"method {m!r} is not a preset of scaling/models/presets.py" for m in METHODS if m not in PRESETS]
+    rows = [(d, row[0], d) for d, row in TABLE2.items()] + [(d, row[0], row[10]) for d, row in EPALM_TABLE.items()]
+    problems += [f"{d}: task {t!r} is not one of scaling/config/tasks.py" for d, t, _ in rows if t not in TASKS]
+    problems += [f"{d}: dataset {n!r} has no converter (scaling/data/annotations.py)" for d, _, n in rows if n not in PARSERS]
+    missing = [(s, m) for s in depalm_settings() for m in METHODS if (s, m) not in RECIPES]
+    problems += [f"RECIPES has no entry for {s} x {m}" for s, m in missing]
+    return problems
 
 
 def files() -> dict[str, str]:
@@ -399,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare the files with what would be written")
     args = parser.parse_args(argv)
+    problems = check_registries()
+    if problems:
+        print("configs/generate.py disagrees with the registries:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
     stale = []
     for path, text in files().items():
         current = open(path).read() if os.path.isfile(path) else None

@@ -21,15 +21,15 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
+    from scaling.config.tasks import TASK_NAMES
+    from scaling.data.annotations import PARSERS
     from scaling.data.shards import DEFAULT_MAX_SHARD_BYTES, DEFAULT_SAMPLES_PER_SHARD
 
     c = sub.add_parser("convert", help="official annotations + media folder → shards + index.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Convert a dataset as downloaded into webdataset shards.\n\n"
-                                   "Datasets: coco, vqav2, okvqa, gqa, aokvqa, textvqa, textcaps, audiocaps, msrvtt, "
-                                   "msrvtt-qa, msvd-qa, jsonl.\nSee docs/data.md for the files each one reads.")
-    c.add_argument("dataset", help="coco | vqav2 | okvqa | gqa | aokvqa | textvqa | textcaps | audiocaps | msrvtt | "
-                                   "msrvtt-qa | msvd-qa | jsonl")
+                                   f"Datasets: {', '.join(PARSERS)}.\nSee docs/data.md for the files each one reads.")
+    c.add_argument("dataset", help=" | ".join(PARSERS))
     c.add_argument("--out", required=True, metavar="PATTERN", help="shard pattern, e.g. 'shards/coco/{split}-%%06d.tar' "
                                                                    "(index.json goes in the folder before {split})")
     c.add_argument("--annotations", metavar="FILE", help="the official annotation file (JSON/CSV/JSONL)")
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                    help="folder with the media as downloaded (searched by path, file name and stem)")
     c.add_argument("--split", help="output split name (default: from the file / its records)")
     c.add_argument("--mapping", metavar="FILE", help="msvd-qa: youtube_mapping.txt (vid<N> → YouTube clip name)")
-    c.add_argument("--task", choices=["caption", "vqa", "gqa", "videoqa"], help="jsonl: the task of the records")
+    c.add_argument("--task", choices=TASK_NAMES, help="jsonl: the task of the records")
     c.add_argument("--modality", choices=["image", "audio", "video"], help="jsonl: the media modality")
     c.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
                    help=f"samples per shard (default {DEFAULT_SAMPLES_PER_SHARD}, ~1 GB of COCO images)")

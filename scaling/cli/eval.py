@@ -14,8 +14,7 @@ import re
 import sys
 
 from scaling.config.base import ConfigError
-
-TASKS = ("caption", "vqa", "gqa", "videoqa")
+from scaling.config.tasks import TASK_NAMES as TASKS
 
 
 def register(sub) -> None:

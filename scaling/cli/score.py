@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, choices=TASKS, help="caption | vqa | gqa | videoqa")
+    p.add_argument("--task", required=True, choices=TASKS, help=" | ".join(TASKS))
     p.add_argument("--predictions", required=True, metavar="PRED.jsonl", help='lines {"id": ..., "prediction": "..."}')
     p.add_argument(
         "--references",

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Literal
 
 from scaling.config.base import ConfigError
+from scaling.config.tasks import TaskName
 
 RANDAUGMENT_OPS = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
@@ -30,7 +31,7 @@ RANDAUGMENT_MAX_M = {"official": 10, "torchvision": 30}
 @dataclasses.dataclass
 class DataConfig:
     name: str | None = None  # dataset name used in reports (coco, vqav2, ...)
-    task: Literal["caption", "vqa", "gqa", "videoqa"] = "caption"
+    task: TaskName = "caption"  # a task of scaling/config/tasks.py
     train: str | None = None  # webdataset URL(s): 'shards/coco/train-{000000..000031}.tar', pipe:..., http(s)://...
     val: str | None = None
     test: str | None = None

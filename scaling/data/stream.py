@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scaling.config.base import ConfigError
+from scaling.config.tasks import TASKS
 from scaling.data.collate import collate
 from scaling.data.decode import SampleDecoder, SampleError
 from scaling.data.plan import WorkerPlan, batches_done_by, derive_seed, plan_rank, replacement_plan
@@ -493,7 +494,7 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
         sh.ids = sh.lengths = None
 
     shard_task = meta.get("task")
-    if shard_task and shard_task != data.task and shard_task in ("caption", "vqa", "gqa", "videoqa"):
+    if shard_task and shard_task != data.task and shard_task in TASKS:
         log.warning("data.task is %r but the shards of data.%s are %r; using the shards' prompt template",
                     data.task, split, shard_task)
     task = shard_task or data.task

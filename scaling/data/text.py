@@ -29,14 +29,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaling.config.tasks import TASKS
+
 VQA_SEPARATOR = "</a>"  # eP-ALM's and the official DePALM OPT config's answer token
-VQA_INSTRUCTION = "{question}\n\nAnswer:"
-DEFAULT_TEMPLATES = {
-    "caption": "{prompt}",
-    "vqa": VQA_INSTRUCTION,
-    "gqa": VQA_INSTRUCTION,
-    "videoqa": VQA_INSTRUCTION,
-}
+DEFAULT_TEMPLATES = {name: task.template for name, task in TASKS.items()}
 
 
 def template_for(task: str, override: str | None = None) -> str:

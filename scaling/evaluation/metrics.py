@@ -35,15 +35,17 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from scaling.config.base import ConfigError, suggest
+from scaling.config.tasks import TASK_NAMES
+from scaling.config.tasks import TASKS as TASKS_REGISTRY
 from scaling.evaluation.vqa_normalize import exact_match, vqa_accuracy
 
-TASKS: tuple[str, ...] = ("caption", "vqa", "gqa", "videoqa")
+TASKS: tuple[str, ...] = TASK_NAMES
 CAPTION_METRICS: tuple[str, ...] = (
     "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "SPIDEr",
 )  # fmt: skip
 QA_METRICS: tuple[str, ...] = ("accuracy",)
 #: The metric each task is ranked by in reports (the papers' headline numbers).
-PRIMARY_METRIC: dict[str, str] = {"caption": "CIDEr", "vqa": "accuracy", "gqa": "accuracy", "videoqa": "accuracy"}
+PRIMARY_METRIC: dict[str, str] = {name: task.metric for name, task in TASKS_REGISTRY.items()}
 #: Multiply stored values by this for display (papers print CIDEr 127.4 and VQA accuracy 68.4).
 DISPLAY_SCALE = 100.0
 

@@ -143,7 +143,7 @@ def _official_prompt(template: str, question: str, answer_token, answer_prompt) 
     ("what color is it?", None, None), ("what color is it?", "</a>", "Answer: "), ("", "</a>", "Answer: "), ("", None, None),
 ])
 def test_official_prompts_and_answer_token(question, token, prompt):
-    from scaling.data.text import VQA_INSTRUCTION
+    from scaling.config.tasks import VQA_INSTRUCTION
 
     official_template = "{prompt}\n\nAnswer:\n" if question else ""
     ours = format_prompt(VQA_INSTRUCTION if question else "{prompt}", {"question": question, "prompt": question}, token, prompt)
