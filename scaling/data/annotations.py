@@ -52,6 +52,7 @@ class Dataset:
     modality: str  # image | audio | video
     task: str  # caption | vqa | gqa | videoqa
     items: list[Item]
+    skipped: list[str] = dataclasses.field(default_factory=list)  # records left out, each "where: why"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -334,6 +335,7 @@ def jsonl(annotations: str, split: str | None = None, task: str | None = None, m
     """One record per line: ``{"id"?, "media": path | [paths] (or "image"/"audio"/"video"),
     "prompt"? | "question"?, "answers": [...] (or "answer"/"caption"), "split"?, "task"?}``."""
     items = []
+    skipped: list[str] = []
     kinds: set[str] = set()
     tasks: set[str] = set()
     try:
@@ -371,6 +373,10 @@ def jsonl(annotations: str, split: str | None = None, task: str | None = None, m
                 answers = []
             if not isinstance(answers, list):
                 raise ConfigError(f"{annotations}: {where}: field 'answers' should be a list of strings")
+            bad = [a for a in answers if not isinstance(a, str) and (isinstance(a, bool) or not isinstance(a, int))]
+            if bad:  # null would become "None" and ["red", "blue"] "['red', 'blue']": never a reference
+                skipped.append(f"{where}: answer {json.dumps(bad[0])[:60]} is not a string")
+                continue
             t = r.get("task") or task
             if t:
                 tasks.add(t)
@@ -378,13 +384,14 @@ def jsonl(annotations: str, split: str | None = None, task: str | None = None, m
                               media, [str(a) for a in answers], prompt=str(r.get("prompt", "")),
                               question=r.get("question"), meta=r.get("meta") or {}))
     if not items:
-        raise ConfigError(f"{annotations}: no records")
+        raise ConfigError(f"{annotations}: no records" + (f" with usable answers ({len(skipped)} skipped: "
+                                                          f"{'; '.join(skipped[:3])})" if skipped else ""))
     if len(tasks) > 1:
         raise ConfigError(f"{annotations}: records mix tasks {sorted(tasks)}; convert them separately")
     task = task or (tasks.pop() if tasks else ("vqa" if any(i.question for i in items) else "caption"))
     if modality is None:
         modality = kinds.pop() if len(kinds) == 1 else None
-    return Dataset("jsonl", modality or "", task, items)
+    return Dataset("jsonl", modality or "", task, items, skipped)
 
 
 PARSERS: dict[str, Callable[..., Dataset]] = {

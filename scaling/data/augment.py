@@ -175,6 +175,26 @@ def to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> 
     return (x - m) / s
 
 
+
+#: PIL modes holding more than 8 bits per pixel, and the value that is full white in each (``convert("RGB")``
+#: clips them at 255: a mid-grey 16-bit PNG would become white)
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB; 16-bit (``I;16``, ``I``) and float (``F``, taken as 0..1) greyscale scaled to 0..255."""
+    if img.mode == "RGB":
+        return img
+    full = WIDE_MODES.get(img.mode)
+    if full is None:
+        return img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F" and np.nanmax(arr, initial=0.0) > 1.0:  # a float image in 16-bit units
+        full = 65535
+    grey = np.clip(np.rint(np.nan_to_num(arr) * (255.0 / full)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
 class ImageTransform:
     """``transform(img, rng)`` → ``[3, S, S]``; ``transform.frames(imgs, rng)`` → ``[F, 3, S, S]``."""
 
@@ -199,7 +219,7 @@ class ImageTransform:
         if img.format == "JPEG":
             d = self.draft_size
             img.draft("RGB", (d, d))
-        return img.convert("RGB") if img.mode != "RGB" else img
+        return to_rgb(img)
 
     def sample_params(self, size: tuple[int, int], rng: random.Random) -> dict[str, Any]:
         if not self.train:

@@ -225,6 +225,9 @@ def convert(
         raise ConfigError(f"--out {out!r} needs a %d field for the shard number, e.g. 'shards/{dataset}/{{split}}-%06d.tar'")
     ds: Dataset = PARSERS[dataset](annotations=annotations, questions=questions, split=split, mapping=mapping,
                                    task=task, modality=modality)
+    if ds.skipped:
+        echo(f"{dataset}: {len(ds.skipped)} record(s) skipped, their answers are not strings (null, lists, objects "
+             f"are never references): {'; '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
     if media is None:
         if dataset != "jsonl":
             raise ConfigError(f"{dataset}: pass the media folder with --media DIR (the images/audio/videos as downloaded)")

@@ -5,8 +5,8 @@
 modality: image (PIL → :class:`~scaling.data.augment.ImageTransform`), video (PyAV or frame
 sequence → the same transform with shared parameters on all frames), audio (→ AST log-mel, SpecAugment
 at training) or cached features (one of the K stored views at random at training, view 0 at eval).
-Any failure (bad json, a record that is not an object, ``answers`` that is not a list, unreadable media
-or features) raises :class:`SampleError` naming the sample; the stream counts and logs the sample and
+Any failure (bad json, a record that is not an object, ``answers`` that is not a list of strings, a prompt
+that is not a string, unreadable media or features, decoded media holding NaN or inf) raises :class:`SampleError` naming the sample; the stream counts and logs the sample and
 goes on without it.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 from scaling.common.media import MediaSpec
 from scaling.data import audio as audio_mod
 from scaling.data.augment import ImageTransform
-from scaling.data.shards import AUDIO_EXTS, FEATURE_EXTS, FRAME_RE, IMAGE_EXTS, VIDEO_EXTS, parse_json
+from scaling.data.shards import AUDIO_EXTS, FEATURE_EXTS, FRAME_RE, IMAGE_EXTS, VIDEO_EXTS, read_record
 
 
 class SampleError(ValueError):
@@ -70,16 +70,18 @@ def _read_member(ext: str, read):
 
 def parse_record(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The sample's json record and its answers (the strings of ``answers``; ``[]`` when absent)."""
-    try:
-        record = parse_json(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise SampleError(f"bad json: {err}") from None
-    if not isinstance(record, dict):
-        raise SampleError(f"the json member must be an object (see docs/data.md, shard format), got {type(record).__name__}")
-    answers = record.get("answers", [])
-    if not isinstance(answers, list):
-        raise SampleError(f"'answers' in the json must be a list of strings, got {type(answers).__name__}")
-    return record, [a for a in answers if isinstance(a, str)]
+    record, why = read_record(raw)
+    if why:
+        raise SampleError(why)
+    return record, list(record.get("answers", []))
+
+
+def _check_finite(media: Any, what: str) -> None:
+    """A sample whose decoded media holds NaN or inf is bad (it would poison the step's gradients, or be scored
+    with an empty prediction): :class:`SampleError`."""
+    if isinstance(media, torch.Tensor) and media.is_floating_point() and not bool(torch.isfinite(media).all()):
+        bad = int((~torch.isfinite(media)).sum())
+        raise SampleError(f"the {what} holds {bad} non-finite value(s) (NaN or inf): the file is corrupt")
 
 
 class SampleDecoder:
@@ -126,6 +128,7 @@ class SampleDecoder:
             arr = load_features(raw)
             view = rng.randrange(arr.shape[0]) if self.train else 0
             out["media_key"], out["media"] = "features", torch.from_numpy(np.ascontiguousarray(arr[view]))
+            _check_finite(out["media"], "cached features")
             return out
         if self.spec is None:
             out["media_key"], out["media"] = None, None
@@ -144,6 +147,7 @@ class SampleDecoder:
             raise
         except Exception as err:  # noqa: BLE001 - PIL/FFmpeg/libsndfile raise many kinds
             raise SampleError(f"cannot decode {kind}: {type(err).__name__}: {err}") from None
+        _check_finite(out["media"], f"decoded {kind}")
         out["media_key"] = self.spec.media_key
         return out
 

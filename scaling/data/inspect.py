@@ -9,10 +9,11 @@ compares the counts with ``index.json``, and prints a few samples. ``--write-ind
 from __future__ import annotations
 
 import io
-import json
 import os
 import statistics
 from typing import Any
+
+import numpy as np
 
 from scaling.config.base import ConfigError
 from scaling.data.shards import (
@@ -24,6 +25,7 @@ from scaling.data.shards import (
     local_path,
     media_kind,
     read_json,
+    read_record,
     split_member,
     text_length,
     update_index,
@@ -43,11 +45,19 @@ def _media_info(kind: str, ext: str, data: bytes) -> str:
 
             img = Image.open(io.BytesIO(data))
             img.load()  # a full decode: truncated/corrupt files are reported
-            return f"{img.width}x{img.height}"
+            from scaling.data.augment import WIDE_MODES
+
+            mode = "" if img.mode in ("RGB", "L") else f" {img.mode}" + (
+                " (16-bit, scaled to 8 bits)" if img.mode in WIDE_MODES and img.mode != "F" else "")
+            return f"{img.width}x{img.height}{mode}"
         if kind == "audio":
             from scaling.data.audio import decode_audio
 
-            return f"{len(decode_audio(data)) / 16000:.2f}s"
+            wav = decode_audio(data)
+            bad = int((~np.isfinite(np.asarray(wav))).sum())
+            if bad:  # the loaders skip it as a bad sample
+                return f"UNREADABLE ({bad} non-finite audio values: NaN or inf)"
+            return f"{len(wav) / 16000:.2f}s"
         if kind == "video":
             import av
 
@@ -73,6 +83,7 @@ def scan_shards(shards: list[ShardRef], decode: int = 20, tokenizer=None, max_sa
     infos: dict[str, list[str]] = {}
     examples: list[dict[str, Any]] = []
     unreadable: list[str] = []
+    bad_samples: list[str] = []
     tasks: dict[str, int] = {}
     samples_file: dict[str, dict[str, list]] = {}
     for shard in shards:
@@ -88,6 +99,9 @@ def scan_shards(shards: list[ShardRef], decode: int = 20, tokenizer=None, max_sa
             rec = cur.get("json") or {}
             ids.append(str(rec.get("id", cur["__key__"])))
             lens.append(text_length(rec) if rec else 0)
+            if cur.get("bad"):  # skipped and counted by the loaders: reported, left out of the statistics
+                bad_samples.append(f"{shard.url}:{cur['__key__']}: {cur['bad']}")
+                return
             tasks[rec.get("task", "?")] = tasks.get(rec.get("task", "?"), 0) + 1
             answers = rec.get("answers", [])
             n_answers.append(len(answers))
@@ -118,11 +132,7 @@ def scan_shards(shards: list[ShardRef], decode: int = 20, tokenizer=None, max_sa
                 cur["_exts"].append(ext)
                 kind = media_kind(ext)
                 if ext == "json":
-                    try:
-                        cur["json"] = json.loads(tar.extractfile(info).read().decode("utf-8"))
-                    except (ValueError, UnicodeDecodeError) as err:
-                        unreadable.append(f"{shard.url}:{k}.json ({err})")
-                        cur["json"] = {}
+                    cur["json"], cur["bad"] = read_record({"json": tar.extractfile(info).read(), "__key__": k})
                 elif kind:
                     cur["_kinds"].add(kind)
                     cur["_media_bytes"] += info.size
@@ -142,6 +152,7 @@ def scan_shards(shards: list[ShardRef], decode: int = 20, tokenizer=None, max_sa
         "num_samples": n, "per_shard": per_shard, "media": kinds, "tasks": tasks, "answers_per_sample": n_answers,
         "prompt_words": q_words, "answer_words": a_words, "prompt_tokens": q_tokens, "media_bytes": media_bytes,
         "media_info": infos, "examples": examples, "problems": unreadable, "samples_file": samples_file,
+        "bad_samples": bad_samples,
     }
 
 
@@ -200,6 +211,12 @@ def inspect_shards(source: str, split: str | None = None, decode: int = 20, show
         if entry and entry.get("features"):
             f = entry["features"]
             echo(f"  cached features: encoder {f.get('encoder')}, shape {f.get('shape')}, views {f.get('views')}")
+        if st["bad_samples"]:
+            echo(f"  BAD SAMPLES ({len(st['bad_samples'])}, skipped and counted by the loaders):")
+            for line in st["bad_samples"][:20]:
+                echo(f"    {line}")
+            if len(st["bad_samples"]) > 20:
+                echo(f"    ... {len(st['bad_samples']) - 20} more")
         if st["problems"]:
             echo(f"  PROBLEMS ({len(st['problems'])}): " + "; ".join(st["problems"][:5]))
         for ex in st["examples"][:show]:

@@ -77,8 +77,42 @@ def sample_record(
     return rec
 
 
+def record_problem(rec: Any) -> str | None:
+    """Why a sample's json record cannot be used (see :func:`sample_record`), or None: it must be an object whose
+    ``answers`` is a list of strings and whose ``prompt``/``question``/``task``/``id`` are strings (or absent)."""
+    if not isinstance(rec, dict):
+        return f"the json member must be an object (see docs/data.md, shard format), got {type(rec).__name__}"
+    answers = rec.get("answers", [])
+    if not isinstance(answers, list):
+        return f"'answers' in the json must be a list of strings, got {type(answers).__name__}"
+    for a in answers:
+        if not isinstance(a, str):
+            return f"'answers' in the json must be a list of strings, it holds {json.dumps(a)[:80]}"
+    for field in ("prompt", "question", "task"):
+        value = rec.get(field)
+        if value is not None and not isinstance(value, str):
+            return f"'{field}' in the json must be a string, got {type(value).__name__} {json.dumps(value)[:80]}"
+    if rec.get("id") is not None and not isinstance(rec["id"], (str, int)):
+        return f"'id' in the json must be a string, got {type(rec['id']).__name__}"
+    return None
+
+
+def read_record(sample: dict) -> tuple[dict[str, Any] | None, str | None]:
+    """(the sample's json record, None), or (None, why it is a bad sample): no json member, bytes that are not
+    UTF-8 JSON, or a record :func:`record_problem` refuses."""
+    try:
+        rec = parse_json(sample)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, no json member
+        return None, f"bad json: {err}"
+    why = record_problem(rec)
+    return (None, why) if why else (rec, None)
+
+
 def text_length(rec: dict[str, Any]) -> int:
-    """Words of prompt/question + the mean answer: a tokenizer-free proxy used for length bucketing."""
+    """Words of prompt/question + the mean answer: a tokenizer-free proxy used for length bucketing (0 for a record
+    that :func:`record_problem` refuses: that sample is skipped when read)."""
+    if record_problem(rec):
+        return 0
     prompt = rec.get("question") or rec.get("prompt") or ""
     answers = rec.get("answers") or [""]
     mean_answer = sum(len(a.split()) for a in answers) / max(len(answers), 1)
@@ -394,7 +428,7 @@ def count_samples(url: str) -> tuple[int, list[str], list[int]]:
     n, ids, lens = 0, [], []
     for _, sample, key in read_positions(url, None, select=r"^json$"):
         n += 1
-        rec = parse_json(sample) if sample and "json" in sample else {}
+        rec = (read_record(sample)[0] if sample and "json" in sample else None) or {}  # a bad one: its key
         ids.append(str(rec.get("id", key)))
         lens.append(text_length(rec) if rec else 0)
     return n, ids, lens
