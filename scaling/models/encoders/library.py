@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from scaling.config.base import ConfigError
+from scaling.models.encoders.base import per_frame_info
 from scaling.models.encoders.checkpoint import check_keys, load_exact, read_state_dict
 from scaling.models.encoders.common import freeze, need_weights, parse_ref
 
@@ -33,8 +34,6 @@ class LibraryArch:
         return f"model.encoder={self.prefix}:{ref}"
 
     def describe(self, ref: str, video_frames: int | None = None):
-        from scaling.models.backbones import per_frame_info
-
         return per_frame_info(self.info(self.meta_model(ref)), video_frames)
 
     def build(self, ref: str, dtype: str, device, meta: bool) -> nn.Module:

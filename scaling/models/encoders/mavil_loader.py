@@ -23,7 +23,7 @@ import torch
 
 from scaling.common.media import MediaSpec
 from scaling.config.base import ConfigError
-from scaling.models.backbones import EncoderInfo, PerceptualEncoder
+from scaling.models.encoders.base import EncoderInfo, FinalNorm, PerceptualEncoder
 from scaling.models.encoders.checkpoint import find_weights, load_exact, read_state_dict
 from scaling.models.encoders.common import dims_namespace, freeze
 from scaling.models.encoders.registry import EncoderLoader, register
@@ -92,11 +92,12 @@ class MAViLEncoder(PerceptualEncoder):
 
 
 
-def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+def describe(ref: str, video_frames: int | None = None, **_options) -> EncoderInfo:
     return _info(_config(ref))
 
 
-def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> MAViLEncoder:
+def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False,
+         **_options) -> MAViLEncoder:
     cfg = _config(ref)
     if meta:
         with torch.device("meta"):
@@ -131,4 +132,19 @@ def identity(ref: str) -> str:
     return f"mavil:{os.path.basename(os.path.normpath(ref)) if ref else ''}"
 
 
-register("mavil", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE))
+def save_tiny_mavil(path: str, seed: int = 0, n_frames: int = 64, dim: int = 64, depth: int = 3) -> str:
+    """A tiny random MAViL audio encoder (128 mel bins, ``n_frames`` frames, heads = dim/64) saved as
+    a safetensors state dict with MAViL's key names: load it as ``mavil:<path>``."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = MAViLAudioEncoder(MAViLConfig(n_frames=n_frames, n_mels=128, dim=dim, depth=depth, heads=max(1, dim // 64)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+FINAL_NORMS = {"mavil": FinalNorm(("fc_norm_a",), False, "DePALM config/feat_model/mavil.yaml: norm: null (auto would take fc_norm_a)")}
+
+register("mavil", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE,
+                                final_norms=FINAL_NORMS, tiny=save_tiny_mavil))

@@ -22,7 +22,7 @@ import torch
 
 from scaling.common.media import PIL_RESAMPLE, MediaSpec
 from scaling.config.base import ConfigError
-from scaling.models.backbones import EncoderInfo, PerceptualEncoder
+from scaling.models.encoders.base import DEPALM_AUTO, EncoderInfo, FinalNorm, PerceptualEncoder, per_frame_info
 from scaling.models.encoders.checkpoint import find_weights
 from scaling.models.encoders.common import closest, dims_namespace, parse_ref
 from scaling.models.encoders.library import LibraryArch
@@ -111,13 +111,12 @@ def _convert(ref: str, sd: dict[str, torch.Tensor], shape: torch.nn.Module) -> d
 ARCH = LibraryArch("open_clip", EXAMPLE, weights=_weights, meta_model=_meta_visual, create=_create, info=_info, convert=_convert)
 
 
-def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+def describe(ref: str, video_frames: int | None = None, **_options) -> EncoderInfo:
     return ARCH.describe(ref, video_frames)
 
 
-def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> OpenClipEncoder:
-    from scaling.models.backbones import per_frame_info
-
+def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False,
+         **_options) -> OpenClipEncoder:
     name = _resolve(ref)[0]
     visual = ARCH.build(ref, dtype, device, meta)
     info = per_frame_info(_info(visual), video_frames)
@@ -142,4 +141,33 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
                      encoder_type="open_clip", preprocess=f"open_clip.preprocess_cfg(interpolation={cfg.get('interpolation')}, resize_mode={mode})")
 
 
-register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity, example=EXAMPLE))
+TINY_OPEN_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "patch_size": 8, "head_width": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def save_tiny_open_clip(out_dir: str, seed: int = 0) -> str:
+    """A tiny random CLIP (both towers) in open_clip's hub layout (``open_clip_config.json`` +
+    ``open_clip_model.safetensors``): load its visual tower as ``open_clip:<out_dir>``."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    pre = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+           "interpolation": "bicubic", "resize_mode": "shortest"}
+    with open(os.path.join(out_dir, "open_clip_config.json"), "w") as fh:
+        json.dump({"model_cfg": TINY_OPEN_CLIP_CFG, "preprocess_cfg": pre}, fh)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{out_dir}", load_weights=False, pretrained_text=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "open_clip_model.safetensors"))
+    return out_dir
+
+
+FINAL_NORMS = {"open_clip": FinalNorm(("ln_post",), True, f"{DEPALM_AUTO}: ln_post (clip-vit-*-laion.yaml leave norm at auto)")}
+
+register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity,
+                                    example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_open_clip))

@@ -22,7 +22,7 @@ import torch
 
 from scaling.common.media import PIL_RESAMPLE, MediaSpec
 from scaling.config.base import ConfigError
-from scaling.models.backbones import EncoderInfo, PerceptualEncoder
+from scaling.models.encoders.base import DEPALM_AUTO, EncoderInfo, FinalNorm, PerceptualEncoder, per_frame_info
 from scaling.models.encoders.checkpoint import find_weights
 from scaling.models.encoders.common import closest, dims_namespace, parse_ref
 from scaling.models.encoders.library import LibraryArch
@@ -135,13 +135,12 @@ def _convert(ref: str, sd: dict[str, torch.Tensor], shape: torch.nn.Module) -> d
 ARCH = LibraryArch("timm", EXAMPLE, weights=_weights, meta_model=_meta_model, create=_create, info=_info, convert=_convert)
 
 
-def describe(ref: str, video_frames: int | None = None) -> EncoderInfo:
+def describe(ref: str, video_frames: int | None = None, **_options) -> EncoderInfo:
     return ARCH.describe(ref, video_frames)
 
 
-def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False) -> TimmEncoder:
-    from scaling.models.backbones import per_frame_info
-
+def load(ref: str, dtype: str = "bf16", device="cpu", video_frames: int | None = None, meta: bool = False,
+         **_options) -> TimmEncoder:
     name = _resolve(ref)[0]
     model = ARCH.build(ref, dtype, device, meta)
     info = per_frame_info(_info(model), video_frames)
@@ -170,4 +169,27 @@ def media(ref: str, info: EncoderInfo, data_cfg=None):
                      preprocess=f"timm.resolve_data_config(interpolation={cfg.get('interpolation')}, crop_pct={crop_pct}, crop_mode={mode})")
 
 
-register("timm", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity, example=EXAMPLE))
+TINY_TIMM_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4)
+
+
+def save_tiny_timm(out_dir: str, name: str = "eva02_large_patch14_clip_224.merged2b", seed: int = 0, **overrides) -> str:
+    """A tiny random timm model of architecture ``name`` in timm's hub layout (``config.json`` +
+    ``model.safetensors``, written by timm's ``save_for_hf``): load it as ``timm:<out_dir>``."""
+    import timm
+    from timm.models import save_for_hf
+
+    args = {**TINY_TIMM_ARGS, **overrides}
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, **args)
+    os.makedirs(out_dir, exist_ok=True)
+    save_for_hf(model, out_dir, model_args=args, safe_serialization=True)
+    return out_dir
+
+
+FINAL_NORMS = {
+    "timm": FinalNorm(("norm",), True, f"{DEPALM_AUTO}: timm's norm (vit-*.yaml leave norm at auto)"),
+    "timm-eva-clip": FinalNorm(("norm",), False, "DePALM config/feat_model/eva-clip-L.yaml: norm: null"),
+}
+
+register("timm", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity,
+                               example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_timm))

@@ -1,0 +1,65 @@
+"""transformers CLAP: its audio tower (HTSAT), without fusion, on CLAP's log-mel ``[batch, frames, mel]``.
+
+HTSAT's stages differ in width, so the levels are the blocks of its last stage (forward hooks), at the
+final width; tokens are its final (spec_size / patch / 2^merges)² grid of the mel "image", no special
+token. Preprocessing: transformers' ``ClapFeatureExtractor`` (``audio_features="clap"``: 48 kHz, 10 s,
+random crop of longer clips at training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import ClapAudioConfig
+
+from scaling.config.base import ConfigError
+from scaling.models.encoders.base import EncoderInfo, FinalNorm, PerceptualEncoder
+from scaling.models.encoders.hf import HFEncoder, audio_media, register_family
+
+
+class ClapAudioEncoder(PerceptualEncoder):
+    """CLAP's HTSAT audio tower; levels are the blocks of its last stage (see the module docstring)."""
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """media log-mel ``[B, frames, mel]`` → ``[B, len(levels), side², d]``."""
+        outputs: list[torch.Tensor] = []
+        hooks = [block.register_forward_hook(lambda _m, _i, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+                 for block in self.model.audio_encoder.layers[-1].blocks]
+        try:
+            self.model(input_features=media.unsqueeze(1))
+        finally:
+            for h in hooks:
+                h.remove()
+        states = torch.stack([outputs[i] for i in levels], dim=1)
+        return norm(states) if norm is not None else states
+
+
+def info(cfg) -> EncoderInfo:
+    if getattr(cfg, "enable_fusion", False):
+        raise ConfigError("CLAP audio with enable_fusion=true (4-channel fused input) is not supported; use a non-fusion checkpoint")
+    n_merges = len(cfg.depths) - 1
+    side = cfg.spec_size // cfg.patch_size // 2**n_merges
+    return EncoderInfo("audio", cfg.patch_embeds_hidden_size * 2**n_merges, cfg.depths[-1], False, 0, (side, side), (2, 2),
+                       num_mel_bins=cfg.num_mel_bins, max_length=1001)
+
+
+def wrap(model: nn.Module, info: EncoderInfo) -> ClapAudioEncoder:
+    return ClapAudioEncoder(model, info)
+
+
+ENCODER = HFEncoder(
+    "clap_audio_model", "ClapAudioModel", info,
+    FinalNorm(("audio_encoder.norm",), False, "DePALM config/feat_model/clap.yaml: norm: null"),
+    audio_media("clap", sample_rate=48000), wrap=wrap,
+)
+
+SHAPES = {
+    "clap-htsat": lambda: ClapAudioConfig(enable_fusion=False),
+    "tiny-clap": lambda: ClapAudioConfig(  # real input size (1001 x 64 mel, spec 256), tiny widths: 32 x 32 tokens
+        spec_size=256, patch_size=4, patch_stride=(4, 4), depths=[1, 2], num_attention_heads=[2, 4], hidden_size=32,
+        patch_embeds_hidden_size=16, num_mel_bins=64, window_size=8, enable_fusion=False, projection_hidden_size=32,
+        projection_dim=16,
+    ),
+}
+
+LOADER = register_family(ENCODER, shapes=SHAPES)
