@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 
 from scaling.config.base import ConfigError
 
@@ -76,8 +77,13 @@ def run(args) -> int:
     files, overrides = split_overrides(args.files)
     if not files:
         raise ConfigError("no media file given: scaling predict --checkpoint RUN FILE [FILE ...] [KEY=VALUE ...]")
+    trained_task = _trained_task(args.checkpoint)
     if args.question:
         overrides.append("data.task=vqa")
+        if trained_task == "caption":
+            print(f"warning: this adapter was trained for {trained_task!r}, not question answering: --question "
+                  f"gives it a prompt it never saw, so expect an empty or off-topic answer (drop --question to get "
+                  f"a {trained_task})", file=sys.stderr)
     model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides,
                               trust_remote_code=args.trust_remote_code)
     task = "vqa" if args.question else cfg.data.task
@@ -100,5 +106,20 @@ def run(args) -> int:
                            media_dtype=half if device.type == "cuda" else None,
                            max_length=None if args.max_new_tokens else gen["max_length"])
     for path, out in zip(files, texts):
+        if not out.strip():
+            print(f"warning: {path}: the generation is empty (the model emitted its end token or a stop string first"
+                  + ("; the question does not match the task the adapter was trained for" if args.question and
+                     trained_task == "caption" else "") + ")", file=sys.stderr)
         print(json.dumps({"file": path, "prediction": out}) if args.json else f"{path}: {out}")
     return 0
+
+
+
+def _trained_task(checkpoint: str) -> str | None:
+    """The ``data.task`` the adapter was trained on (None when its metadata cannot say)."""
+    from scaling.training.checkpoint import read_adapter_meta, resolve_adapter_path
+
+    try:
+        return ((read_adapter_meta(resolve_adapter_path(checkpoint)).get("config") or {}).get("data") or {}).get("task")
+    except Exception:  # noqa: BLE001 - load_adapter reports an unreadable adapter with its own message
+        return None

@@ -52,13 +52,23 @@ def test_train_eval_predict_convert(shards, backbones, tmp_path, capsys, monkeyp
     assert main(["predict", "--checkpoint", str(run), str(shards / "media" / "img0.png"), "--json", "--max-new-tokens", "3"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["file"].endswith("img0.png") and isinstance(line["prediction"], str)
+    # a question to a caption-trained adapter: answered, with a warning that names the mismatch
+    assert main(["predict", "--checkpoint", str(run), str(shards / "media" / "img0.png"), "--question",
+                 "what colour is the circle?", "--max-new-tokens", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "trained for 'caption', not question answering" in err
+    import scaling.evaluation.evaluate as evaluate_module
+
+    with monkeypatch.context() as m:  # a model that emits its end token first: the empty answer is named
+        m.setattr(evaluate_module, "generate_batch", lambda *a, **k: [""])
+        assert main(["predict", "--checkpoint", str(run), str(shards / "media" / "img0.png")]) == 0
+        assert "the generation is empty" in capsys.readouterr().err
     # a zero-shot evaluation with another task's metric works from the same checkpoint
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--task", "gqa", "--out", str(tmp_path / "z"),
                  "--max-new-tokens", "3", "--json"]) == 0
     assert "accuracy" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
     # a scoring failure (here: no Java) keeps the generations and says how to re-score them; by default a
     # zero-shot evaluation gets its own folder beside the split's own scores
-    import scaling.evaluation.evaluate as evaluate_module
     from scaling.evaluation.metrics import MetricsError
 
     def no_java(*args, **kwargs):
