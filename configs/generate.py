@@ -33,6 +33,9 @@ from scaling.config.tasks import metric_of  # noqa: E402
 DEPALM = "facebookresearch/DePALM@d532fe1"
 EPALM = "mshukor/eP-ALM@9ecfeb9"
 GPUS = 8  # the official global batch: batch per GPU x accumulation x 8 GPUs (DePALM supplement C.3: 128)
+# config/run.yaml training.epochs: what an experiment without a script runs on full data (the scripts of
+# textvqa_100%, aokvqa_100%, okvqa_100%, textcaps_100% pass training.epochs=20, audiocaps_100% 12, the 1% ones 30)
+RUN_YAML_EPOCHS = 8
 
 # the paper's default perceptual backbones (DePALM config/feat_model/*.yaml), as model.encoder values
 # (docs/backbones.md): EVA-CLIP-L through timm (eva-clip-L.yaml), MAViL's audio branch (mavil.yaml),
@@ -114,7 +117,7 @@ RECIPES = {
     ("textvqa", "mapl"): ("textvqa_100%/textvqa_100%_mapl.sh", 8e-4, 0.8, 16, 1),
     ("textvqa", "epalm"): ("textvqa_100%/textvqa_100%_epalm.sh", 1e-3, 0.8, 16, 1),
     ("textvqa", "depalm-qp-inner"): ("textvqa_100%/textvqa_100%_depalm-QP-inner.sh", 1e-3, 0.2, 8, 2),
-    ("textvqa", "depalm-c-attn"): (None, 8e-4, 0.05, 8, 2),
+    ("textvqa", "depalm-c-attn"): (None, 8e-4, 0.05, 16, 2),
     ("textvqa", "depalm-r-avgpool"): ("textvqa_100%/textvqa_100%_depalm-R-avgpool-L0.sh", 1e-3, 0.8, 8, 2),
     ("textvqa", "depalm-r-linear"): ("textvqa_100%/textvqa_100%_depalm-R-linear-L0.sh", 1e-3, 0.8, 8, 2),
     ("textvqa", "depalm-r-qpmapper"): ("textvqa_100%/textvqa_100%_depalm-R-QPMapper-L0.sh", 1e-3, 0.5, 8, 2),
@@ -162,7 +165,7 @@ RECIPES = {
     ("msrvtt", "mapl"): ("msrvtt_100%/msrvtt_100%_mapl_timesformer.sh", 8e-4, 0.8, 8, 2),
     ("msrvtt", "epalm"): ("msrvtt_100%/msrvtt_100%_epalm_timesformer.sh", 1e-3, 0.8, 8, 2),
     ("msrvtt", "depalm-qp-inner"): ("msrvtt_100%/msrvtt_100%_depalm-QP-inner_timesformer.sh", 1e-3, 0.8, 2, 8),
-    ("msrvtt", "depalm-c-attn"): (None, 8e-4, 0.05, 8, 2),
+    ("msrvtt", "depalm-c-attn"): (None, 8e-4, 0.05, 16, 2),
     ("msrvtt", "depalm-r-avgpool"): ("msrvtt_100%/msrvtt_100%_depalm-R-avgpool-L0_timesformer.sh", 4e-4, 0.8, 8, 2),
     ("msrvtt", "depalm-r-linear"): ("msrvtt_100%/msrvtt_100%_depalm-R-linear-L0_timesformer.sh", 4e-4, 0.8, 2, 8),
     ("msrvtt", "depalm-r-qpmapper"): ("msrvtt_100%/msrvtt_100%_depalm-R-QPMapper-L0_timesformer.sh", 4e-4, 0.5, 1, 16),
@@ -174,7 +177,7 @@ RECIPES = {
     ("coco-1pct", "mapl"): ("coco_1%/coco_1%_mapl_eva-clip-L.sh", 8e-4, 0.8, 16, 1),
     ("coco-1pct", "epalm"): ("coco_1%/coco_1%_epalm_eva-clip-L.sh", 1e-3, 0.8, 16, 1),
     ("coco-1pct", "depalm-qp-inner"): ("coco_1%/coco_1%_depalm-QP-inner_eva-clip-L.sh", 8e-4, 0.8, 8, 2),
-    ("coco-1pct", "depalm-c-attn"): (None, 8e-4, 0.05, 8, 2),
+    ("coco-1pct", "depalm-c-attn"): (None, 8e-4, 0.05, 16, 2),
     ("coco-1pct", "depalm-r-avgpool"): ("coco_1%/coco_1%_depalm-R-avgpool-L0_eva-clip-L.sh", 1e-3, 0.8, 8, 2),
     ("coco-1pct", "depalm-r-linear"): ("coco_1%/coco_1%_depalm-R-linear-L0_eva-clip-L.sh", 1e-3, 0.8, 8, 2),
     ("coco-1pct", "depalm-r-qpmapper"): ("coco_1%/coco_1%_depalm-R-QPMapper-L0_eva-clip-L.sh", 1e-3, 0.5, 8, 2),
@@ -267,7 +270,12 @@ def render(setting: str, method: str) -> str:
     script, lr, clip, micro, accum = RECIPES[(setting, method)]
     if script is None:
         source = (f"none: {DEPALM} has no script for {setting} x {method}; the defaults of its config/run.yaml "
-                  "and config/mod/cross_attn.yaml")
+                  "and config/mod/cross_attn.yaml (batch 16 per GPU, accumulation 2")
+        if fraction == 1:
+            epochs = RUN_YAML_EPOCHS
+            source += f", {epochs} epochs)"
+        else:
+            source += f"; {epochs} epochs as every 1% script)"
         lr_source = clip_source = "official default (no script)"
     else:
         source = f"{DEPALM} experiments/{script}"
@@ -320,6 +328,23 @@ EPALM_TABLE = {
                   "/path/to/opt-2.7b", "/path/to/ast-audioset", 30, 8, 4, None, "audiocaps", ""),
 }
 
+# eP-ALM's datasets (dataset/vqa.py, gqa.py, caption.py, video_caption.py, video_vqa.py) preprocess every backbone
+# alike: transforms.Normalize with the CLIP mean/std, RandomResizedCrop(scale (0.5, 1), BICUBIC) in training and
+# Resize((size, size), BICUBIC) at test; images get RandomAugment(2, 7) over the 10 ops of the DePALM code, video
+# frames torchvision's transforms.RandAugment() (2 ops, magnitude 9 of 30). Audio (dataset/audio_caption.py): Kaldi
+# fbank, 128 bins, 1024 frames, (x + 4.27) / (2 * 4.57), masks 24/96: the AST MediaSpec and the data defaults already.
+_EPALM_NORMALIZE = (
+    "  image_mean: [0.48145466, 0.4578275, 0.40821073]  # transforms.Normalize: the CLIP mean and std\n"
+    "  image_std: [0.26862954, 0.26130258, 0.27577711]\n"
+    "  resample: bicubic  # RandomResizedCrop and the test Resize with Image.BICUBIC\n"
+    "  image_resize: square  # test: Resize((image_size, image_size))\n"
+)
+EPALM_IMAGE_PREPROCESSING = {
+    "image": _EPALM_NORMALIZE,
+    "video": _EPALM_NORMALIZE + ("  randaugment_style: torchvision  # transforms.RandAugment() on the frames\n"
+                                 "  randaugment_m: 9  # its default magnitude\n"),
+}
+
 EPALM_TEMPLATE = """\
 # eP-ALM paper experiment: {dataset} ({modality} {task}) with eP-ALM's backbones and recipe.
 # Written by configs/generate.py from the official eP-ALM code.
@@ -343,6 +368,7 @@ EPALM_TEMPLATE = """\
   seed: 42
   lr: 2.0e-5  # optimizer.lr
   weight_decay: 0.02
+  adam_eps: 1.0e-8  # optim/optim_factory.py builds torch.optim.AdamW without eps (no opt_eps in the configs)
   param_groups:
     prompt:
       lr: 1.0e-5  # optimizer.prompt_lr
@@ -378,6 +404,8 @@ def render_epalm(dataset: str) -> str:
                        '  answer_token: "</a>"  # special_answer_token\n')
     if modality == "video":
         data_extra += "  video_frames: 8\n"
+    if modality in ("image", "video"):
+        data_extra += EPALM_IMAGE_PREPROCESSING[modality]
     return EPALM_TEMPLATE.format(
         dataset=dataset, modality=modality, task=task, epalm=EPALM, config=config, script=script, gpus=gpus,
         note=f"# Note: {note}.\n" if note else "", llm=llm, encoder=encoder, name=name, data_extra=data_extra,

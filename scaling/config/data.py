@@ -45,6 +45,12 @@ class DataConfig:
     answer_token: str | None = None  # appended to the prompt, answer right after it (official OPT config: "</a>")
     answer_prompt: str | None = None  # an empty prompt becomes this (official OPT config: "Answer: ")
     video_frames: int = 8
+    # image/video preprocessing in place of the encoder's own (its MediaSpec), e.g. eP-ALM's datasets normalise
+    # every backbone with the CLIP mean/std and resize bicubic: null = the encoder's values
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    resample: Literal["bicubic", "bilinear", "nearest", "lanczos"] | None = None  # resize and random-crop filter
+    image_resize: Literal["square", "shortest_edge"] | None = None  # evaluation: size x size, or shortest edge + center crop
     augment: bool = True
     samples_per_epoch: int | None = None  # default: read from the shards' index
     # ---- added with the streaming pipeline (scaling/data) ----
@@ -95,6 +101,11 @@ class DataConfig:
             if bad:
                 problems.append(f"data.randaugment_ops: unknown {bad} with data.randaugment_style "
                                 f"{self.randaugment_style}; valid: {list(valid)}")
+        for key in ("image_mean", "image_std"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 3 or (key == "image_std" and min(value) <= 0)):
+                problems.append(f"data.{key} must be 3 numbers (R, G, B){', all > 0' if key == 'image_std' else ''}, "
+                                f"got {value}; null keeps the encoder's")
         if not 0 <= self.hflip <= 1:
             problems.append(f"data.hflip is a probability, got {self.hflip}")
         if self.freq_mask < 0 or self.time_mask < 0:

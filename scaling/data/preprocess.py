@@ -25,6 +25,8 @@ its own log-mel spectrogram, computed by transformers' ``WhisperFeatureExtractor
 
 from __future__ import annotations
 
+import dataclasses
+
 from scaling.common.media import (  # noqa: F401 - re-exported for older imports
     AST_MEAN,
     AST_STD,
@@ -36,6 +38,7 @@ from scaling.common.media import (  # noqa: F401 - re-exported for older imports
     IMAGENET_STANDARD_STD,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
+    PIL_RESAMPLE,
     SAMPLE_RATE,
     MediaSpec,
     default_spec,
@@ -43,7 +46,35 @@ from scaling.common.media import (  # noqa: F401 - re-exported for older imports
 
 
 def media_spec(model_cfg, data_cfg=None) -> MediaSpec:
-    """The :class:`MediaSpec` of ``model_cfg.encoder`` (no weights loaded): its loader's own preprocessing."""
+    """The :class:`MediaSpec` of ``model_cfg.encoder`` (no weights loaded), with the image preprocessing that
+    ``data_cfg`` sets in its place (:func:`with_data_overrides`)."""
+    return with_data_overrides(encoder_media_spec(model_cfg, data_cfg), data_cfg)
+
+
+def with_data_overrides(spec: MediaSpec, data_cfg) -> MediaSpec:
+    """``spec`` with ``data.image_mean`` / ``image_std`` / ``resample`` / ``image_resize`` where they are set (images and
+    video frames); ``spec.preprocess`` records it, so cached features made otherwise are told apart."""
+    if data_cfg is None or spec.modality == "audio":
+        return spec
+    changed = {}
+    for key, field in (("image_mean", "mean"), ("image_std", "std")):
+        value = getattr(data_cfg, key, None)
+        if value is not None:
+            changed[field] = tuple(float(x) for x in value)
+    if getattr(data_cfg, "resample", None) is not None:
+        changed["resample"] = PIL_RESAMPLE[data_cfg.resample]
+    if getattr(data_cfg, "image_resize", None) is not None:
+        changed["resize"] = data_cfg.image_resize
+        if data_cfg.image_resize == "square":
+            changed["resize_ratio"] = 1.0
+    if not changed:
+        return spec
+    note = ",".join(f"{k}={v}" for k, v in changed.items())
+    return dataclasses.replace(spec, **changed, preprocess=f"{spec.preprocess}+data({note})")
+
+
+def encoder_media_spec(model_cfg, data_cfg=None) -> MediaSpec:
+    """The :class:`MediaSpec` its library prescribes for ``model_cfg.encoder`` (no weights loaded)."""
     from scaling.models.encoders.registry import resolve
 
     loader, ref = resolve(model_cfg.encoder, getattr(model_cfg, "trust_remote_code", False))

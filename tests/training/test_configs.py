@@ -170,6 +170,10 @@ def test_generated_depalm_config_names_its_official_script_and_recipe(path):
     if source.startswith("none:"):  # no official script: the official defaults, said in the file
         assert method == "depalm-c-attn" and f"no script for {setting} x {method}" in source
         assert (cfg.train.lr, cfg.train.clip) == (8e-4, 0.05)
+        # config/run.yaml: batch 16 per GPU, 8 epochs; config/mod/cross_attn.yaml: accumulation 2 (global 256 on
+        # 8 GPUs); the 1% settings keep the 30 epochs every 1% script passes
+        assert (cfg.train.micro_batch, cfg.train.global_batch) == (16, 16 * 2 * 8)
+        assert cfg.train.epochs == (30 if setting.endswith("-1pct") else 8)
     else:
         repo, script = source.split(" experiments/")
         assert repo == "facebookresearch/DePALM@d532fe1"
@@ -223,6 +227,7 @@ def test_epalm_paper_configs_carry_epalms_recipe(path):
     t = cfg.train
     assert cfg.model.method == "epalm" and cfg.model.label_smoothing == 0.0
     assert (t.lr, t.weight_decay, t.param_groups) == (2e-5, 0.02, {"prompt": {"lr": 1e-5}})
+    assert t.adam_eps == 1e-8  # torch.optim.AdamW built without eps (optim/optim_factory.py)
     assert (t.loss_on, t.loss_reduction, t.loss_weight) == ("all", "sample_sum", 0.1)
     assert (cfg.eval.num_beams, cfg.eval.max_length) == (3, 30)
     if cfg.data.task != "caption":
@@ -230,3 +235,38 @@ def test_epalm_paper_configs_carry_epalms_recipe(path):
 
         assert format_prompt(cfg.data.prompt_template, {"question": "is it red"}, cfg.data.answer_token,
                              cfg.data.answer_prompt) == "is it red?</a>"  # eP-ALM: question + '?' + </a>, no space
+
+
+@pytest.mark.parametrize("path", [p for p in GENERATED if os.path.basename(p).startswith("epalm-paper_")
+                                  and "audiocaps" not in p], ids=os.path.basename)  # audio: the AST spec itself
+def test_epalm_paper_configs_preprocess_images_and_frames_as_epalms_datasets(path, tmp_path):
+    """eP-ALM's datasets normalise with the CLIP mean/std and resize bicubic to size x size at test, whatever the
+    backbone (a ViT-B/16 whose own processor says mean/std 0.5 and bilinear; a TimeSformer: ImageNet and a crop)."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from scaling.common.media import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from scaling.config.model import model_config
+    from scaling.data.augment import ImageTransform
+    from scaling.data.preprocess import media_spec
+
+    cfg = load_config(path)
+    encoder = tmp_path / "enc"
+    encoder.mkdir()
+    video = "timesformer" in cfg.model.encoder
+    (encoder / "config.json").write_text('{"model_type": "%s", "image_size": 32, "num_frames": 8}' % ("timesformer" if video else "vit"))
+    (encoder / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": {"height": 32, "width": 32}}'
+        if not video else '{"image_mean": [0.45, 0.45, 0.45], "image_std": [0.22, 0.22, 0.22], "resample": 2, '
+        '"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "do_center_crop": true}')
+    spec = media_spec(model_config(method="epalm", encoder=str(encoder)), cfg.data)
+    assert (spec.mean, spec.std) == (tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    ours = ImageTransform(spec, train=False, cfg=cfg.data)(img, random.Random(0))
+    ref = np.asarray(img.resize((32, 32), Image.BICUBIC), dtype=np.float32) / 255.0
+    ref = (ref - np.array(OPENAI_CLIP_MEAN)) / np.array(OPENAI_CLIP_STD)
+    np.testing.assert_allclose(np.asarray(ours), ref.transpose(2, 0, 1), atol=1e-5)
+    if video:
+        assert cfg.data.randaugment_style == "torchvision" and cfg.data.randaugment_m == 9  # transforms.RandAugment()
