@@ -20,6 +20,7 @@ COMMANDS = [
     "train",
     "eval",
     "predict",
+    "serve",
     "score",
     "sweep",
     "report",

@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 
 from scaling.config.base import ConfigError
-
-EXT_KEYS = {
-    "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp",
-    "wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
-    "mp4": "mp4", "avi": "avi", "mkv": "mkv", "webm": "webm", "mov": "mov",
-}
+from scaling.evaluation.predict import EXT_KEYS  # noqa: F401 - the supported file types, re-exported
 
 
 def register(sub) -> None:
@@ -46,34 +40,10 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return files, overrides
 
 
-def _raw_sample(path: str, question: str | None) -> dict:
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such file")
-    ext = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-    if ext not in EXT_KEYS:
-        raise ConfigError(f"{path}: unsupported file type {ext!r}; supported: {sorted(EXT_KEYS)}")
-    record = {"id": path, "answers": []}
-    if question:
-        record["question"] = question
-    with open(path, "rb") as fh:
-        return {"__key__": path, EXT_KEYS[ext]: fh.read(), "json": json.dumps(record).encode()}
-
-
 def run(args) -> int:
-    import torch
-    import transformers
+    from scaling.data.decode import SampleError
+    from scaling.evaluation.predict import Predictor, file_sample
 
-    from scaling.data.collate import collate
-    from scaling.data.decode import SampleDecoder, SampleError
-    from scaling.data.preprocess import media_spec
-    from scaling.data.text import text_encoder_for
-    from scaling.evaluation.evaluate import generate_batch
-    from scaling.training.checkpoint import load_adapter
-    from scaling.training.loaders import generation_tokenizer
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # the output is the predictions only
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     files, overrides = split_overrides(args.files)
     if not files:
         raise ConfigError("no media file given: scaling predict --checkpoint RUN FILE [FILE ...] [KEY=VALUE ...]")
@@ -84,27 +54,18 @@ def run(args) -> int:
             print(f"warning: this adapter was trained for {trained_task!r}, not question answering: --question "
                   f"gives it a prompt it never saw, so expect an empty or off-topic answer (drop --question to get "
                   f"a {trained_task})", file=sys.stderr)
-    model, cfg = load_adapter(args.checkpoint, device, llm=args.llm, encoder=args.encoder, overrides=overrides,
-                              trust_remote_code=args.trust_remote_code)
-    task = "vqa" if args.question else cfg.data.task
-    if task != "caption" and not args.question:
-        raise ConfigError(f"this checkpoint was trained for {task!r}: pass --question \"...\"")
-    tokenizer = generation_tokenizer(cfg.model.llm, "prediction", cfg.model.trust_remote_code)
-    text = text_encoder_for(cfg, tokenizer, task)
-    decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task=task, cfg=cfg.data)
+    predictor = Predictor(args.checkpoint, llm=args.llm, encoder=args.encoder, overrides=overrides,
+                          trust_remote_code=args.trust_remote_code)
+    if predictor.task != "caption" and not args.question:
+        raise ConfigError(f"this checkpoint was trained for {predictor.task!r}: pass --question \"...\"")
+    task = predictor.task_for(args.question)
     samples = []
     for path in files:
         try:
-            samples.append(decoder(_raw_sample(path, args.question), random.Random(0)))
+            samples.append(predictor.decode(file_sample(path, args.question), task))
         except SampleError as err:
             raise ConfigError(f"{path}: {err.reason}") from None
-    batch = collate(samples, text, train=False)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.model.frozen_dtype]
-    gen = cfg.eval.generation()
-    texts = generate_batch(model, tokenizer, batch, args.max_new_tokens or gen["max_new_tokens"],
-                           args.num_beams or gen["num_beams"], gen["stop_strings"],
-                           media_dtype=half if device.type == "cuda" else None,
-                           max_length=None if args.max_new_tokens else gen["max_length"])
+    texts = predictor.generate(samples, task, args.num_beams, args.max_new_tokens)
     for path, out in zip(files, texts):
         if not out.strip():
             print(f"warning: {path}: the generation is empty (the model emitted its end token or a stop string first"
@@ -112,7 +73,6 @@ def run(args) -> int:
                      trained_task == "caption" else "") + ")", file=sys.stderr)
         print(json.dumps({"file": path, "prediction": out}) if args.json else f"{path}: {out}")
     return 0
-
 
 
 def _trained_task(checkpoint: str) -> str | None:

@@ -1,0 +1,225 @@
+"""``scaling serve`` as a user and a script see it: one real server (a subprocess on loopback, shared by the module),
+its JSON API against ``scaling predict``, 64 concurrent requests batched into few generate calls, bad uploads that
+get a 4xx with a message while the server keeps serving, and the page driven in a real browser (system Chromium)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from scaling.cli.main import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UPLOAD_MB = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, run: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scaling", "serve", "--checkpoint", run, "--port", str(self.port),
+             "--max-batch-size", "8", "--max-wait-ms", "50", "--max-upload-mb", str(UPLOAD_MB)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"scaling serve exited with {self.proc.returncode}:\n{self.log}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    if json.load(r)["ok"]:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"scaling serve did not answer within {timeout:.0f} s:\n{self.log}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    srv = Server(tiny_run["run"])
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+    boundary = "----scalingtest7d1f"
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data = value
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                      "Content-Type: application/octet-stream\r\n\r\n".encode())
+            out.write(data)
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}'.encode())
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url: str, body: bytes, ctype: str | None) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/v1/generate", data=body, method="POST")
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def post_file(url: str, path: str, **fields) -> tuple[int, dict]:
+    with open(path, "rb") as fh:
+        body, ctype = multipart({"file": (os.path.basename(path), fh.read()), **{k: str(v) for k, v in fields.items()}})
+    return post(url, body, ctype)
+
+
+def predict(run: str, path: str, capsys, *extra: str) -> str:
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", run, path, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prediction"]
+
+
+def test_api_answers_as_scaling_predict_does(server, tiny_run, capsys):
+    img = os.path.join(tiny_run["media"], "img19.png")
+    status, body = post_file(server.url, img)
+    assert status == 200, body
+    assert body["prediction"] == predict(tiny_run["run"], img, capsys)
+    assert body["task"] == "caption"
+    # the same settings through JSON + base64, and other generation settings
+    with open(img, "rb") as fh:
+        data = base64.b64encode(fh.read()).decode()
+    status, same = post(server.url, json.dumps({"media": data}).encode(), "application/json")
+    assert status == 200 and same["prediction"] == body["prediction"], same
+    status, beams = post_file(server.url, img, num_beams=3, max_new_tokens=5)
+    assert status == 200 and (beams["num_beams"], beams["max_new_tokens"]) == (3, 5), beams
+    assert beams["prediction"] == predict(tiny_run["run"], img, capsys, "--num-beams", "3", "--max-new-tokens", "5")
+    status, qa = post_file(server.url, img, question="what colour is it?")
+    assert status == 200 and qa["task"] == "vqa", qa
+    assert qa["prediction"] == predict(tiny_run["run"], img, capsys, "--question", "what colour is it?")
+    with urllib.request.urlopen(server.url + "/v1/info", timeout=10) as r:
+        info = json.load(r)
+    assert (info["modality"], info["task"], info["max_batch_size"]) == ("image", "caption", 8)
+
+
+def test_64_concurrent_requests_are_batched_and_answer_as_one_by_one(server, tiny_run):
+    images = [os.path.join(tiny_run["media"], f"img{i}.png") for i in (18, 19, 20, 21)]
+    settings = {"num_beams": 2, "max_new_tokens": 4}
+
+    def calls() -> list[str]:
+        return [line for line in list(server.lines) if "in one generate call" in line]
+
+    def wait_for_calls(n: int) -> None:  # the log reader runs in its own thread
+        deadline = time.time() + 20
+        while time.time() < deadline and len(calls()) < n:
+            time.sleep(0.05)
+
+    single = {}
+    for img in images:
+        n = len(calls())
+        status, body = post_file(server.url, img, **settings)
+        assert status == 200 and body["batch_size"] == 1, body
+        single[img] = body["prediction"]
+        wait_for_calls(n + 1)
+    before = len(calls())
+    jobs = [images[i % len(images)] for i in range(64)]
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(lambda p: post_file(server.url, p, **settings), jobs))
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    assert [body["prediction"] for _, body in answers] == [single[p] for p in jobs]
+    assert max(body["batch_size"] for _, body in answers) > 1
+    batches = sum(1 / body["batch_size"] for _, body in answers)  # each call counted once
+    wait_for_calls(before + round(batches))
+    logged = calls()[before:]
+    sizes = [int(re.search(r"batch \d+: (\d+) requests? in one generate call", line).group(1)) for line in logged]
+    assert sum(sizes) == 64 and len(logged) < 64 and max(sizes) <= 8, "\n".join(logged)
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 20, 20)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["oversized", "not_media", "truncated_jpeg", "empty_body", "wrong_field", "wrong_modality",
+                                  "bad_number", "bad_base64"])
+def test_bad_uploads_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, tiny_run, case):
+    wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32)
+    cases = {
+        "oversized": (413, multipart({"file": ("big.png", b"\x89PNG\r\n\x1a\n" + os.urandom(UPLOAD_MB * 2**20 + 10))}), "upload limit"),
+        "not_media": (415, multipart({"file": ("notes.txt", b"just some text, not an image\n" * 10)}), "not a recognised"),
+        "truncated_jpeg": (422, multipart({"file": ("cut.jpg", _jpeg_bytes()[:300])}), "does not decode"),
+        "empty_body": (400, (b"", "multipart/form-data; boundary=x"), "empty request body"),
+        "wrong_field": (400, multipart({"image": ("a.png", b"\x89PNG\r\n\x1a\n")}), "unknown field 'image'"),
+        "wrong_modality": (415, multipart({"file": ("tone.wav", wav)}), "wrong modality"),
+        "bad_number": (400, multipart({"file": ("a.png", b"\x89PNG\r\n\x1a\n"), "num_beams": "lots"}), "num_beams"),
+        "bad_base64": (400, (json.dumps({"media": "%%%"}).encode(), "application/json"), "base64"),
+    }
+    want, (body, ctype), words = cases[case]
+    status, answer = post(server.url, body, ctype)
+    assert status == want and words in answer["error"], (status, answer)
+    status, ok = post_file(server.url, os.path.join(tiny_run["media"], "img20.png"))
+    assert status == 200 and ok["prediction"] is not None
+
+
+def test_the_page_in_a_browser_answers_as_scaling_predict_does(server, tiny_run, browser, artifacts_dir, capsys):
+    img = os.path.join(tiny_run["media"], "img21.png")
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.set_input_files("#file", img)
+        page.fill("#num_beams", "2")
+        page.fill("#max_new_tokens", "5")
+        page.click("#submit")
+        page.wait_for_selector("#answer[data-state=done]", timeout=60_000)
+        shown = page.inner_text("#answer")
+        page.screenshot(path=os.path.join(artifacts_dir, "serve_page.png"), full_page=True)
+    finally:
+        page.close()
+    assert shown == predict(tiny_run["run"], img, capsys, "--num-beams", "2", "--max-new-tokens", "5")
