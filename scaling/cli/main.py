@@ -17,6 +17,7 @@ COMMANDS = [
     "demo",
     "methods",
     "data",
+    "plan",
     "train",
     "eval",
     "predict",
