@@ -47,6 +47,7 @@ def run(args) -> int:
     from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
     from scaling.evaluation.metrics import MetricsError, format_table
+    from scaling.evaluation.partial import PartialPredictions, remove_partials
     from scaling.training import distributed
     from scaling.training.checkpoint import load_adapter, read_adapter, resolve_adapter_path
     from scaling.training.loaders import generation_tokenizer
@@ -91,16 +92,29 @@ def run(args) -> int:
     out = args.out or default_out_dir(adapter, args.split, out_dir_qualifiers(
         task, stored_data.get("task"), args.data, stored_data.get(args.split), args.limit, args.split))
     pred_path = os.path.join(out, "predictions.jsonl")
+    check_unique_ids(cfg, args.split)
+    # each batch's predictions are kept as they are made (an interrupted evaluation resumes from them), and all of
+    # them are written before scoring: a scoring failure loses no generation
+    header = {"checkpoint": os.path.abspath(adapter), "adapter": _stat(adapter), "split": args.split, "task": task,
+              "data": getattr(cfg.data, args.split), "limit": args.limit, "generation": cfg.eval.generation()}
+    partial = PartialPredictions(out, env.rank, header)
+    if partial.done and env.is_main:
+        print(f"resuming an interrupted evaluation: {len(partial.done)} predictions already made in {out}",
+              file=sys.stderr)
     try:
-        # the predictions are written before scoring: a scoring failure loses no generation
         result = evaluate(model, tokenizer, loader, task, **cfg.eval.generation(),
-                          media_dtype=half if device.type == "cuda" else None,
+                          media_dtype=half if device.type == "cuda" else None, partial=partial,
                           save_predictions=lambda p, r: write_predictions(p, r, out), **metric_options)
-    except MetricsError as err:
+    except (MetricsError, ConfigError) as err:
+        partial.close()
         if env.is_main and os.path.isfile(pred_path):
-            raise MetricsError(f"{err}\nThe predictions are saved: {pred_path}; once fixed, score them with "
-                               f"`scaling score --task {task} --predictions {pred_path} --references {pred_path}`") from None
+            remove_partials(out)
+            raise (MetricsError if isinstance(err, MetricsError) else ConfigError)(f"{err}\nThe predictions are saved: {pred_path}; once fixed, score them with "
+                            f"`scaling score --task {task} --predictions {pred_path} --references {pred_path}`") from None
         raise
+    partial.close()
+    if env.is_main:
+        remove_partials(out)
     if env.is_main:
         metrics_path = write_metrics(result, out, {"checkpoint": os.path.abspath(adapter), "split": args.split,
                                                    "data": getattr(cfg.data, args.split), "limit": args.limit})
@@ -116,6 +130,31 @@ def run(args) -> int:
             print(f"WARNING: {result.skip_warning()}", file=sys.stderr)
     distributed.shutdown()
     return 0
+
+
+def _stat(path: str) -> list:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def check_unique_ids(cfg, split: str) -> None:
+    """Refuse, before generating, a split whose index lists a sample id twice (a score needs one prediction per id);
+    shards without per-sample ids in their index are not read for this (the evaluation reports them at the end)."""
+    from collections import Counter
+
+    from scaling.data.shards import resolve_split
+
+    source = getattr(cfg.data, split)
+    try:
+        src = resolve_split(source, split, cfg.data.index, need_ids=True, allow_pipe=cfg.data.allow_pipe, scan=False)
+    except ConfigError:
+        return  # the loader reports it
+    counts = Counter(i for sh in src.shards for i in (sh.ids or []))
+    dups = sorted(i for i, n in counts.items() if n > 1)
+    if dups:
+        raise ConfigError(f"data.{split}={source!r}: {len(dups)} sample id(s) appear more than once in its index "
+                          f"(e.g. {dups[:5]}): a score needs one prediction per id; give each sample its own id "
+                          f"(re-convert the data; `scaling data inspect` shows the ids). Nothing was generated")
 
 
 def same_shards(a: str, b: str, split: str) -> bool:

@@ -552,11 +552,12 @@ def refuse_commands(source: str, index: str | None, allow_pipe: bool, what: str 
 
 
 def resolve_split(source: str, split: str, index: str | None = None, need_ids: bool = False, what: str = "data",
-                  allow_pipe: bool = False) -> SplitSource:
+                  allow_pipe: bool = False, scan: bool = True) -> SplitSource:
     """Resolve a config source string (see :mod:`scaling.config.data`) to its shards and counts.
 
     Shards found in an index get their counts from it; shards without one are scanned (json members
-    only) with a warning. ``need_ids`` also loads per-sample ids and text lengths. A ``pipe:`` URL anywhere
+    only) with a warning (``scan=False``: given 0 samples, ``need_ids`` leaves their ids None). ``need_ids`` also
+    loads per-sample ids and text lengths. A ``pipe:`` URL anywhere
     in ``source`` or ``index`` is refused unless ``allow_pipe`` (:func:`refuse_commands`).
     """
     import logging
@@ -610,6 +611,8 @@ def resolve_split(source: str, split: str, index: str | None = None, need_ids: b
                 shards.append(ShardRef(url, sh["name"], int(sh["num_samples"]), info.get("ids"), info.get("len")))
                 meta = meta or sentry
                 index_path_used = index_path_used or ipath
+            elif not scan:
+                shards.append(ShardRef(url, os.path.basename(url), 0, None, None))
             else:
                 log.warning("%s: no index entry for shard %s; counting its samples by reading it (write an index with "
                             "`scaling data inspect --write-index` to skip this)", what, url)
@@ -621,7 +624,7 @@ def resolve_split(source: str, split: str, index: str | None = None, need_ids: b
                 shards.append(ShardRef(url, os.path.basename(url), n, ids, lens))
     if not shards:
         raise ConfigError(f"{what}: source {source!r} names no shards")
-    if need_ids:
+    if need_ids and scan:
         for sh in shards:
             if sh.ids is None or len(sh.ids) != sh.num_samples:
                 log.warning("%s: shard %s has no per-sample ids in its index; scanning it", what, sh.url)

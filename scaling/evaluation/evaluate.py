@@ -151,15 +151,19 @@ def _score_on_rank0(task: str, predictions: dict, references: dict, save_predict
 def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_tokens: int = 20, num_beams: int = 1,
              stop_strings: tuple[str, ...] = ("\n",), progress: bool = True, limit: int | None = None,
              media_dtype: torch.dtype | None = None, save_predictions=None, max_length: int | None = None,
-             **metric_options) -> EvalResult:
+             partial=None, **metric_options) -> EvalResult:
     """Generate for every batch of this rank, gather across ranks, score on rank 0 (metrics on every rank).
 
-    ``save_predictions(predictions, references)`` (optional) runs on rank 0 before scoring."""
+    ``save_predictions(predictions, references)`` (optional) runs on rank 0 before scoring. ``partial`` (a
+    :class:`scaling.evaluation.partial.PartialPredictions`) keeps each batch's predictions as they are made and
+    hands back those an interrupted try already made (not generated again). A sample id seen twice keeps its
+    first prediction; once every prediction is saved, :class:`DuplicateIds` names them."""
     rank, _ = _world()
     was_training = model.training
     model.eval()
     predictions: dict[str, str] = {}
     references: dict[str, list[str]] = {}
+    duplicates: list[str] = []
     iterator = batches
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -169,10 +173,20 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
         if not len(batch["ids"]):  # every sample of this batch was skipped (counted by the loader)
             continue
         ids = [str(i) for i in batch["ids"]]
-        texts = generate_batch(model, tokenizer, batch, max_new_tokens, num_beams, stop_strings, media_dtype, max_length)
+        done = partial.done if partial is not None else {}
+        todo = [k for k, i in enumerate(ids) if i not in done]
+        texts = [done[i][0] if i in done else "" for i in ids]
+        if todo:
+            sub = batch if len(todo) == len(ids) else select(batch, todo)
+            made = generate_batch(model, tokenizer, sub, max_new_tokens, num_beams, stop_strings, media_dtype, max_length)
+            for k, text in zip(todo, made):
+                texts[k] = text
+            if partial is not None:
+                partial.add([(ids[k], texts[k], list(batch["answers"][k])) for k in todo])
         for i, text, refs in zip(ids, texts, batch["answers"]):
             if i in predictions:
-                raise RuntimeError(f"sample {i!r} appears twice in this rank's evaluation data")
+                duplicates.append(i)
+                continue
             predictions[i] = text
             references[i] = list(refs)
         if limit is not None and len(predictions) >= limit:
@@ -184,8 +198,49 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
     if not predictions:
         raise ConfigError("the evaluation split is empty: no sample was read (check the shard pattern and --split)"
                           + (f"; {n_skipped} sample(s) could not be decoded, e.g. {skipped_keys[:3]}" if n_skipped else ""))
+    duplicates = gather_list(duplicates)
+    if duplicates:
+        if save_predictions is not None and rank == 0:
+            save_predictions(predictions, references)
+        raise DuplicateIds(duplicates)
     metrics = _score_on_rank0(task, predictions, references, save_predictions, metric_options)
     return EvalResult(task, predictions, references, metrics, n_skipped, skipped_keys)
+
+
+class DuplicateIds(ConfigError):
+    """Sample ids that appear more than once in an evaluation split (raised after the predictions are saved)."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = sorted(set(ids))
+        super().__init__(
+            f"{len(self.ids)} sample id(s) appear more than once in the evaluation split (e.g. {self.ids[:5]}): a "
+            f"score needs one prediction per id. Every prediction is saved (the first of each repeated id); give each "
+            f"sample its own id (re-convert the data; `scaling data inspect` shows the ids) and evaluate again")
+
+
+def gather_list(items: list) -> list:
+    """Every rank's ``items`` concatenated (on every rank)."""
+    rank, world = _world()
+    if world == 1:
+        return items
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+def select(batch: dict, rows: list[int]) -> dict:
+    """The ``rows`` of a collated batch (tensors and per-sample lists indexed on their first dimension)."""
+    n = len(batch["ids"])
+    index = torch.tensor(rows, dtype=torch.long)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            out[key] = value.index_select(0, index.to(value.device))
+        elif isinstance(value, (list, tuple)) and len(value) == n:
+            out[key] = [value[r] for r in rows]
+        else:
+            out[key] = value
+    return out
 
 
 def write_predictions(predictions: dict[str, str], references: dict[str, list[str]], out_dir: str) -> str:
