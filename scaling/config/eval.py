@@ -7,7 +7,7 @@ eP-ALM caps the whole sequence instead (``max_length: 30``, prompt included): ``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from scaling.config.base import ConfigError
 
@@ -21,6 +21,9 @@ class EvalConfig:
     stop_strings: list[str] = dataclasses.field(default_factory=list)  # cut the text at the first one (e.g. ["\n"])
     subset: int | None = 500  # samples used by periodic evaluation during training (None = all)
     metric: str | None = None  # metric that selects the best checkpoint (default per task: CIDEr / accuracy)
+    # generation's KV cache (PerceptualLM.generate): dynamic grows by concatenation; static is preallocated for the
+    # whole length (same tokens; on CUDA with model.compile_decode its decode step can be a CUDA graph)
+    kv_cache: Literal["dynamic", "static"] = "dynamic"
 
     def __post_init__(self):
         problems = []
@@ -36,4 +39,4 @@ class EvalConfig:
     def generation(self) -> dict[str, Any]:
         """Keyword arguments of :func:`scaling.evaluation.evaluate.evaluate` / ``generate_batch``."""
         return {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "max_length": self.max_length,
-                "stop_strings": tuple(self.stop_strings)}
+                "stop_strings": tuple(self.stop_strings), "kv_cache": self.kv_cache}

@@ -83,10 +83,11 @@ def _to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> 
 @torch.no_grad()
 def generate_batch(model, tokenizer, batch: dict, max_new_tokens: int = 20, num_beams: int = 1,
                    stop_strings: tuple[str, ...] = ("\n",), media_dtype: torch.dtype | None = None,
-                   max_length: int | None = None) -> list[str]:
+                   max_length: int | None = None, kv_cache: str = "dynamic") -> list[str]:
     """Left-padded prompts + media of one batch → decoded, post-processed generations (special tokens
     skipped, stripped; cut at ``stop_strings``). ``max_length`` caps prompt + generated tokens like
-    Hugging Face's ``max_length`` (eP-ALM's 30): at most ``max_length − prompt width`` new tokens."""
+    Hugging Face's ``max_length`` (eP-ALM's 30): at most ``max_length − prompt width`` new tokens.
+    ``kv_cache``: ``dynamic`` or ``static`` (``eval.kv_cache``)."""
     device = next(model.parameters()).device
     batch = _to_device(batch, device, None)
     media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
@@ -96,7 +97,7 @@ def generate_batch(model, tokenizer, batch: dict, max_new_tokens: int = 20, num_
         max_new_tokens = max(1, min(max_new_tokens, max_length - batch["input_ids"].shape[1]))
     out = model.generate(
         batch["input_ids"], batch.get("attention_mask"), max_new_tokens=max_new_tokens, num_beams=num_beams,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **media,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_cache=kv_cache, **media,
     )
     return [postprocess(t, stop_strings) for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
@@ -151,7 +152,7 @@ def _score_on_rank0(task: str, predictions: dict, references: dict, save_predict
 def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_tokens: int = 20, num_beams: int = 1,
              stop_strings: tuple[str, ...] = ("\n",), progress: bool = True, limit: int | None = None,
              media_dtype: torch.dtype | None = None, save_predictions=None, max_length: int | None = None,
-             partial=None, **metric_options) -> EvalResult:
+             partial=None, kv_cache: str = "dynamic", **metric_options) -> EvalResult:
     """Generate for every batch of this rank, gather across ranks, score on rank 0 (metrics on every rank).
 
     ``save_predictions(predictions, references)`` (optional) runs on rank 0 before scoring. ``partial`` (a
@@ -178,7 +179,8 @@ def evaluate(model, tokenizer, batches: Iterable[dict], task: str, max_new_token
         texts = [done[i][0] if i in done else "" for i in ids]
         if todo:
             sub = batch if len(todo) == len(ids) else select(batch, todo)
-            made = generate_batch(model, tokenizer, sub, max_new_tokens, num_beams, stop_strings, media_dtype, max_length)
+            made = generate_batch(model, tokenizer, sub, max_new_tokens, num_beams, stop_strings, media_dtype, max_length,
+                                  kv_cache)
             for k, text in zip(todo, made):
                 texts[k] = text
             if partial is not None:

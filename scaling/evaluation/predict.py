@@ -102,6 +102,7 @@ class Predictor:
         gen = self.cfg.eval.generation()
         self.default_beams, self.default_new_tokens = gen["num_beams"], gen["max_new_tokens"]
         self.max_length, self.stop_strings = gen["max_length"], gen["stop_strings"]
+        self.kv_cache = gen["kv_cache"]
         self._decoders: dict[str, Any] = {}
         self._texts: dict[str, Any] = {}
 
@@ -154,4 +155,4 @@ class Predictor:
         batch = collate(samples, self._text(task), train=False)
         return generate_batch(self.model, self.tokenizer, batch, max_new_tokens or self.default_new_tokens,
                               num_beams or self.default_beams, self.stop_strings, media_dtype=self.media_dtype,
-                              max_length=None if max_new_tokens else self.max_length)
+                              max_length=None if max_new_tokens else self.max_length, kv_cache=self.kv_cache)
