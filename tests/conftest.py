@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -47,3 +48,38 @@ def backbones(tmp_path_factory) -> dict[str, str]:
     for arch in ENCODER_ARCHS:
         dirs[arch] = save_tiny_encoder(str(root / arch), arch)
     return dirs
+
+
+# ---- a real browser (issue 28): Debian's Chromium driven by Playwright, never a downloaded browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium_or_skip():
+    """The system Chromium driven by Playwright (never a downloaded browser), or a skip saying what is missing."""
+    if not os.path.isfile(CHROMIUM) and not shutil.which("chromium"):
+        pytest.skip(f"no system Chromium at {CHROMIUM} (Debian/Ubuntu: apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    return CHROMIUM if os.path.isfile(CHROMIUM) else shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (background networking, component updates and sync off)."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> str:
+    """Screenshots of the browser tests: test-artifacts/ at the repository root (git-ignored)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -5,7 +5,8 @@
 Mean ± std over seeds per method × benchmark, the best grid point, average rank and average
 normalised score across benchmarks (DePALM Table 4), training time and the carbon footprint estimate
 (DePALM supplement E: TDP V100 250 W, PUE 1.1, 0.385 kg CO2eq/kWh by default). Writes DIR/report.md,
-DIR/report.csv and DIR/chart_*.png (DIR: --out, default INPUT/report), and prints the Markdown (or, with
+DIR/report.csv, DIR/chart_*.png and DIR/index.html (a self-contained page: tables, learning curves, a gallery of
+the test predictions with their media and per-sample scores, configs) (DIR: --out, default INPUT/report), and prints the Markdown (or, with
 --json, one JSON object as the last line) to stdout, warnings to stderr. Runs with missing or broken files
 are skipped with a warning naming them; runs without evaluation scores (a toy:// run) are tabulated by their
 training's validation loss, else their final training loss, labelled as such (lower is better).
@@ -72,6 +73,10 @@ def register(subparsers) -> None:
                         "without them the training's val-subset metrics.json, with a warning); default test")
     p.add_argument("--ddof", type=int, default=1, choices=(0, 1), help="std over seeds: 1 = sample std (default), 0 = population")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    p.add_argument("--no-html", action="store_true",
+                   help="skip index.html (the page with learning curves and a gallery of test predictions)")
+    p.add_argument("--no-media", action="store_true",
+                   help="index.html without media previews (no shard is read; faster for large test sets)")
     p.set_defaults(func=run)
 
 
@@ -101,7 +106,13 @@ def run(args) -> int:
         warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
         split=args.split,
     )
-    outputs = write_report(report, args.out or default_out(args.runs), charts=not args.no_charts)
+    out_dir = args.out or default_out(args.runs)
+    outputs = write_report(report, out_dir, charts=not args.no_charts)
+    if not args.no_html:
+        from scaling.evaluation.html_report import write_html_report
+
+        outputs["html"] = write_html_report(report, out_dir, split=args.split, media=not args.no_media,
+                                            warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
     if args.json:
         data = to_json(report)
         data["outputs"] = outputs
@@ -109,4 +120,6 @@ def run(args) -> int:
     else:
         print(to_markdown(report))
         print(f"wrote {outputs['markdown']}, {outputs['csv']}" + (f" and {len(outputs['charts'])} charts" if outputs["charts"] else ""))
+        if outputs.get("html"):
+            print(f"open {outputs['html']} in a browser: scores, learning curves and every test prediction")
     return 0

@@ -1,19 +1,14 @@
 """A tiny trained adapter (DePALM, tiny LLaMA + ViT, 4 steps on coloured-square captions) and its test images,
-built once per test session, and the browser helpers of the serve and HTML-report tests."""
+built once per test session (the browser fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 from PIL import Image
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 def write_shards(root, n: int = 24, n_train: int = 18) -> str:
@@ -55,31 +50,3 @@ def tiny_run(tmp_path_factory) -> dict[str, str]:
                  "train.global_batch=6", "train.micro_batch=6", "train.precision=fp32", "train.save_every=4",
                  "train.log_every=1", "train.progress_bar=false", "eval.max_new_tokens=6"]) == 0
     return {"run": str(run), "media": str(root / "media"), "shards": shards}
-
-
-def chromium_or_skip():
-    """The system Chromium driven by Playwright (never a downloaded browser), or a skip saying what is missing."""
-    if not os.path.isfile(CHROMIUM) and not shutil.which("chromium"):
-        pytest.skip(f"no system Chromium at {CHROMIUM} (Debian/Ubuntu: apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    return CHROMIUM if os.path.isfile(CHROMIUM) else shutil.which("chromium")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the session (background networking, component updates and sync off)."""
-    executable = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="session")
-def artifacts_dir() -> str:
-    """Screenshots of the browser tests: test-artifacts/ at the repository root (git-ignored)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "test-artifacts")
-    os.makedirs(path, exist_ok=True)
-    return path
