@@ -6,12 +6,17 @@ the job runs, a daemon thread touches it every :data:`HEARTBEAT_S` seconds.
 
 A second job finding the lock decides whether the holder is alive:
 
-* same host: alive while its pid exists (an orphaned rank 0 that still runs keeps the folder);
+* same host: alive while its pid exists *and* is the same process: the lock stores the pid's start token
+  (boot id + start time from ``/proc/PID/stat``), so a pid reused by an unrelated process (pid 1 after a
+  container restart) is dead. A lock without a token (older versions) is alive only while its heartbeat is
+  younger than :data:`STALE_AFTER_S` as well;
 * another host (the pid cannot be checked): alive while the heartbeat is younger than
   :data:`STALE_AFTER_S` (a requeued SLURM job on another node takes over the lock of a killed one).
 
 A live holder makes the new job stop with a :class:`ConfigError` that names it and the fix; a dead
-holder's lock is taken over with a warning.
+holder's lock is taken over with a warning. The takeover is atomic: only the job that creates
+``RUN/lock.takeover`` (``O_EXCL``) may replace the dead lock, and only if the lock is still the one it judged
+dead (same token); every job re-reads the lock after creating it and holds it only if the token is its own.
 """
 
 from __future__ import annotations
@@ -21,13 +26,29 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from scaling.config.base import ConfigError
 
 LOCK = "lock"
+TAKEOVER = "lock.takeover"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
+TAKEOVER_STALE_S = 60.0  # a takeover file older than this was left by a job killed while taking over
+
+
+def start_token(pid: int) -> str | None:
+    """``BOOT_ID:START_TICKS`` of a live process (None when it cannot be read: not Linux, no such pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, after the parenthesised command name
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start}"
 
 
 def _host() -> str:
@@ -66,10 +87,19 @@ def _mtime(path: str) -> float:
 
 
 def holder_alive(info: dict, now: float | None = None, stale_after: float = STALE_AFTER_S) -> bool:
+    """Is the job that wrote ``info`` (a lock's content + its ``heartbeat`` mtime) still running? See the module
+    docstring."""
     now = time.time() if now is None else now
+    fresh = now - float(info.get("heartbeat") or 0.0) < stale_after
     if info.get("host") == _host() and isinstance(info.get("pid"), int):
-        return _pid_alive(info["pid"])
-    return now - float(info.get("heartbeat") or 0.0) < stale_after
+        pid = info["pid"]
+        if not _pid_alive(pid):
+            return False
+        recorded, current = info.get("pid_start"), start_token(pid)
+        if recorded and current:
+            return recorded == current  # the same process (however old its heartbeat: it may be suspended)
+        return fresh  # no token to compare: the pid may belong to another process; the heartbeat decides
+    return fresh
 
 
 class RunLock:
@@ -83,14 +113,16 @@ class RunLock:
         self.stale_after_s = stale_after_s
         self.warn = warn or (lambda msg: None)
         self.held = False
+        self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _info(self) -> dict:
-        return {"host": _host(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        return {"host": _host(), "pid": os.getpid(), "pid_start": start_token(os.getpid()), "token": self.token,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
 
     def _create(self) -> bool:
+        """Create the lock (``O_EXCL``) and confirm by re-reading it that it is ours."""
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -99,11 +131,41 @@ class RunLock:
             json.dump(self._info(), fh)
             fh.flush()
             os.fsync(fh.fileno())
-        return True
+        return (read(self.output_dir) or {}).get("token") == self.token
+
+    def _take_over(self, judged: dict) -> None:
+        """Remove the dead lock ``judged``, atomically among racing jobs: under ``lock.takeover`` (``O_EXCL``), and
+        only if the lock still is the one judged dead (a racer may have replaced it with its own live lock)."""
+        takeover = os.path.join(self.output_dir, TAKEOVER)
+        try:
+            fd = os.open(takeover, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if time.time() - _mtime(takeover) > TAKEOVER_STALE_S:  # left by a job killed while taking over
+                try:
+                    os.rename(takeover, f"{takeover}.stale.{os.getpid()}")
+                    os.remove(f"{takeover}.stale.{os.getpid()}")
+                except OSError:
+                    pass
+            time.sleep(0.05)
+            return
+        try:
+            os.close(fd)
+            now = read(self.output_dir)
+            same = now is not None and all(now.get(k) == judged.get(k) for k in ("token", "pid", "host", "started"))
+            if same:
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+        finally:
+            try:
+                os.remove(takeover)
+            except FileNotFoundError:
+                pass
 
     def acquire(self) -> RunLock:
         os.makedirs(self.output_dir, exist_ok=True)
-        for _ in range(3):
+        for _ in range(20):
             if self._create():
                 break
             info = read(self.output_dir)
@@ -120,12 +182,11 @@ class RunLock:
                     f"Wait for it to end or stop it (its rank 0 is {who}), or use another train.output_dir. If that "
                     f"job is dead (e.g. its node was lost), delete {self.path}"
                 )
-            self.warn(f"took over the lock of a dead job on {self.output_dir} (host {info.get('host', '?')} pid "
-                      f"{info.get('pid', '?')}, started {info.get('started', '?')})")
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
+            self._take_over(info)
+            if self._create():
+                self.warn(f"took over the lock of a dead job on {self.output_dir} (host {info.get('host', '?')} pid "
+                          f"{info.get('pid', '?')}, started {info.get('started', '?')})")
+                break
         else:
             raise ConfigError(f"could not take the lock {self.path} (another job is starting on it); try again")
         self.held = True
@@ -147,7 +208,7 @@ class RunLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         info = read(self.output_dir)
-        if info and info.get("pid") == os.getpid() and info.get("host") == _host():
+        if info and info.get("token") == self.token:
             try:
                 os.remove(self.path)
             except FileNotFoundError:
