@@ -8,6 +8,10 @@
 # save must fit in that). Several nodes: as SIGUSR1 to rank 0 over SSH (its stop flag is all-reduced: every rank
 # stops at the same step); DeepSpeed's multi-node runner is left alone, since on a signal it interrupts pdsh,
 # whose closing SSH channels kill the trainers before they save.
+# The environment this script sets for the trainers (OMP_NUM_THREADS, and the variables named in PASS_ENV) reaches
+# every node: pdsh starts remote shells with a bare environment, so it is written to RUN/deepspeed_env, which
+# DeepSpeed's runner exports on each node (DS_ENV_FILE; your own ~/.deepspeed_env and ./.deepspeed_env are
+# copied into it first, and win).
 set -uo pipefail
 source launch/lib.sh || { echo "run this from the repository root" >&2; exit 2; }
 # ================================ set these ================================
@@ -15,6 +19,8 @@ HOSTFILE="${HOSTFILE:-launch/hostfile}"          # >>> SET: see launch/hostfile.
 DS_CONFIG="${DS_CONFIG:-ds_configs/zero2_bf16.json}"  # >>> SET: zero2_fp16.json on V100
 MASTER_PORT="$(job_port)"
 REQUEUE_EXIT=124                                # = train.requeue_exit_code
+OMP_THREADS="${OMP_THREADS:-}"                  # >>> SET: threads per process (empty: this node's CPUs / slots)
+PASS_ENV="${PASS_ENV:-HF_HOME HF_HUB_OFFLINE TRANSFORMERS_OFFLINE TOKENIZERS_PARALLELISM}"  # also sent to every node
 # ===========================================================================
 CONFIG="${1:?usage: launch/deepspeed_train.sh CONFIG [key=value ...]}"; shift
 if [ ! -f "$HOSTFILE" ]; then
@@ -40,6 +46,14 @@ rm -f "$OUT_DIR/requeue"
 
 FIRST_HOST=$(grep -vE '^[[:space:]]*(#|$)' "$HOSTFILE" | head -n 1 | awk '{print $1}')
 STARTED=$(date +%s)
+
+# threads per trainer as the sbatch scripts set them (the node's CPUs shared by its processes), on every node
+SLOTS=$(grep -vE '^[[:space:]]*(#|$)' "$HOSTFILE" | head -n 1 | sed -n 's/.*slots=\([0-9]*\).*/\1/p')
+SLOTS="${SLOTS:-1}"
+export OMP_NUM_THREADS="${OMP_THREADS:-$(( $(nproc) / SLOTS > 0 ? $(nproc) / SLOTS : 1 ))}"
+ENV_FILE="$(cd "$OUT_DIR" && pwd)/deepspeed_env"
+write_deepspeed_env "$ENV_FILE" OMP_NUM_THREADS $PASS_ENV || exit 2
+export DS_ENV_FILE="$ENV_FILE"   # an absolute name: DeepSpeed's runner reads it instead of ~/ and ./.deepspeed_env
 
 set -m  # the launcher in its own process group: a signal reaches the trainers once, from the traps below
 deepspeed --hostfile "$HOSTFILE" --master_port "$MASTER_PORT" --no_local_rank \

@@ -71,7 +71,8 @@ pass_on_to_step() {
     if [ "$mode" = torchrun ] && [ -f "$out_dir/ranks/rank00000.json" ]; then
         pid=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$out_dir/ranks/rank00000.json" 2>/dev/null)
         # only this job's rank 0 (a file left by an earlier job names another process)
-        if [ -z "$pid" ] || ! tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$SLURM_JOB_ID"; then
+        # (the braces: a rank 0 already gone makes the redirection itself fail, which 2>/dev/null must cover too)
+        if [ -z "$pid" ] || ! { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_JOB_ID=$SLURM_JOB_ID"; then
             pid=""
         fi
     fi
@@ -119,4 +120,21 @@ finish() {  # OUT_DIR RC REQUEUE_EXIT [requeue]
     fi
     echo "[$(date)] training exited with code $rc"
     exit "$rc"
+}
+
+# DeepSpeed's multi-node runner (pdsh) starts the trainers in remote shells with a bare environment: it exports
+# there only what a .deepspeed_env file lists (and a few prefixes: PYTHON*, UCX*, ...). Write FILE with the given
+# variables' values as this shell has them (those that are set), after the lines of ~/.deepspeed_env and
+# ./.deepspeed_env, which DeepSpeed no longer reads once DS_ENV_FILE names FILE (their values win).
+#   usage: write_deepspeed_env FILE VAR [VAR ...]
+write_deepspeed_env() {
+    local file="$1" var user; shift
+    {
+        for var in "$@"; do
+            if [ -n "${!var+x}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
+        done
+        for user in "$HOME/.deepspeed_env" "./.deepspeed_env"; do
+            if [ -f "$user" ]; then grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$user"; fi
+        done
+    } > "$file.tmp" && mv "$file.tmp" "$file"
 }

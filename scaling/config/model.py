@@ -92,6 +92,9 @@ class ModelConfig:
             problems.append("model.map.name 'none' and model.inject.name 'none' go together (the blind baseline)")
         if self.extract.n_levels < 1:
             problems.append("model.extract.n_levels must be >= 1")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
+            problems.append(f"model.label_smoothing must be in [0, 1) (the share of probability spread over the "
+                            f"vocabulary; official 0.002), got {self.label_smoothing}")
         if self.fp8_llm and self.fused_llm == "off":
             problems.append("model.fp8_llm quantises the fused frozen-LLM layers: set model.fused_llm to auto or on")
         if problems:

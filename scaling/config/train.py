@@ -110,8 +110,29 @@ class TrainConfig:
             problems.append(f"train.signal_budget must be > 0 seconds (Slurm's KillWait: 30 by default), got {self.signal_budget}")
         if not 1 <= self.requeue_exit_code <= 255:
             problems.append(f"train.requeue_exit_code must be in 1..255, got {self.requeue_exit_code}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            problems.append(f"train.seed must be an integer in [0, 2**32) (numpy's and the data pipeline's seeds), got "
+                            f"{self.seed}")
+        problems += check_output_dir(self.output_dir)
         if problems:
             raise ConfigError(problems)
+
+
+SEED_LIMIT = 2**32
+
+
+def check_output_dir(path: Any) -> list[str]:
+    """``train.output_dir`` must name a directory: not empty, and not an existing file or device (``/dev/null``)."""
+    import os
+
+    if not isinstance(path, str) or not path.strip():
+        return [f"train.output_dir is empty ({path!r}): set the run directory, e.g. train.output_dir=runs/coco-depalm"]
+    full = os.path.expanduser(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        kind = "a file" if os.path.isfile(full) else "a device or special file"
+        return [f"train.output_dir={path!r} is {kind}, not a directory: the run writes its checkpoints and logs in a "
+                f"directory; set train.output_dir to a folder, e.g. train.output_dir=runs/coco-depalm"]
+    return []
 
 
 def _check_param_groups(groups: Any) -> list[str]:

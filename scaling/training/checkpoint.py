@@ -246,8 +246,16 @@ def read_adapter_meta(path: str) -> dict[str, Any]:
 
 
 def resolve_adapter_path(path: str) -> str:
-    """An adapter file, a checkpoint directory, a ``checkpoints/`` directory or a run directory → the adapter file."""
+    """An adapter file, a checkpoint directory, a ``checkpoints/`` directory or a run directory → the adapter file.
+    A file that is not a safetensors file (a shard, an index, a PyTorch checkpoint) is refused saying what it is."""
     if os.path.isfile(path):
+        what = not_an_adapter(path)
+        if what:
+            raise ConfigError(
+                f"{path!r} is {what}, not a checkpoint: --checkpoint (and `scaling inspect`) expects a run directory, a checkpoint "
+                f"directory (RUN/checkpoints/step_N) or an adapter .safetensors file"
+                + (" (the data to evaluate goes to --data)" if "shard" in what or "index" in what else "")
+                + (" (convert it with `scaling convert`)" if "PyTorch" in what else ""))
         return path
     if os.path.isdir(checkpoints_dir(path)) and list_checkpoints(checkpoints_dir(path)):
         # a run directory always means its newest intact checkpoint, never a file someone put in the folder
@@ -264,6 +272,30 @@ def resolve_adapter_path(path: str) -> str:
         f"no adapter at {path!r}: pass an adapter .safetensors file, a checkpoint directory (RUN/checkpoints/step_N) "
         f"or a run directory with checkpoints (convert other formats with `scaling convert CKPT --to adapter OUT`)"
     )
+
+
+def not_an_adapter(path: str) -> str | None:
+    """What a file is when it cannot be a safetensors adapter (its first bytes say), or None when it may be one."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "a tar archive (a webdataset shard of samples?)"
+    if head[:2] == b"PK":
+        return "a zip archive (a PyTorch .pt/.bin checkpoint?)"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file (a shard index.json?)" if b'"splits"' in head or b'"format"' in head else "a JSON file"
+    if len(head) < 8:
+        return f"a {size}-byte file (too short for a safetensors header)"
+    n = struct.unpack("<Q", head[:8])[0]
+    if n > size - 8 or (len(head) > 8 and head[8:9] != b"{"):
+        return "not a safetensors file (its first 8 bytes are no header length followed by a JSON header)"
+    return None
 
 
 def _newest_intact_adapter(run: str) -> str:
