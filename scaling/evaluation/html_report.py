@@ -112,6 +112,8 @@ def _gallery_html(index: int, gallery: Gallery) -> str:
 
 def _fingerprints(run_path: str) -> tuple[str | None, dict | None]:
     """(adapter file, its stored backbone fingerprints) of a run's newest checkpoint, when there is one."""
+    if not any(os.path.exists(os.path.join(run_path, name)) for name in ("checkpoints", "best", "adapter.safetensors")):
+        return None, None  # nothing to read (and no reason to import torch)
     try:
         from scaling.training.checkpoint import read_adapter_meta, resolve_adapter_path
 
