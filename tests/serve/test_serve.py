@@ -23,6 +23,8 @@ from PIL import Image
 
 from scaling.cli.main import main
 
+pytestmark = pytest.mark.slow  # one real server (a trained tiny adapter, a subprocess): ~2 min on 2 cores
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPLOAD_MB = 1
 
