@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--check", action="store_true", help="validate config, batch geometry, precision and DeepSpeed JSON; load nothing")
     p.add_argument("--world-size", type=int, default=None, help="with --check: validate for this many ranks")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    from scaling.cli.plan import add_arguments
+
+    add_arguments(p.add_argument_group("with --check: the memory/time plan of `scaling plan` (on a CUDA machine for "
+                                       "its GPU, elsewhere when --gpu or --gpu-mem is given)"), with_config=False)
     p.set_defaults(func=run)
 
 
@@ -51,6 +55,32 @@ def _evaluate_fn(cfg):
     except ImportError:
         return None
     return build_evaluate_fn(cfg)
+
+
+def _memory_plan(cfg, args, world: int, device: str) -> dict:
+    """`scaling plan`'s table on stderr (for the --gpu given, else this machine's GPU), its summary for the JSON."""
+    from scaling.cli.plan import plan_for
+
+    if not (args.gpu or args.gpu_mem) and device == "cuda":
+        import torch
+
+        from scaling.plan.gpus import match_gpu
+
+        args.gpu, args.gpu_mem, args.peak_tflops = match_gpu(torch.cuda.get_device_name(), torch.cuda.get_device_properties(0))
+    if not (args.gpu or args.gpu_mem):
+        print("memory plan: add --gpu v100-32 (or a100-80, h100-80, ..., --gpu-mem GB --peak-tflops N) for the table of "
+              "`scaling plan`", file=sys.stderr)
+        return {}
+    args.gpus_per_node = min(args.gpus_per_node, world)
+    args.nodes = -(-world // args.gpus_per_node)
+    from scaling.plan.render import render
+
+    result = plan_for(cfg, args.config, args)
+    print(render(result), file=sys.stderr)
+    rec, own = result["recommendation"], result["as_written"]
+    return {"memory_plan": {"gpu": result["gpu"]["name"], "as_written_fits": own["fits"], "as_written_peak": own["memory"]["peak"],
+                            "reason": own["reason"], "recommendation": rec["label"] if rec else None,
+                            "launch": rec["launch"] if rec else None}}
 
 
 def run(args) -> int:
@@ -87,6 +117,7 @@ def run(args) -> int:
             "accumulation": plan.accumulation, "batch_geometry": geometry, "precision": plan.precision,
             "device": plan.device_type, "zero_stage": plan.zero_stage if plan.deepspeed else None,
             "deepspeed": plan.deepspeed, "output_dir": cfg.train.output_dir, "resumes": found, "notes": plan.notes,
+            **_memory_plan(cfg, args, world, device),
         }, indent=2))
         return 0
 

@@ -44,8 +44,14 @@ GPUS: dict[str, GPU] = {
 }
 
 
+CPU_ARCH = 0  # ``--gpu cpu``: plan a CPU run (fp32, no CUDA context; --gpu-mem is the memory it may use)
+
+
 def get_gpu(name: str | None, memory_gb: float | None = None, peak_tflops: float | None = None, arch: int = 80) -> GPU:
-    """A GPU of :data:`GPUS`, or a custom one from ``--gpu-mem GB --peak-tflops N`` (treated as sm_``arch``)."""
+    """A GPU of :data:`GPUS`, ``cpu``, or a custom one from ``--gpu-mem GB --peak-tflops N`` (treated as sm_``arch``)."""
+    if (name or "").lower() == "cpu":
+        return GPU(f"CPU ({memory_gb or 16:g} GB)", (memory_gb or 16) * 1e9 / GIB, CPU_ARCH,
+                   {"fp32": peak_tflops or 0.5}, bf16=False, flash_attention=False, memory_gbs=20.0)
     if memory_gb is not None or peak_tflops is not None:
         if memory_gb is None or peak_tflops is None:
             raise ConfigError("a custom GPU needs both --gpu-mem GB and --peak-tflops N (dense 16-bit tensor TFLOP/s)")
@@ -58,5 +64,20 @@ def get_gpu(name: str | None, memory_gb: float | None = None, peak_tflops: float
                    memory_gbs=base.memory_gbs if base else 1500.0)
     key = (name or "").lower()
     if key not in GPUS:
-        raise ConfigError(f"unknown GPU {name!r}{suggest(key, GPUS)}; valid: {sorted(GPUS)} (or --gpu-mem GB --peak-tflops N)")
+        raise ConfigError(f"unknown GPU {name!r}{suggest(key, GPUS)}; valid: {sorted(GPUS)}, cpu (or --gpu-mem GB "
+                          "--peak-tflops N)")
     return GPUS[key]
+
+
+def match_gpu(device_name: str, props) -> tuple[str | None, float | None, float | None]:
+    """(table key, None, None) for a CUDA device of the table, else (None, its memory in GB, a 16-bit peak guess of
+    the nearest generation) -- what ``scaling train --check`` plans for on a GPU machine."""
+    name = device_name.upper()
+    gib = props.total_memory / GIB
+    for key, gpu in GPUS.items():
+        family = gpu.name.split("-")[0]
+        if family in name and abs(gpu.memory_gib - gib) < 0.15 * gpu.memory_gib:
+            return key, None, None
+    arch = props.major * 10 + props.minor
+    guess = {70: 125.0, 75: 65.0, 80: 312.0, 86: 150.0, 89: 360.0, 90: 989.0}.get(arch, 100.0)
+    return None, props.total_memory / 1e9, guess

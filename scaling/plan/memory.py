@@ -35,6 +35,7 @@ from scaling.plan.profile import Profile
 
 GIB = 1024**3
 CONTEXT_BYTES = int(1.0 * GIB)  # CUDA context (~0.4-0.6 GiB) + cuBLAS/cuDNN workspaces + NCCL buffers
+CPU_CONTEXT_BYTES = 64 * 1024**2  # a CPU run (--gpu cpu): no CUDA context, gloo buffers only
 FRAGMENTATION = 0.10  # of the dynamic parts (activations, working sets, loss buffers)
 FUSED_LOSS_MIN_ARCH = 80  # scaling.kernels.dispatch: matmul-heavy kernels need compute capability >= 8.0
 
@@ -98,7 +99,8 @@ def loss_buffers(p: Profile, s: Setting, fused: bool) -> int:
 
 
 def breakdown(p: Profile, s: Setting, world: int, gpus_per_node: int, arch: int | None = None,
-              cached_features: bool = False, kernels: str = "auto", pinned_batches: int = 4) -> dict:
+              cached_features: bool = False, kernels: str = "auto", pinned_batches: int = 4,
+              context_bytes: int = CONTEXT_BYTES) -> dict:
     """Every part of the per-GPU peak (bytes) and the peak itself; ``arch``: compute capability x 10 (None: CPU)."""
     b = s.micro_batch
     states = model_states(p, s, world, gpus_per_node)
@@ -136,14 +138,14 @@ def breakdown(p: Profile, s: Setting, world: int, gpus_per_node: int, arch: int 
         "loss buffers": loss,
         "encoder": encoder,
         "batches": batches,
-        "framework": CONTEXT_BYTES + frag,
+        "framework": context_bytes + frag,
     }
-    static = gpu["frozen weights"] + gpu["trainable states"] + batches + CONTEXT_BYTES + frag
+    static = gpu["frozen weights"] + gpu["trainable states"] + batches + context_bytes + frag
     peak = static + dynamic
     host = dict(states["cpu"])
     host["pinned batches"] = pinned_batches * batch_bytes
     # what a tracker of live tensors sees (scaling.plan.measure): no framework allowance, one batch on the device
-    tracked = peak - CONTEXT_BYTES - frag - batch_bytes
+    tracked = peak - context_bytes - frag - batch_bytes
     return {"gpu": {k: int(v) for k, v in gpu.items()}, "peak": int(peak), "tensors_peak": int(tracked), "phase": "encoder" if encoder > backward_phase
             else "backward", "host": {k: int(v) for k, v in host.items()}, "fused_loss": fused,
             "activation_layers": (min(p.backprop_layers), max(p.backprop_layers)) if p.backprop_layers else None}

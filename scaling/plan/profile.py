@@ -17,6 +17,7 @@ Placeholder backbones of the shipped configs (``/path/to/llama-7b``, ``/path/to/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -136,16 +137,12 @@ def build_profile(cfg, text_len: int | None = None, n_targets: int | None = None
     if model.extractor is not None:
         ex = model.extractor
         feat = ex.n_levels * ex.n_tokens * info.hidden_size * _dtype_bytes(mcfg.frozen_dtype)
-    runs = [_record(model, mode, b, text_len, n_targets, media_shape) for b in (1, 2)]
+    # batch 2: the forward only (saved tensors are recorded there); FLOPs are linear in the batch (counted at 1)
+    runs = [_record(model, mode, b, text_len, n_targets, media_shape, backward=b == 1) for b in (1, 2)]
     r1, r2 = runs
     kind = getattr(model.injection, "kind", "none")
-    plan = sorted(model.plan)
-    if kind == "first-layer":
-        backprop = list(range(layout.n_layers))
-    elif kind in ("inner", "cross-attention") and plan:
-        backprop = list(range(plan[0], layout.n_layers))
-    else:  # blind: prompt tokens at the input
-        backprop = list(range(layout.n_layers)) if model.prompt is not None else []
+    backprop, why = backprop_layers(model)
+    notes.append(why)
     layer_ids = sorted(k for k in set(r1["saved"]) | set(r2["saved"]) if isinstance(k, int))
     elt = _dtype_bytes(mcfg.frozen_dtype)
     return Profile(
@@ -160,9 +157,28 @@ def build_profile(cfg, text_len: int | None = None, n_targets: int | None = None
         saved_head=_fit(r1["saved"].get("head", 0), r2["saved"].get("head", 0)),
         encoder_peak=_fit(r1["encoder_peak"], r2["encoder_peak"]),
         layer_input_bytes=r1["seq_len"] * layout.hidden_size * elt,
-        flops_total=_fit(r1["flops"], r2["flops"]),
-        flops_layer_fwd={i: _fit(r1["layer_flops"].get(i, 0), r2["layer_flops"].get(i, 0)) for i in range(layout.n_layers)},
+        flops_total=(r1["flops"], 0.0),
+        flops_layer_fwd={i: (r1["layer_flops"].get(i, 0), 0.0) for i in range(layout.n_layers)},
     )
+
+
+def backprop_layers(model) -> tuple[list[int], str]:
+    """(decoder layers the gradient crosses, why): from the lowest layer where something trainable enters the
+    sequence -- first-layer injection and input prompt tokens at layer 0, inner injection and gated
+    cross-attention at the first injected layer -- or where the LLM itself trains (adapters, LoRA, bias tuning)."""
+    n = model.layout.n_layers
+    kind = getattr(model.injection, "kind", "none")
+    plan = sorted(model.plan)
+    if model.prompt is not None or model.deep_prompt is not None:
+        return list(range(n)), "trainable prompt tokens enter at the LLM's input: the gradient crosses every layer"
+    if any(p.requires_grad for p in model.llm.parameters()) or model.adapters is not None:
+        return list(range(n)), "the LLM has trainable parameters (adapters/LoRA/bias tuning): every layer backpropagates"
+    if kind == "first-layer":
+        return list(range(n)), "first-layer injection: the gradient crosses every LLM layer"
+    if kind in ("inner", "cross-attention") and plan:
+        return list(range(plan[0], n)), (f"{kind} injection from layer {plan[0]}: the gradient crosses layers "
+                                         f"{plan[0]}..{n - 1} only")
+    return [], "nothing trainable inside the LLM's sequence"
 
 
 def _numel(shape) -> int:
@@ -176,7 +192,7 @@ def _dtype_bytes(name: str) -> int:
     return {"fp32": 4, "fp16": 2, "bf16": 2}[name]
 
 
-def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape) -> dict[str, Any]:
+def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape, backward: bool = True) -> dict[str, Any]:
     """One fake training step (forward + backward) at ``batch``: saved bytes per region, FLOPs, encoder peak."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -206,7 +222,7 @@ def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape)
         with mode:
             ids = torch.zeros(batch, text_len, dtype=torch.long, device=DEVICE)
             media = None if media_shape is None else torch.zeros(batch, *media_shape, dtype=torch.float32, device=DEVICE)
-            counter = FlopCounterMode(display=False)
+            counter = FlopCounterMode(display=False) if backward else contextlib.nullcontext()
             tracker = PeakTracker()
             for t in list(model.parameters()) + list(model.buffers()):
                 tracker.ignore(t)
@@ -230,10 +246,11 @@ def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape)
                 head = model.layout.lm_head
                 loss = ops.target_cross_entropy(h, head.weight, ids[:, -n_targets:].reshape(-1),
                                                 model.label_smoothing, head.bias, "torch")
-                fwd = _flops_by_module(counter, model)
-                loss.backward()
+                if backward:
+                    fwd = _flops_by_module(counter, model)
+                    loss.backward()
             seq_len = embeds.shape[1]
-            for name, n in fwd.items():
+            for name, n in (fwd.items() if backward else ()):
                 m = re.search(r"\.layers\.(\d+)$", name) or re.search(r"\.h\.(\d+)$", name)
                 if m:
                     layer_flops[int(m.group(1))] = n
@@ -241,7 +258,7 @@ def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape)
     finally:
         for h in hooks:
             h.remove()
-    return {"saved": {k: sum(v.values()) for k, v in saved.items()}, "flops": counter.get_total_flops(),
+    return {"saved": {k: sum(v.values()) for k, v in saved.items()}, "flops": counter.get_total_flops() if backward else 0,
             "layer_flops": layer_flops, "encoder_peak": encoder_peak, "seq_len": seq_len, "media_key": media_key}
 
 

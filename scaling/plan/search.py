@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from scaling.plan.gpus import GIB, GPU
-from scaling.plan.memory import Setting, breakdown
+from scaling.plan.gpus import CPU_ARCH, GIB, GPU
+from scaling.plan.memory import CONTEXT_BYTES, CPU_CONTEXT_BYTES, Setting, breakdown
 from scaling.plan.profile import Profile
 from scaling.plan.timing import step_seconds
 
 MARGIN = 0.10  # of the GPU's memory kept free beyond the planned peak (spikes the model does not see)
 STRATEGIES = [(0, False), (2, False), (3, False), (3, True)]  # (ZeRO stage, offload); 0 = DDP / one process
+CPU_STRATEGIES = [(0, False)]  # a CPU run: one process or DDP over gloo
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class Candidate:
 
 
 def precisions(gpu: GPU | None) -> list[str]:
-    if gpu is None:
+    if gpu is None or gpu.arch == CPU_ARCH:
         return ["fp32"]
     return ["bf16"] if gpu.bf16 else ["fp16"]
 
@@ -41,7 +42,8 @@ def micro_batches(global_batch: int, world: int) -> list[int]:
 
 def evaluate(p: Profile, s: Setting, gpu: GPU, world: int, gpus_per_node: int, mfu: float, net_gbps: float,
              cached_features: bool, kernels: str, global_batch: int | None = None) -> Candidate:
-    mem = breakdown(p, s, world, gpus_per_node, gpu.arch, cached_features, kernels)
+    mem = breakdown(p, s, world, gpus_per_node, gpu.arch or None, cached_features, kernels,
+                    context_bytes=CPU_CONTEXT_BYTES if gpu.arch == CPU_ARCH else CONTEXT_BYTES)
     budget = gpu.memory_bytes * (1 - MARGIN)
     fits = mem["peak"] <= budget
     reason = ""
@@ -64,13 +66,15 @@ def search(p: Profile, gpu: GPU, world: int, gpus_per_node: int, global_batch: i
     out = []
     for precision in precisions(gpu):
         for m in micro_batches(global_batch, world):
-            for stage, offload in STRATEGIES:
+            for stage, offload in STRATEGIES if gpu.arch != CPU_ARCH else CPU_STRATEGIES:
                 for ckpt in (False, True):
                     s = Setting(precision, m, global_batch // (m * world), stage, offload, ckpt)
                     out.append(evaluate(p, s, gpu, world, gpus_per_node, mfu, net_gbps, cached_features, kernels,
                                         global_batch))
     fitting = [c for c in out if c.fits]
-    best = min(fitting, key=lambda c: (round(c.time["step"], 3), c.memory["peak"])) if fitting else None
+    # fastest; within 0.1 ms the simpler one (no ZeRO-3, no offload, no recomputation), then the smaller peak
+    best = min(fitting, key=lambda c: (round(c.time["step"], 4), c.setting.zero_stage, c.setting.offload,
+                                       c.setting.checkpointing, c.memory["peak"])) if fitting else None
     return best, out
 
 

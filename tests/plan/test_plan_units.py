@@ -8,19 +8,6 @@ from scaling.config.base import ConfigError
 from scaling.plan import launch, search
 from scaling.plan.gpus import GIB, GPUS, get_gpu
 from scaling.plan.memory import Setting, breakdown, model_states
-from scaling.plan.profile import Profile
-
-
-def profile(layers: int = 4, per_layer: float = 1e9, frozen: int = 7_000_000_000, trainable: int = 18_000_000) -> Profile:
-    return Profile(
-        llm="llama-7b", encoder="clip-vit-l14", notes=[], params={}, frozen_params=frozen, trainable_params=trainable,
-        largest_layer_params=200_000_000, n_layers=layers, hidden=4096, vocab=32000, seq_len=97, prefix_len=33,
-        text_len=64, n_targets=63, frozen_bytes=2, media_bytes=3 * 224 * 224 * 4, feature_bytes=0,
-        backprop_layers=list(range(layers)), injection="first-layer",
-        saved_layer={i: (per_layer / 8, 0.0) for i in range(layers)}, saved_interface=(1e6, 0.0), saved_head=(8e6, 0.0),
-        encoder_peak=(5e6, 0.0), layer_input_bytes=97 * 4096 * 2, flops_total=(2.7e12, 0.0),
-        flops_layer_fwd={i: (4e10, 0.0) for i in range(layers)},
-    )
 
 
 def test_gpu_table_and_custom_gpu():
@@ -34,8 +21,8 @@ def test_gpu_table_and_custom_gpu():
         get_gpu(None, memory_gb=48)
 
 
-def test_zero3_partitions_frozen_weights_and_offload_moves_states():
-    p = profile()
+def test_zero3_partitions_frozen_weights_and_offload_moves_states(make_profile):
+    p = make_profile()
     s0 = model_states(p, Setting("bf16", 8, 1, 2, False, False), 16, 8)
     s3 = model_states(p, Setting("bf16", 8, 1, 3, False, False), 16, 8)
     s3o = model_states(p, Setting("bf16", 8, 1, 3, True, False), 16, 8)
@@ -45,16 +32,16 @@ def test_zero3_partitions_frozen_weights_and_offload_moves_states():
     assert s3o["cpu"]["frozen weights"] == 2 * p.frozen_params // 2
 
 
-def test_checkpointing_keeps_layer_inputs_only():
-    p = profile()
+def test_checkpointing_keeps_layer_inputs_only(make_profile):
+    p = make_profile()
     off = breakdown(p, Setting("bf16", 8, 1, 2, False, False), 8, 8, 70)
     on = breakdown(p, Setting("bf16", 8, 1, 2, False, True), 8, 8, 70)
     assert on["gpu"]["activations"] < off["gpu"]["activations"] / 10
     assert on["peak"] < off["peak"]
 
 
-def test_search_keeps_global_batch_and_names_what_overflowed():
-    p = profile(layers=32, per_layer=0.4 * GIB)  # 0.4 GiB per layer at micro-batch 8
+def test_search_keeps_global_batch_and_names_what_overflowed(make_profile):
+    p = make_profile(layers=32, per_layer=0.4 * GIB)  # 0.4 GiB per layer at micro-batch 8
     gpu = GPUS["v100-32"]
     best, cands = search.search(p, gpu, 16, 8, 128, 0.35, 100.0)
     s = best.setting
@@ -80,11 +67,11 @@ def test_launch_line_uses_the_shipped_ds_configs():
     assert "train.deepspeed=null" in one["single_node"] and "NGPUS=4" in one["single_node"]
 
 
-def test_fused_loss_only_from_sm80():
+def test_fused_loss_only_from_sm80(make_profile):
     from scaling.kernels import dispatch  # noqa: F401 - the constant mirrors dispatch's matmul-heavy rule
     from scaling.plan.memory import FUSED_LOSS_MIN_ARCH
 
-    p = profile()
+    p = make_profile()
     s = Setting("fp16", 32, 1, 2, False, False)
     assert not breakdown(p, s, 1, 1, 70)["fused_loss"] and breakdown(p, s, 1, 1, 80)["fused_loss"]
     assert FUSED_LOSS_MIN_ARCH == 80
