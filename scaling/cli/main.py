@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 
 # Order shown in `scaling --help`.
 COMMANDS = [
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from scaling.config.base import ConfigError
 
+    warnings.formatwarning = _one_line_warning
     try:
         code = args.func(args)
     except ConfigError as err:
@@ -62,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings (UserWarning) print as ``warning: ...`` on their own line; others keep Python's format."""
+    if category is UserWarning:
+        return f"warning: {message}\n"
+    return _DEFAULT_FORMAT(message, category, filename, lineno, line)
+
+
+_DEFAULT_FORMAT = warnings.formatwarning
 
 
 if __name__ == "__main__":

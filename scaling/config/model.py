@@ -101,12 +101,16 @@ class ModelConfig:
             raise ConfigError(problems)
 
 
+# the method-specific blocks of a preset (the framework's extract → map → inject → fine-tune)
+METHOD_BLOCKS = ("extract", "map", "inject", "finetune")
+
+
 def resolve_model_section(data: Mapping[str, Any]) -> dict[str, Any]:
     """Expand ``method`` into its preset; explicit fields win. A ``map``/``inject`` with a different
     ``name`` than the preset's replaces the preset's section instead of merging into it."""
     from scaling.models.presets import METHODS
 
-    data = dict(data)
+    data = {k: v for k, v in data.items() if not (k in METHOD_BLOCKS and v is None)}  # null: the preset's own
     method = data.get("method")
     if not method:
         return data

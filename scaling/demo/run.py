@@ -148,6 +148,18 @@ def method_overrides(method: str, enc_layers: int = 3, llm_layers: int = 2) -> d
     return out
 
 
+def method_override_args(method: str, enc_layers: int = 3, llm_layers: int = 2) -> list[str]:
+    """:func:`method_overrides` as command-line ``model.KEY=VALUE`` overrides (what configs/demo_caption.yaml's
+    header lists for each preset on the running example's tiny backbones)."""
+    def flat(d: dict, prefix: str) -> list[str]:
+        out = []
+        for key, value in d.items():
+            out += flat(value, f"{prefix}.{key}") if isinstance(value, dict) else [f"{prefix}.{key}={value}"]
+        return out
+
+    return flat(method_overrides(method, enc_layers, llm_layers), "model")
+
+
 # ------------------------------------------------------------------------------------- jobs
 # Module-level functions: they run in worker processes (see scaling.demo.progress.JobRunner).
 

@@ -161,6 +161,47 @@ def check_data(cfg) -> list[str]:
     return problems
 
 
+def check_model_shapes(model_cfg) -> list[str]:
+    """The method's blocks against the backbones' real shapes, from their configs on the meta device (no
+    weights are read): every problem at once, before anything loads. Then the whole model is built on the
+    meta device, which raises any remaining block error (e.g. an option the mapper does not take)."""
+    from scaling.models.backbones import llm_layout, load_encoder, load_llm
+    from scaling.models.builder import build_model
+
+    try:
+        n_llm = llm_layout(load_llm(model_cfg.llm, model_cfg.frozen_dtype, trust_remote_code=model_cfg.trust_remote_code,
+                                    meta=True)).n_layers
+        n_enc = None
+        if model_cfg.inject.get("name") != "none":
+            n_enc = load_encoder(model_cfg.encoder, model_cfg.frozen_dtype, video_frames=model_cfg.video_frames,
+                                 trust_remote_code=model_cfg.trust_remote_code, meta=True).info.n_layers
+    except ConfigError as err:
+        return list(err.problems)
+    problems = []
+    ex, inject = model_cfg.extract, model_cfg.inject
+    if n_enc is not None:
+        if ex.layers:
+            bad = [layer for layer in ex.layers if not -n_enc <= layer < n_enc]
+            if bad:
+                problems.append(f"model.extract.layers {bad} out of range: the encoder has {n_enc} layers")
+        elif not 1 <= ex.n_levels <= n_enc:
+            problems.append(f"model.extract.n_levels={ex.n_levels} but the encoder has {n_enc} layers: "
+                            f"set model.extract.n_levels to 1..{n_enc}")
+    if "n_llm_layers" in inject:
+        n_inj, n_left = int(inject.get("n_llm_layers", 0)), int(inject.get("n_left", 0))
+        if n_inj < 1 or n_left < 0 or n_inj + n_left > n_llm:
+            problems.append(f"model.inject needs 1 <= n_llm_layers and n_llm_layers + n_left <= {n_llm} (the LLM's "
+                            f"layers), got n_llm_layers={n_inj}, n_left={n_left}: lower model.inject.n_llm_layers "
+                            f"or model.inject.n_left")
+    if problems:
+        return problems
+    try:
+        build_model(model_cfg, meta=True)
+    except ConfigError as err:
+        return list(err.problems)
+    return []
+
+
 def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None = None, check_paths: bool = True) -> RunPlan:
     """Validate ``cfg`` for ``world_size`` ranks on ``device_type``; raise one ConfigError listing all problems."""
     t = cfg.train
@@ -171,9 +212,12 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
         notes.append(f"data.features={cfg.data.features} is set but data.use_features=false: training runs the "
                      "encoder on the media (set data.use_features=true to train from the cached features)")
     if check_paths:
-        problems += check_backbone(cfg.model.llm, "llm")
+        backbone_problems = check_backbone(cfg.model.llm, "llm")
         if cfg.model.inject.get("name") != "none":
-            problems += check_backbone(cfg.model.encoder, "encoder")
+            backbone_problems += check_backbone(cfg.model.encoder, "encoder")
+        problems += backbone_problems
+        if not backbone_problems:
+            problems += check_model_shapes(cfg.model)
         problems += check_data(cfg)
     ds_resolved, stage = None, 0
     if t.deepspeed:
