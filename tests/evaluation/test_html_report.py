@@ -131,3 +131,33 @@ def test_per_sample_cider_averages_to_the_corpus_cider():
     assert note is None and scores["a"] > scores["b"] > scores["c"]
     corpus = caption_metrics(preds, refs, meteor=False, spice=False)["CIDEr"]
     assert sum(scores.values()) / 3 == pytest.approx(corpus, abs=1e-9)
+
+
+def test_gallery_previews_audio_as_a_player_and_video_as_a_strip_of_frames():
+    import base64
+    import io
+    import wave
+
+    import numpy as np
+
+    from scaling.evaluation.gallery import STRIP_FRAMES, media_preview
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(1600) / 5) * 3000).astype("<i2").tobytes())
+    audio = media_preview({"__key__": "a", "wav": buf.getvalue()})
+    assert audio["kind"] == "audio" and audio["src"].startswith("data:audio/wav;base64,")
+    assert base64.b64decode(audio["src"].split(",", 1)[1]) == buf.getvalue()
+    pytest.importorskip("av", reason="PyAV (the [video] extra) decodes video")
+    from scaling.data.video import encode_video
+
+    frames = np.zeros((12, 32, 48, 3), dtype=np.uint8)
+    for t in range(12):
+        frames[t, :, : 4 * t + 1] = 255  # a bar that grows: every frame differs
+    video = media_preview({"__key__": "v", "mp4": encode_video(frames)})
+    assert video["kind"] == "video"
+    strip = Image.open(io.BytesIO(base64.b64decode(video["src"].split(",", 1)[1])))
+    assert strip.width >= STRIP_FRAMES * 48 and strip.height == 32
