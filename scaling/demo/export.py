@@ -28,13 +28,15 @@ def export_backbones(dest: str, settings, cache_dir: str, seed: int = 0, fresh: 
                      echo=print) -> dict[str, str]:
     """Build (or reuse) the demo's data and backbones, copy them to ``dest``; returns name → path."""
     from scaling.demo.progress import JobRunner
-    from scaling.demo.run import build_data_and_backbones
+    from scaling.demo.run import FULL, QUICK, build_data_and_backbones
 
     os.makedirs(cache_dir, exist_ok=True)
     cache_mod.clean_stale_tmp(cache_dir)
     logs = os.path.join(dest, "logs")
     with JobRunner(workers=settings.workers, progress=progress, echo=echo) as runner:
-        built = build_data_and_backbones(runner, settings, cache_dir, logs, seed, fresh, echo)
+        # whatever demo ran before (full or --quick) left its artefacts in the cache: export those, build nothing
+        others = tuple(o for o in (FULL, QUICK) if o != settings)
+        built = build_data_and_backbones(runner, settings, cache_dir, logs, seed, fresh, echo, reuse_from=others)
     out: dict[str, str] = {}
     for name in ("llm", "vit", "ast"):
         if name in built:

@@ -317,27 +317,40 @@ def run_demo(methods: list[str], settings: Settings, cache_dir: str, out_dir: st
         return _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo, timer, result)
 
 
-def build_data_and_backbones(runner, settings, cache_dir, out_dir, seed, fresh, echo) -> dict:
+def artefact_specs(settings: Settings, seed: int) -> dict[str, dict]:
+    """The cache spec of each artefact (one key per artefact, whatever the entry point that builds it)."""
+    return {
+        "vit": {"steps": settings.encoder_steps, "pool": settings.encoder_pool, "seed": seed, "arch": "vit-128x3-p16",
+                "recipe": "lr2e-3 patch-loss x2 + position"},
+        "llm": {"steps": settings.lm_steps, "batch": settings.lm_batch, "seed": seed, "arch": "llama-128x2-ffn512",
+                "vocab": synth.vocabulary(audio=True)},
+        "data": settings.data_spec(seed),
+        "ast": {"steps": settings.audio_steps, "pool": settings.audio_pool, "seed": seed, "arch": "ast-128x3-p8"},
+    }
+
+
+def build_data_and_backbones(runner, settings, cache_dir, out_dir, seed, fresh, echo,
+                             reuse_from: tuple[Settings, ...] = ()) -> dict:
     """Phase 1: the dataset shards and the pretrained tiny backbones, from the cache or built (in parallel).
-    Returns ``{"vit"|"llm"|"data"|"ast": {"path", "reused", "info"}}``."""
-    data_spec = settings.data_spec(seed)
-    vit_spec = {"steps": settings.encoder_steps, "pool": settings.encoder_pool, "seed": seed, "arch": "vit-128x3-p16", "recipe": "lr2e-3 patch-loss x2 + position"}
-    lm_spec = {"steps": settings.lm_steps, "batch": settings.lm_batch, "seed": seed, "arch": "llama-128x2-ffn512",
-               "vocab": synth.vocabulary(audio=True)}
-    ast_spec = {"steps": settings.audio_steps, "pool": settings.audio_pool, "seed": seed, "arch": "ast-128x3-p8"}
-    jobs = [("vit", job_pretrain, {"kind": "vit", "spec": vit_spec, "cache_dir": cache_dir, "fresh": fresh}),
-            ("llm", job_pretrain, {"kind": "llm", "spec": lm_spec, "cache_dir": cache_dir, "fresh": fresh}),
-            ("data", job_data, {"spec": data_spec, "cache_dir": cache_dir, "fresh": fresh})]
-    if settings.audio:
-        jobs.append(("ast", job_pretrain, {"kind": "ast", "spec": ast_spec, "cache_dir": cache_dir, "fresh": fresh}))
-    specs = {"vit": vit_spec, "llm": lm_spec, "data": data_spec, "ast": ast_spec}
+    ``reuse_from``: other settings whose finished artefacts are taken as they are when the cache has them (the
+    export takes a full demo's backbones rather than building quick ones). Returns
+    ``{"vit"|"llm"|"data"|"ast": {"path", "reused", "info"}}``."""
+    specs = artefact_specs(settings, seed)
+    names = ["vit", "llm", "data"] + (["ast"] if settings.audio else [])
+    fns = {"vit": job_pretrain, "llm": job_pretrain, "ast": job_pretrain, "data": job_data}
     todo, built = [], {}
-    for name, fn, kw in jobs:
-        path = cache_mod.entry_path(cache_dir, name, specs[name])
-        if not fresh and cache_mod.is_ready(path, specs[name]):
+    for name in names:
+        candidates = [specs[name]] + [artefact_specs(other, seed)[name] for other in reuse_from]
+        ready = None if fresh else next(
+            (spec for spec in candidates if cache_mod.is_ready(cache_mod.entry_path(cache_dir, name, spec), spec)), None)
+        if ready is not None:
+            path = cache_mod.entry_path(cache_dir, name, ready)
             built[name] = {"path": path, "reused": True, "info": cache_mod.read_info(path)}
-        else:
-            todo.append((name, fn, kw, os.path.join(out_dir, "logs", f"build-{name}.log")))
+            continue
+        kw = {"spec": specs[name], "cache_dir": cache_dir, "fresh": fresh}
+        if name != "data":
+            kw["kind"] = name
+        todo.append((name, fns[name], kw, os.path.join(out_dir, "logs", f"build-{name}.log")))
     what = {"vit": "image encoder (ViT)", "llm": "language model (LLaMA)", "data": "dataset shards", "ast": "audio encoder (AST)"}
     for name, value in built.items():
         echo(f"[1/4] reusing cached {what[name]}: {value['path']}")
