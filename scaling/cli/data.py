@@ -113,11 +113,16 @@ def run_inspect(args) -> int:
 
 
 def run_cache(args) -> int:
+    import torch
+
     from scaling.config import load_config
     from scaling.data.features import cache_features
+    from scaling.models.transforms import build_extractor
 
     cfg = load_config(args.config, args.overrides)
-    cache_features(cfg, args.out, args.split, args.views, args.batch_size, args.device, args.parts, args.part,
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    extractor, encoder = build_extractor(cfg.model, device, cfg.data)
+    cache_features(cfg, args.out, extractor, encoder, args.split, args.views, args.batch_size, args.parts, args.part,
                    num_workers=args.num_workers, progress=not args.no_progress)
     return 0
 
@@ -125,10 +130,12 @@ def run_cache(args) -> int:
 def run_bench(args) -> int:
     from scaling.data.bench import bench
 
-    cfg = None
+    cfg = spec = None
     if args.config:
         from scaling.config import load_config
+        from scaling.models.transforms import media_spec
 
         cfg = load_config(args.config)
-    bench(args.shards, args.split, args.n, args.modality, cfg)
+        spec = lambda: media_spec(cfg.model, cfg.data)  # noqa: E731 - only when media are decoded
+    bench(args.shards, args.split, args.n, args.modality, cfg, spec=spec)
     return 0

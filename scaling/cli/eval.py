@@ -44,13 +44,12 @@ def run(args) -> int:
     import transformers
 
     from scaling.config.stored import executes, stored_pipe_source
-    from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
     from scaling.evaluation.metrics import MetricsError, format_table
     from scaling.evaluation.partial import PartialPredictions, remove_partials
     from scaling.training import distributed
     from scaling.training.checkpoint import load_adapter, read_adapter, resolve_adapter_path
-    from scaling.training.loaders import generation_tokenizer
+    from scaling.training.loaders import build_loader, generation_tokenizer
 
     transformers.utils.logging.set_verbosity_error()
     env = distributed.read_env()

@@ -3,12 +3,14 @@
 The model owns its preprocessing (open_flamingo's ``create_model_and_transforms``, timm's
 ``resolve_data_config``): each encoder module of :mod:`scaling.models.encoders` builds the spec of its
 encoder, and the data pipeline (:mod:`scaling.data`) decodes and normalises media by it, without ever
-asking the model for anything else. Both sides import this module; it imports neither.
+asking the model for anything else (:class:`EncoderInputs` is all it gets). Both sides import this
+module; it imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,10 +46,46 @@ class MediaSpec:
     encoder_type: str | None = None
     preprocess: str = "transformers"  # whose preprocessing this is (recorded with cached features)
     audio_features: str = "kaldi-fbank"  # kaldi-fbank (AST, MAViL) | whisper | clap (their transformers feature extractors)
+    # the encoder's own audio front-end: (waveform at sample_rate, this spec, rng at training / None) ->
+    # [max_length, num_mel_bins]; None: Kaldi fbank normalised by audio_mean/std (scaling.data.audio.ast_features)
+    audio_frontend: Callable[..., object] | None = None
 
     @property
     def media_key(self) -> str:
         return {"image": "pixel_values", "video": "video", "audio": "audio"}[self.modality]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderInputs:
+    """What the data pipeline needs to know about the model's encoder, handed to it by the layer above
+    (built from the model config by :func:`scaling.models.transforms.encoder_inputs`, no weights loaded):
+    how to prepare raw media for it, and which cached features it accepts."""
+
+    spec: MediaSpec  # its preprocessing
+    identity: str  # its short name in feature-cache signatures (a directory's basename, timm:NAME@FILE, ...)
+    norm: str  # model.extract.norm resolved for this encoder: final | none (recorded with cached features)
+
+
+def with_data_overrides(spec: MediaSpec, data_cfg) -> MediaSpec:
+    """``spec`` with ``data.image_mean`` / ``image_std`` / ``resample`` / ``image_resize`` where they are set (images and
+    video frames); ``spec.preprocess`` records it, so cached features made otherwise are told apart."""
+    if data_cfg is None or spec.modality == "audio":
+        return spec
+    changed = {}
+    for key, field in (("image_mean", "mean"), ("image_std", "std")):
+        value = getattr(data_cfg, key, None)
+        if value is not None:
+            changed[field] = tuple(float(x) for x in value)
+    if getattr(data_cfg, "resample", None) is not None:
+        changed["resample"] = PIL_RESAMPLE[data_cfg.resample]
+    if getattr(data_cfg, "image_resize", None) is not None:
+        changed["resize"] = data_cfg.image_resize
+        if data_cfg.image_resize == "square":
+            changed["resize_ratio"] = 1.0
+    if not changed:
+        return spec
+    note = ",".join(f"{k}={v}" for k, v in changed.items())
+    return dataclasses.replace(spec, **changed, preprocess=f"{spec.preprocess}+data({note})")
 
 
 def default_spec(modality: str, data_cfg=None) -> MediaSpec:

@@ -24,7 +24,6 @@ import torch
 from scaling.common.media import AST_MEAN, AST_STD, SAMPLE_RATE
 
 _MEL_CACHE: dict[tuple, torch.Tensor] = {}
-_WHISPER_EXTRACTORS: dict[tuple, object] = {}  # transformers feature extractors (Whisper, CLAP)
 
 
 def _mel(f):
@@ -156,39 +155,3 @@ def encode_flac(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
-
-
-def whisper_features(waveform, num_mel_bins: int = 80, max_length: int = 3000, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Whisper's input ``[max_length, num_mel_bins]`` (frames first, as AST's): transformers'
-    ``WhisperFeatureExtractor`` (25 ms/10 ms STFT, Slaney mel, log10, clamp to max − 8, (x + 4) / 4),
-    padded/truncated to ``max_length / 100`` seconds."""
-    from transformers import WhisperFeatureExtractor
-
-    key = (num_mel_bins, max_length, sample_rate)
-    if key not in _WHISPER_EXTRACTORS:
-        _WHISPER_EXTRACTORS[key] = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate,
-                                                           chunk_length=max(1, max_length // 100))
-    fe = _WHISPER_EXTRACTORS[key]
-    feats = fe(np.asarray(waveform, dtype=np.float32), sampling_rate=sample_rate, return_tensors="np").input_features[0]
-    return torch.from_numpy(np.ascontiguousarray(feats.T[:max_length])).float()
-
-
-def clap_features(waveform, num_mel_bins: int = 64, max_length: int = 1001, sample_rate: int = 48000,
-                  rng=None) -> torch.Tensor:
-    """CLAP's (non-fusion) input ``[max_length, num_mel_bins]``: transformers' ``ClapFeatureExtractor``
-    (``padding="repeatpad"``); a clip longer than ``(max_length - 1)`` hops is cut first, at a random
-    position (``rng``, training) or centred (evaluation), so the extractor never draws from numpy's RNG."""
-    from transformers import ClapFeatureExtractor
-
-    key = ("clap", num_mel_bins, max_length, sample_rate)
-    if key not in _WHISPER_EXTRACTORS:
-        fe = ClapFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate, truncation="rand_trunc", padding="repeatpad")
-        _WHISPER_EXTRACTORS[key] = fe
-    fe = _WHISPER_EXTRACTORS[key]
-    wav = np.asarray(waveform, dtype=np.float32)
-    n = (max_length - 1) * fe.hop_length
-    if wav.shape[0] > n:
-        start = rng.randrange(wav.shape[0] - n + 1) if rng is not None else (wav.shape[0] - n) // 2
-        wav = wav[start : start + n]
-    feats = fe(wav, sampling_rate=sample_rate, return_tensors="np").input_features[0, 0]
-    return torch.from_numpy(np.ascontiguousarray(feats[:max_length])).float()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
+from scaling.common.media import MediaSpec
 from scaling.data.decode import SampleDecoder, SampleError
 from scaling.data.shards import media_kind, read_positions
 
@@ -29,9 +31,11 @@ FEW_SAMPLES = 50
 
 
 def bench(source: str, split: str = "train", n: int = 200, modality: str | None = None, cfg=None,
-          echo=print) -> dict[str, Any]:
-    """Benchmark decoding of ``source`` (a folder/index/URL pattern); returns {stage: samples/s}."""
-    from scaling.data.preprocess import default_spec, media_spec
+          echo=print, spec: MediaSpec | Callable[[], MediaSpec] | None = None) -> dict[str, Any]:
+    """Benchmark decoding of ``source`` (a folder/index/URL pattern); returns {stage: samples/s}. ``spec``: the
+    model's preprocessing (``scaling.models.transforms.media_spec``; a callable is called only when media are
+    decoded, not for cached features); without one, a 224 px / AST-base default."""
+    from scaling.common.media import default_spec
     from scaling.data.shards import resolve_split
 
     src = resolve_split(source, split, cfg.data.index if cfg is not None else None, what="bench",
@@ -60,10 +64,10 @@ def bench(source: str, split: str = "train", n: int = 200, modality: str | None 
     use_features = kind == "features"
     if use_features:
         spec = None
-    elif cfg is not None:
-        spec = media_spec(cfg.model, cfg.data)
-    else:
+    elif spec is None:
         spec = default_spec(kind)
+    elif callable(spec):
+        spec = spec()
     data_cfg = cfg.data if cfg is not None else None
     for train in (True, False):
         dec = SampleDecoder(spec, train, src.meta.get("task", "caption"), data_cfg, use_features=use_features)

@@ -3,7 +3,8 @@
 :class:`SampleDecoder` parses the json, picks the training answer (one of the references at random:
 "duplicate inputs" of the DePALM supplement), and decodes + preprocesses the media of the expected
 modality: image (PIL → :class:`~scaling.data.augment.ImageTransform`), video (PyAV or frame
-sequence → the same transform with shared parameters on all frames), audio (→ AST log-mel, SpecAugment
+sequence → the same transform with shared parameters on all frames), audio (→ the spec's front-end: Kaldi log-mel
+or the encoder's own, ``MediaSpec.audio_frontend``; SpecAugment
 at training) or cached features (one of the K stored views at random at training, view 0 at eval).
 Any failure (bad json, a record that is not an object, ``answers`` that is not a list of strings, a prompt
 that is not a string, unreadable media or features, decoded media holding NaN or inf) raises :class:`SampleError` naming the sample; the stream counts and logs the sample and
@@ -180,10 +181,8 @@ class SampleDecoder:
         data = self._member(raw, AUDIO_EXTS, "audio")
         spec = self.spec
         wav = audio_mod.decode_audio(data, spec.sample_rate)
-        if spec.audio_features == "whisper":
-            feats = audio_mod.whisper_features(wav, spec.num_mel_bins, spec.max_length, spec.sample_rate)
-        elif spec.audio_features == "clap":
-            feats = audio_mod.clap_features(wav, spec.num_mel_bins, spec.max_length, spec.sample_rate, rng if self.train else None)
+        if spec.audio_frontend is not None:  # the encoder's own front-end (Whisper, CLAP: their transformers extractors)
+            feats = spec.audio_frontend(wav, spec, rng if self.train else None)
         else:
             feats = audio_mod.ast_features(wav, spec.num_mel_bins, spec.max_length, spec.audio_mean, spec.audio_std, spec.sample_rate)
         if self.augment:

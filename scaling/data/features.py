@@ -1,9 +1,12 @@
 """``scaling data cache-features``: run the frozen encoder once over the shards, store its features.
 
 The encoder and extraction are the model's (``model.encoder``, ``model.extract``, ``model.video_frames``,
-``model.frozen_dtype``): :func:`build_extractor` makes the same ``FeatureExtractor`` that
-``build_model(cfg.model).extractor`` holds, without loading the LLM (a test checks they agree). Each
-output sample keeps the source json and adds ``<key>.npy``: float16 ``[K, levels, tokens, dim]``.
+``model.frozen_dtype``): the caller passes the ``FeatureExtractor`` that
+``scaling.models.transforms.build_extractor`` builds (the same as ``build_model(cfg.model).extractor``,
+without loading the LLM) and the encoder's :class:`~scaling.common.media.EncoderInputs` (its preprocessing,
+identity and resolved norm). Each output sample keeps the source json and adds ``<key>.npy``: float16
+``[K, levels, tokens, dim]``; the split's index records :func:`feature_signature`, which
+:func:`check_features_meta` compares with the model config when the features are used.
 
 Views: a training split gets ``--views K`` views; with K > 1 every view is an independent random
 augmentation (crop/flip/RandAugment, SpecAugment for audio, random frame positions for video), and
@@ -30,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scaling.common.io import write_json
+from scaling.common.media import EncoderInputs
 from scaling.config.base import ConfigError
 from scaling.data.decode import SampleDecoder, SampleError
 from scaling.data.plan import derive_seed
@@ -38,18 +42,34 @@ from scaling.data.shards import ShardRef, ShardSetWriter, read_positions, resolv
 log = logging.getLogger(__name__)
 
 
-def build_extractor(model_cfg, device: str | torch.device = "cpu"):
-    """The model's frozen ``FeatureExtractor`` (same calls as :func:`scaling.models.builder.build_model`)."""
-    from scaling.models.backbones import load_encoder
-    from scaling.models.extract import FeatureExtractor
+def feature_signature(model_cfg, encoder: EncoderInputs) -> dict[str, Any]:
+    """What cached features depend on (recorded by :func:`cache_features`, compared at load time by
+    :func:`check_features_meta`): the encoder (``encoder.identity``), the extraction (``model.extract``,
+    ``model.video_frames``) and the resolved ``model.extract.norm`` (``final``/``none``: ``encoder.norm``,
+    so ``auto`` matches the explicit choice it stands for)."""
+    ex = model_cfg.extract
+    return {
+        "encoder": encoder.identity,
+        "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
+        "video_frames": model_cfg.video_frames, "norm": encoder.norm,
+    }
 
-    if model_cfg.finetune.bias_tuning in ("encoder", "both"):
-        raise ConfigError("model.finetune.bias_tuning trains the encoder, so its features change during training and "
-                          "cannot be cached; train from media (data.use_features=false)")
-    encoder = load_encoder(model_cfg.encoder, model_cfg.frozen_dtype, device, model_cfg.video_frames,
-                           model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
-    return FeatureExtractor(encoder, model_cfg.extract.n_levels, model_cfg.extract.tokens, model_cfg.extract.layers,
-                            model_cfg.extract.norm).eval()
+
+def check_features_meta(meta: dict[str, Any], model_cfg, encoder: EncoderInputs) -> None:
+    """Refuse cached features made with another encoder / extraction than the model config's."""
+    feats = meta.get("features")
+    if not feats:
+        raise ConfigError("data.use_features=true but these shards hold no cached features; create them with "
+                          "`scaling data cache-features --config CFG --out DIR` and set data.features=DIR")
+    want = feature_signature(model_cfg, encoder)
+    # caches written before model.extract.norm existed hold raw layer outputs
+    have = {k: feats.get(k, "none" if k == "norm" else None) for k in want}
+    diff = [f"{k}: cached {have[k]!r}, config {want[k]!r}" for k in want if have[k] != want[k]]
+    if diff:
+        fix = "re-run `scaling data cache-features` with this config"
+        if have["norm"] != want["norm"]:
+            fix += f", or set model.extract.norm={have['norm']} to use these features as they are"
+        raise ConfigError("the cached features do not match the model config (" + "; ".join(diff) + f"); {fix}")
 
 
 class _ShardSamples(IterableDataset):
@@ -102,14 +122,15 @@ def _merge_parts(out_dir: str, split: str, parts: int) -> str | None:
 
 
 @torch.no_grad()
-def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: int = 1, batch_size: int | None = None,
-                   device: str | None = None, parts: int = 1, part: int = 0, samples_per_shard: int | None = None,
+def cache_features(cfg, out_dir: str, extractor, encoder: EncoderInputs, splits: list[str] | None = None, views: int = 1,
+                   batch_size: int | None = None, parts: int = 1, part: int = 0, samples_per_shard: int | None = None,
                    num_workers: int | None = None, progress: bool = True, echo=print) -> dict[str, Any]:
-    """Cache encoder features of ``splits`` (default: every split set in ``cfg.data``) into ``out_dir``."""
-    from tqdm import tqdm
+    """Cache the features of ``splits`` (default: every split set in ``cfg.data``) into ``out_dir``.
 
-    from scaling.data.preprocess import media_spec
-    from scaling.data.stream import feature_signature
+    ``extractor``: the model's frozen ``FeatureExtractor`` (media ``[B, ...]`` on its device → ``[B, levels,
+    tokens, dim]``) and ``encoder`` its :class:`EncoderInputs`, both from
+    ``scaling.models.transforms.build_extractor(cfg.model, device, cfg.data)``."""
+    from tqdm import tqdm
 
     if views < 1:
         raise ConfigError("--views must be >= 1")
@@ -118,9 +139,8 @@ def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: in
     splits = splits or [s for s in ("train", "val", "test") if getattr(cfg.data, s)]
     if not splits:
         raise ConfigError("no split to cache: set data.train / data.val / data.test in the config (or pass --split)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = build_extractor(cfg.model, device)
-    spec = media_spec(cfg.model, cfg.data)
+    device = next(extractor.parameters()).device
+    spec = encoder.spec
     os.makedirs(out_dir, exist_ok=True)
     batch_size = batch_size or cfg.eval.batch_size
     workers = cfg.data.num_workers if num_workers is None else num_workers
@@ -186,7 +206,7 @@ def cache_features(cfg, out_dir: str, splits: list[str] | None = None, views: in
             raise ConfigError(f"{split}: no sample could be encoded; nothing was written")
         meta = {key: value for key, value in src.meta.items() if key not in ("shards", "samples_file", "created", "features")}
         entry = {**meta, "num_samples": n, "skipped": len(skipped), "shards": [e.__dict__ for e in entries],
-                 "features": {**feature_signature(cfg.model), "shape": shape, "views": k, "augmented": augment,
+                 "features": {**feature_signature(cfg.model, encoder), "shape": shape, "views": k, "augmented": augment,
                               "dtype": "float16", "key": "npy", "source": source,
                               "preprocess": spec.preprocess}}
         if parts == 1:

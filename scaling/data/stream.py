@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from scaling.common.media import EncoderInputs
 from scaling.config.base import ConfigError
 from scaling.config.tasks import TASKS
 from scaling.data.collate import collate
@@ -409,56 +410,20 @@ def _source_for(cfg, split: str) -> tuple[str, str]:
     return source, split
 
 
-def check_features_meta(meta: dict[str, Any], model_cfg) -> None:
-    """Refuse cached features made with another encoder / extraction than the model config's."""
-    feats = meta.get("features")
-    if not feats:
-        raise ConfigError("data.use_features=true but these shards hold no cached features; create them with "
-                          "`scaling data cache-features --config CFG --out DIR` and set data.features=DIR")
-    want = feature_signature(model_cfg)
-    # caches written before model.extract.norm existed hold raw layer outputs
-    have = {k: feats.get(k, "none" if k == "norm" else None) for k in want}
-    diff = [f"{k}: cached {have[k]!r}, config {want[k]!r}" for k in want if have[k] != want[k]]
-    if diff:
-        fix = "re-run `scaling data cache-features` with this config"
-        if have["norm"] != want["norm"]:
-            fix += f", or set model.extract.norm={have['norm']} to use these features as they are"
-        raise ConfigError("the cached features do not match the model config (" + "; ".join(diff) + f"); {fix}")
-
-
-def feature_signature(model_cfg) -> dict[str, Any]:
-    """What cached features depend on (compared at load time). ``norm`` is the resolved
-    ``model.extract.norm`` (``final``/``none``), so ``auto`` matches the explicit choice it stands for."""
-    from scaling.models.backbones import describe_encoder
-    from scaling.models.encoders import loader_for, split_encoder_name
-    from scaling.models.final_norm import signature_value
-
-    ex = model_cfg.extract
-    if ex.norm == "none":
-        norm = "none"
-    else:  # resolving auto/final needs the encoder's type (its config only, no weights)
-        norm = signature_value(ex.norm, describe_encoder(model_cfg.encoder, model_cfg.video_frames,
-                                                         model_cfg.trust_remote_code).encoder_type)
-    prefix, ref = split_encoder_name(model_cfg.encoder)
-    name = loader_for(prefix).identity(ref) if prefix else os.path.basename(os.path.normpath(os.path.expanduser(model_cfg.encoder)))
-    return {
-        "encoder": name,
-        "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
-        "video_frames": model_cfg.video_frames, "norm": norm,
-    }
-
-
 def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, epoch: int = 0, *,
-                 limit: int | None = None, num_workers: int | None = None) -> StreamLoader:
+                 encoder: EncoderInputs | None = None, limit: int | None = None, num_workers: int | None = None) -> StreamLoader:
     """A :class:`StreamLoader` over ``cfg.data.<split>`` for ``rank`` of ``world_size``.
 
     ``train=True``: shuffled, augmented, ``cfg.train.micro_batch`` per batch, ``data.fraction`` subset,
     the same number of batches on every rank. ``train=False``: generation batches of
     ``cfg.eval.batch_size`` (left-padded prompts, ids, answers, task), each sample once across ranks;
     ``limit`` keeps the first ``limit`` samples of the split (e.g. ``cfg.eval.subset``).
-    ``num_workers`` overrides ``cfg.data.num_workers``.
+    ``num_workers`` overrides ``cfg.data.num_workers``. ``encoder``: what the model's encoder needs
+    (``scaling.models.transforms.encoder_inputs(cfg.model, cfg.data)``; ``scaling.training.loaders.build_loader``
+    passes it): its preprocessing, or the signature of the cached features it accepts. A model that reads
+    no media (``model.inject.name=none``) needs none.
     """
-    from scaling.data.preprocess import media_spec
+    from scaling.data.features import check_features_meta
 
     data = cfg.data
     if tokenizer is None:
@@ -499,13 +464,17 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
                     data.task, split, shard_task)
     task = shard_task or data.task
     perceives = (cfg.model.inject or {}).get("name") != "none"
+    if perceives and encoder is None:
+        raise TypeError("build_loader(encoder=...) is required for a model that reads media: pass "
+                        "scaling.models.transforms.encoder_inputs(cfg.model, cfg.data), or call "
+                        "scaling.training.loaders.build_loader, which does")
     if not perceives:  # a model without perception (the blind baseline) reads the text only
         spec = None
     elif data.use_features:
-        check_features_meta(meta, cfg.model)
+        check_features_meta(meta, cfg.model, encoder)
         spec = None
     else:
-        spec = media_spec(cfg.model, data)
+        spec = encoder.spec
         modality = meta.get("modality")
         if modality and modality != spec.modality:
             raise ConfigError(

@@ -213,10 +213,12 @@ def job_features(reporter, spec: dict, cfg_dict: dict, cache_dir: str, fresh: bo
     def build(tmp: str) -> dict:
         from scaling.config import config_from_dict
         from scaling.data.features import cache_features
+        from scaling.models.transforms import build_extractor
 
         cfg = config_from_dict(cfg_dict)
         bar = reporter.bar(1, f"caching {spec['task']} features", "split")
-        out = cache_features(cfg, tmp, ["train", "test"], views=1, batch_size=128, device="cpu", num_workers=0,
+        extractor, encoder = build_extractor(cfg.model, "cpu", cfg.data)
+        out = cache_features(cfg, tmp, extractor, encoder, ["train", "test"], views=1, batch_size=128, num_workers=0,
                              progress=False, echo=lambda m: None)
         bar.update(1)
         bar.close()
@@ -231,9 +233,9 @@ def job_train(reporter, name: str, cfg_dict: dict, eval_task: str, meteor: bool)
     import torch
 
     from scaling.config import config_from_dict
-    from scaling.data.stream import build_loader
     from scaling.evaluation.evaluate import evaluate, write_results
     from scaling.training import loaders
+    from scaling.training.loaders import build_loader
     from scaling.training.loop import train
 
     cfg = config_from_dict(cfg_dict)
@@ -468,9 +470,10 @@ def _config(llm, encoder, method, task, settings, seed, run_dir, source, feature
 
 
 def _signature(cfg) -> dict:
-    from scaling.data.stream import feature_signature
+    from scaling.data.features import feature_signature
+    from scaling.models.transforms import encoder_inputs
 
-    return feature_signature(cfg.model)
+    return feature_signature(cfg.model, encoder_inputs(cfg.model, cfg.data))
 
 
 def _headline(name: str, value: dict) -> str:

@@ -44,10 +44,9 @@ def build_evaluate_fn(cfg):
     def evaluate_fn(model, step: int) -> dict:
         import torch
 
-        from scaling.data.stream import build_loader
         from scaling.evaluation.evaluate import evaluate
         from scaling.training import distributed
-        from scaling.training.loaders import generation_tokenizer
+        from scaling.training.loaders import build_loader, generation_tokenizer
 
         if "tokenizer" not in state:
             state["tokenizer"] = generation_tokenizer(cfg.model.llm, "evaluation", cfg.model.trust_remote_code)

@@ -83,7 +83,7 @@ class Predictor:
         import torch
         import transformers
 
-        from scaling.data.preprocess import media_spec
+        from scaling.models.transforms import media_spec
         from scaling.training.checkpoint import load_adapter
         from scaling.training.loaders import generation_tokenizer
 

@@ -9,8 +9,8 @@ The trainer never looks inside the data pipeline. It needs an object that
 * has ``state_dict()`` / ``load_state_dict()`` for the exact position inside the epoch.
 
 :func:`build` returns :class:`scaling.training.toy.ToyLoader` for ``toy://`` URLs and
-``scaling.data.stream.build_loader(cfg, tokenizer, split, rank, world_size, train, epoch)``
-otherwise.
+:func:`build_loader` otherwise: ``scaling.data.stream.build_loader`` given the model's encoder inputs
+(``scaling.models.transforms.encoder_inputs``: the data package never asks the model package itself).
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ def split_url(cfg, split: str) -> str | None:
     return {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}[split]
 
 
+def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, epoch: int = 0, *,
+                 limit: int | None = None, num_workers: int | None = None):
+    """:func:`scaling.data.stream.build_loader` given what the model's encoder needs (its preprocessing spec,
+    the signature of the cached features it accepts: :func:`scaling.models.transforms.encoder_inputs`)."""
+    from scaling.data.stream import build_loader as stream_loader
+    from scaling.models.transforms import encoder_inputs, perceives
+
+    encoder = encoder_inputs(cfg.model, cfg.data) if perceives(cfg.model) else None
+    return stream_loader(cfg, tokenizer, split, rank, world_size, train, epoch, encoder=encoder, limit=limit,
+                         num_workers=num_workers)
+
+
 def build(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, epoch: int = 0):
     """A loader for ``split`` on this rank (see the module docstring)."""
     url = split_url(cfg, split)
@@ -90,7 +102,7 @@ def build(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, e
         loader = toy.ToyLoader(url, cfg.train.micro_batch, rank, world_size, epoch, train, tokenizer, split)
     else:
         try:
-            from scaling.data.stream import build_loader
+            import scaling.data.stream  # noqa: F401 - the data pipeline's optional dependencies
         except ImportError as err:
             raise ConfigError(
                 f"data.{split}={url!r} needs scaling.data.stream.build_loader, which cannot be imported ({err}); "

@@ -12,10 +12,10 @@ import torch
 
 from scaling.config import load_config
 from scaling.data.audio import ast_features, decode_audio, encode_flac, resample, spec_augment
-from scaling.data.stream import build_loader
 from scaling.data.synthetic import make_video, write_shards
 from scaling.data.video import decode_frame_sequence, decode_video, encode_video, frame_indices
 from scaling.models.tiny import word_tokenizer
+from scaling.training.loaders import build_loader
 
 
 def tone(seconds=2.0, rate=16000, seed=0, noise=0.02):
@@ -126,8 +126,8 @@ def test_audio_and_video_loaders(tmp_path):
 
 @pytest.mark.parametrize("modality,member", [("audio", "flac"), ("video", "mp4"), ("image", "jpg")])
 def test_undecodable_media_raise_sample_error(modality, member):
+    from scaling.common.media import MediaSpec
     from scaling.data.decode import SampleDecoder, SampleError
-    from scaling.data.preprocess import MediaSpec
 
     raw = {"__key__": "k", "json": b'{"id": "1", "answers": ["a"]}', member: b"\x00garbage" * 20}
     dec = SampleDecoder(MediaSpec(modality, image_size=16, frames=2, num_mel_bins=32, max_length=64), True, "caption")

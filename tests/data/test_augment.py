@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from scaling.common.media import IMAGENET_DEFAULT_MEAN, OPENAI_CLIP_MEAN, MediaSpec
 from scaling.config import load_config
 from scaling.config.base import ConfigError
 from scaling.config.data import RANDAUGMENT_OPS, DataConfig
 from scaling.data.augment import ImageTransform, randaugment_apply, randaugment_sample, random_resized_crop_box
-from scaling.data.preprocess import IMAGENET_DEFAULT_MEAN, OPENAI_CLIP_MEAN, MediaSpec, media_spec
+from scaling.models.transforms import media_spec
 
 
 def photo(w=64, h=48, seed=0):

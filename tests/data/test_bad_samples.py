@@ -12,9 +12,9 @@ from scaling.config import load_config
 from scaling.config.base import ConfigError
 from scaling.data.converters import convert
 from scaling.data.shards import ShardSetWriter, sample_record, update_index
-from scaling.data.stream import build_loader
 from scaling.data.synthetic import make_image, write_coco, write_jsonl
 from scaling.models.tiny import word_tokenizer
+from scaling.training.loaders import build_loader
 
 BAD = {3, 10}  # truncated jpg, then a sample without media
 
@@ -160,13 +160,14 @@ def _feature_shards(d, bad: dict[int, dict[str, bytes]], n=8):
 
 
 def test_corrupt_cached_features_are_skipped_and_counted(tmp_path):
-    from scaling.data.stream import feature_signature
+    from scaling.data.features import feature_signature
+    from scaling.models.transforms import encoder_inputs
 
     d = str(tmp_path)
     writer, entries = _feature_shards(d, {3: {"npy": _npy()[:100]}, 5: {"safetensors": _safetensors_without_features()}})
     cfg = cfg_for(d, **{"data.features": d, "data.use_features": "true", "data.num_workers": 0})
     for split in ("train", "val"):
-        update_index(d, split, {"task": "caption", "modality": "image", "num_samples": 8, "features": feature_signature(cfg.model),
+        update_index(d, split, {"task": "caption", "modality": "image", "num_samples": 8, "features": feature_signature(cfg.model, encoder_inputs(cfg.model, cfg.data)),
                                 "shards": [e.__dict__ for e in entries]}, writer.samples)
     tok = word_tokenizer()
     val = build_loader(cfg, tok, "val", 0, 1, False)
@@ -182,8 +183,8 @@ def test_cache_features_leaves_out_malformed_json(tmp_path):
 
     from scaling.data.decode import SampleDecoder
     from scaling.data.features import _ShardSamples
-    from scaling.data.preprocess import media_spec
     from scaling.data.shards import resolve_split
+    from scaling.models.transforms import media_spec
 
     jsons = [json.dumps(sample_record("id0", "caption", "x", "train", ["a cat"])).encode(),
              b'{"id": "id1", "answers": null}', b'["id2"]',

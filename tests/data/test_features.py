@@ -12,10 +12,11 @@ from scaling.cli.main import main
 from scaling.config import load_config
 from scaling.config.base import ConfigError
 from scaling.data.features import cache_features
-from scaling.data.stream import build_loader
 from scaling.data.synthetic import write_shards
 from scaling.models.builder import build_model
 from scaling.models.tiny import save_tiny_encoder, save_tiny_llm, word_tokenizer
+from scaling.models.transforms import build_extractor
+from scaling.training.loaders import build_loader
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def setup(tmp_path_factory):
                  "eval.batch_size=4", "data.num_workers=0"]
     cfg = load_config(None, overrides)
     out = str(root / "features")
-    summary = cache_features(cfg, out, views=2, batch_size=4, progress=False, echo=lambda s: None)
+    summary = cache_features(cfg, out, *build_extractor(cfg.model, "cpu", cfg.data), views=2, batch_size=4, progress=False,
+                             echo=lambda s: None)
     return root, cfg, overrides, out, summary
 
 

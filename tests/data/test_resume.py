@@ -10,9 +10,10 @@ import torch
 from scaling.config import load_config
 from scaling.data import shards as shards_mod
 from scaling.data.plan import plan_rank
-from scaling.data.stream import build_loader, iter_plan
+from scaling.data.stream import iter_plan
 from scaling.data.synthetic import write_shards
 from scaling.models.tiny import word_tokenizer
+from scaling.training.loaders import build_loader
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import torch
 
 from scaling.config import load_config
 from scaling.data.plan import balanced_ranges, plan_rank, shuffle_buffer_order
-from scaling.data.stream import build_loader
 from scaling.data.synthetic import write_shards
 from scaling.models.tiny import word_tokenizer
+from scaling.training.loaders import build_loader
 
 SIZES = [7, 7, 7, 2]  # 23 samples in uneven shards
 N = sum(SIZES)

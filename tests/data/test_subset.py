@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from scaling.config import load_config
-from scaling.data.stream import build_loader
 from scaling.data.subset import keep, kept_positions, subset_value
 from scaling.data.synthetic import write_shards
 from scaling.models.tiny import word_tokenizer
+from scaling.training.loaders import build_loader
 
 IDS = [f"coco-{i}" for i in range(20000)]
 

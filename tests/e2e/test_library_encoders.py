@@ -82,6 +82,7 @@ def test_cache_features_and_fingerprints_with_every_other_loader(backbones, tmp_
     from scaling.data.features import cache_features
     from scaling.models.builder import build_model
     from scaling.models.tiny import save_tiny_open_clip
+    from scaling.models.transforms import build_extractor
     from scaling.training.fingerprint import compare, model_fingerprints
 
     cases = {  # encoder, modality, expected [levels, tokens, dim], preprocess, architecture
@@ -96,7 +97,8 @@ def test_cache_features_and_fingerprints_with_every_other_loader(backbones, tmp_
         cfg = load_config(None, [f"model.encoder={enc}", f"model.llm={backbones['llama']}", "model.frozen_dtype=fp32",
                                  "model.extract.n_levels=2", f"data.train={shards}", "data.num_workers=0",
                                  "eval.batch_size=2", "data.video_frames=4"])
-        summary = cache_features(cfg, str(tmp_path / f"feat_{name}"), progress=False, echo=lambda s: None)
+        summary = cache_features(cfg, str(tmp_path / f"feat_{name}"), *build_extractor(cfg.model, "cpu", cfg.data),
+                                 progress=False, echo=lambda s: None)
         assert summary["train"]["num_samples"] == 2 and summary["train"]["shape"] == shape, name
         entry = json.load(open(tmp_path / f"feat_{name}" / "index.json"))["splits"]["train"]["features"]
         assert entry["preprocess"].startswith(preprocess), name

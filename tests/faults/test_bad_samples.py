@@ -77,8 +77,8 @@ def test_start_up_counts_a_shard_with_malformed_records_without_an_index(bad_sha
 
 
 def test_the_loader_skips_and_counts_each_malformed_record(bad_shard):
-    from scaling.data.stream import build_loader
     from scaling.models.tiny import word_tokenizer
+    from scaling.training.loaders import build_loader
 
     cfg = load_config(None, ["model.encoder=tiny-vit", f"data.val={bad_shard}", "eval.batch_size=4", "data.num_workers=0"])
     loader = build_loader(cfg, word_tokenizer(), "val", 0, 1, False)
@@ -123,7 +123,7 @@ def test_a_16_bit_image_is_scaled_not_clipped_and_inspect_reports_its_mode(tmp_p
     assert "36x36 I;16 (16-bit, scaled to 8 bits)" in capsys.readouterr().out
     # through the decoder: the model sees mid grey, as an 8-bit mid-grey picture gives
     cfg = load_config(None, ["model.encoder=tiny-vit"])
-    from scaling.data.preprocess import media_spec
+    from scaling.models.transforms import media_spec
 
     decoder = SampleDecoder(media_spec(cfg.model, cfg.data), train=False, task="caption", cfg=cfg.data)
     grey8 = io.BytesIO()
@@ -136,7 +136,7 @@ def test_a_16_bit_image_is_scaled_not_clipped_and_inspect_reports_its_mode(tmp_p
 def test_audio_holding_nan_is_a_bad_sample_named_with_its_key():
     import soundfile as sf
 
-    from scaling.data.preprocess import media_spec
+    from scaling.models.transforms import media_spec
 
     wav = np.zeros(16000, np.float32)
     wav[100:200] = np.nan

@@ -98,7 +98,7 @@ def test_mavil_full_checkpoint_keeps_the_audio_branch(encs, tmp_path):
 
 
 def test_preprocessing_follows_the_library(encs):
-    from scaling.data.preprocess import media_spec
+    from scaling.models.transforms import media_spec
 
     spec = media_spec(model_config(encoder=encs["timm"]))  # eva02 CLIP: OpenAI CLIP mean, bicubic, crop_pct 0.9
     assert spec.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and spec.resample == 3
@@ -239,7 +239,7 @@ def test_whisper_preprocessing_is_its_feature_extractor(backbones, tmp_path):
 
     from scaling.data.audio import encode_flac
     from scaling.data.decode import SampleDecoder
-    from scaling.data.preprocess import media_spec
+    from scaling.models.transforms import media_spec
 
     spec = media_spec(model_config(encoder=backbones["whisper"]))
     assert (spec.audio_features, spec.num_mel_bins, spec.max_length) == ("whisper", 16, 100)
@@ -274,8 +274,8 @@ def test_clap_preprocessing_is_its_feature_extractor(backbones):
     import numpy as np
     from transformers import ClapFeatureExtractor
 
-    from scaling.data.audio import clap_features
-    from scaling.data.preprocess import media_spec
+    from scaling.models.encoders.hf_clap import clap_features
+    from scaling.models.transforms import media_spec
 
     spec = media_spec(model_config(encoder=backbones["clap"]))
     assert (spec.audio_features, spec.sample_rate, spec.num_mel_bins, spec.max_length) == ("clap", 48000, 64, 1001)

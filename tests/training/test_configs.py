@@ -250,7 +250,7 @@ def test_epalm_paper_configs_preprocess_images_and_frames_as_epalms_datasets(pat
     from scaling.common.media import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
     from scaling.config.model import model_config
     from scaling.data.augment import ImageTransform
-    from scaling.data.preprocess import media_spec
+    from scaling.models.transforms import media_spec
 
     cfg = load_config(path)
     encoder = tmp_path / "enc"

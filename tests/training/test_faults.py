@@ -42,9 +42,9 @@ def test_the_checkpoint_is_saved_before_evaluating_and_a_failing_evaluation_does
 
 def test_the_eval_loader_skips_and_counts_samples_without_references(tmp_path):
     from scaling.data.shards import ShardSetWriter, sample_record, update_index
-    from scaling.data.stream import build_loader
     from scaling.data.synthetic import make_image
     from scaling.models.tiny import word_tokenizer
+    from scaling.training.loaders import build_loader
 
     d, rng, unscorable = str(tmp_path), random.Random(0), {1, 4, 7}
     writer = ShardSetWriter(os.path.join(d, "val-%06d.tar"), d, samples_per_shard=5)
@@ -335,8 +335,8 @@ def test_distinct_skipped_samples_per_epoch_reach_the_log_tensorboard_and_the_su
 
 
 def test_the_eval_loader_yields_exactly_len_batches_despite_skipped_samples(tmp_path):
-    from scaling.data.stream import build_loader
     from scaling.models.tiny import word_tokenizer
+    from scaling.training.loaders import build_loader
 
     bad = {0, 1, 5, 8}  # with 2 workers of 5 samples and batches of 2: the group {0, 1} is all bad
     shards = _shards_with_unanswered(str(tmp_path), 10, bad, split="val")

@@ -65,12 +65,15 @@ def image_media(mean: tuple, std: tuple, resize: str, ratio: float, resample: in
     return media
 
 
-def audio_media(audio_features: str = "kaldi-fbank", sample_rate: int = SAMPLE_RATE) -> Callable[[EncoderInfo, Any], MediaSpec]:
-    """The default spec of an audio encoder: its front-end (``MediaSpec.audio_features``) and sample rate."""
+def audio_media(audio_features: str = "kaldi-fbank", sample_rate: int = SAMPLE_RATE,
+                frontend: Callable[..., torch.Tensor] | None = None) -> Callable[[EncoderInfo, Any], MediaSpec]:
+    """The default spec of an audio encoder: its front-end (named by ``MediaSpec.audio_features``; ``frontend``
+    computes it, None: Kaldi fbank) and sample rate."""
 
     def media(info: EncoderInfo, data_cfg=None) -> MediaSpec:
         return MediaSpec("audio", num_mel_bins=info.num_mel_bins, max_length=info.max_length, encoder_type=info.encoder_type,
-                         preprocess=f"transformers:{info.encoder_type}", audio_features=audio_features, sample_rate=sample_rate)
+                         preprocess=f"transformers:{info.encoder_type}", audio_features=audio_features, sample_rate=sample_rate,
+                         audio_frontend=frontend)
 
     return media
 

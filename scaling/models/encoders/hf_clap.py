@@ -8,10 +8,14 @@ random crop of longer clips at training).
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch import nn
 from transformers import ClapAudioConfig
 
+from scaling.common.media import MediaSpec
 from scaling.config.base import ConfigError
 from scaling.models.encoders.base import EncoderInfo, FinalNorm, PerceptualEncoder
 from scaling.models.encoders.hf import HFEncoder, audio_media, register_family
@@ -34,6 +38,35 @@ class ClapAudioEncoder(PerceptualEncoder):
         return norm(states) if norm is not None else states
 
 
+_EXTRACTORS: dict[tuple, object] = {}  # transformers ClapFeatureExtractor per (mel bins, frames, rate)
+
+
+def clap_features(waveform, num_mel_bins: int = 64, max_length: int = 1001, sample_rate: int = 48000,
+                  rng: random.Random | None = None) -> torch.Tensor:
+    """CLAP's (non-fusion) input ``[max_length, num_mel_bins]``: transformers' ``ClapFeatureExtractor``
+    (``padding="repeatpad"``); a clip longer than ``(max_length - 1)`` hops is cut first, at a random
+    position (``rng``, training) or centred (evaluation), so the extractor never draws from numpy's RNG."""
+    from transformers import ClapFeatureExtractor
+
+    key = (num_mel_bins, max_length, sample_rate)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = ClapFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate,
+                                                truncation="rand_trunc", padding="repeatpad")
+    fe = _EXTRACTORS[key]
+    wav = np.asarray(waveform, dtype=np.float32)
+    n = (max_length - 1) * fe.hop_length
+    if wav.shape[0] > n:
+        start = rng.randrange(wav.shape[0] - n + 1) if rng is not None else (wav.shape[0] - n) // 2
+        wav = wav[start : start + n]
+    feats = fe(wav, sampling_rate=sample_rate, return_tensors="np").input_features[0, 0]
+    return torch.from_numpy(np.ascontiguousarray(feats[:max_length])).float()
+
+
+def frontend(waveform: np.ndarray, spec: MediaSpec, rng: random.Random | None = None) -> torch.Tensor:
+    """``MediaSpec.audio_frontend`` of CLAP audio towers (random crop of long clips at training)."""
+    return clap_features(waveform, spec.num_mel_bins, spec.max_length, spec.sample_rate, rng)
+
+
 def info(cfg) -> EncoderInfo:
     if getattr(cfg, "enable_fusion", False):
         raise ConfigError("CLAP audio with enable_fusion=true (4-channel fused input) is not supported; use a non-fusion checkpoint")
@@ -50,7 +83,7 @@ def wrap(model: nn.Module, info: EncoderInfo) -> ClapAudioEncoder:
 ENCODER = HFEncoder(
     "clap_audio_model", "ClapAudioModel", info,
     FinalNorm(("audio_encoder.norm",), False, "DePALM config/feat_model/clap.yaml: norm: null"),
-    audio_media("clap", sample_rate=48000), wrap=wrap,
+    audio_media("clap", sample_rate=48000, frontend=frontend), wrap=wrap,
 )
 
 SHAPES = {

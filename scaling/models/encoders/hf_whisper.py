@@ -9,10 +9,14 @@ transformers' ``WhisperFeatureExtractor`` (``audio_features="whisper"``, 16 kHz)
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch import nn
 from transformers import WhisperConfig
 
+from scaling.common.media import SAMPLE_RATE, MediaSpec
 from scaling.models.encoders.base import EncoderInfo, FinalNorm, PerceptualEncoder
 from scaling.models.encoders.hf import HFEncoder, audio_media, register_family
 
@@ -34,6 +38,29 @@ class WhisperAudioEncoder(PerceptualEncoder):
         return norm(states) if norm is not None else states
 
 
+_EXTRACTORS: dict[tuple, object] = {}  # transformers WhisperFeatureExtractor per (mel bins, frames, rate)
+
+
+def whisper_features(waveform, num_mel_bins: int = 80, max_length: int = 3000, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Whisper's input ``[max_length, num_mel_bins]`` (frames first, as AST's): transformers'
+    ``WhisperFeatureExtractor`` (25 ms/10 ms STFT, Slaney mel, log10, clamp to max − 8, (x + 4) / 4),
+    padded/truncated to ``max_length / 100`` seconds."""
+    from transformers import WhisperFeatureExtractor
+
+    key = (num_mel_bins, max_length, sample_rate)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate,
+                                                   chunk_length=max(1, max_length // 100))
+    fe = _EXTRACTORS[key]
+    feats = fe(np.asarray(waveform, dtype=np.float32), sampling_rate=sample_rate, return_tensors="np").input_features[0]
+    return torch.from_numpy(np.ascontiguousarray(feats.T[:max_length])).float()
+
+
+def frontend(waveform: np.ndarray, spec: MediaSpec, rng: random.Random | None = None) -> torch.Tensor:
+    """``MediaSpec.audio_frontend`` of Whisper encoders (no randomness)."""
+    return whisper_features(waveform, spec.num_mel_bins, spec.max_length, spec.sample_rate)
+
+
 def info(cfg) -> EncoderInfo:
     n = cfg.max_source_positions
     return EncoderInfo("audio", cfg.hidden_size, cfg.encoder_layers, False, 0, (n,), (4,), num_mel_bins=cfg.num_mel_bins,
@@ -48,7 +75,7 @@ ENCODER = HFEncoder(
     "whisper", "WhisperModel", info,
     # not used by the official code: Whisper's own encoder output is layer_norm(last layer)
     FinalNorm(("layer_norm",), True, "no official config; Whisper's last_hidden_state is layer_norm(last layer)"),
-    audio_media("whisper"), wrap=wrap,
+    audio_media("whisper", frontend=frontend), wrap=wrap,
 )
 
 SHAPES = {
