@@ -24,3 +24,14 @@ def test_methods_show_prints_resolved_config(capsys):
 def test_methods_unknown_name_is_an_error(capsys):
     assert main(["methods", "--show", "depalmm"]) == 2
     assert "did you mean 'depalm'" in capsys.readouterr().err
+
+
+def test_a_first_listing_says_it_counts_and_a_cached_one_is_quiet(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SCALING_NO_PARAM_CACHE", raising=False)
+    argv = ["methods", "--llm", "qwen2-0.5b", "--encoder", "vit-b16", "--json"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"counting {len(METHODS)} presets" in err and "cached afterwards" in err
+    assert main(argv) == 0
+    assert "counting" not in capsys.readouterr().err, "a cached backbone pair is listed without the counting notice"

@@ -9,6 +9,7 @@ nor transformers.
 from __future__ import annotations
 
 import json
+import sys
 
 import yaml
 
@@ -83,11 +84,30 @@ def _run(args, cache) -> int:
                 print(f"#   {comp:12s} trainable {c['trainable']:>14,d}   frozen {c['frozen']:>16,d}")
             print(yaml.safe_dump({"model": info["config"]}, sort_keys=False), end="")
         return 0
+    from scaling.models import param_cache
+
+    pending = [name for name in METHODS
+               if not (cache.enabled and param_cache.key(name, args.llm, args.encoder, args.overrides) in cache.entries)]
+    progress = None
+    if pending:
+        from tqdm import tqdm
+
+        print(f"counting {len(pending)} presets for LLM={args.llm}, encoder={args.encoder} on the meta device (no "
+              f"weights are read): the first listing of a backbone pair takes a while (minutes on a busy machine); "
+              f"the counts are cached afterwards", file=sys.stderr, flush=True)
+        progress = tqdm(total=len(pending), desc="counting presets", unit="preset", file=sys.stderr,
+                        disable=not sys.stderr.isatty())
     rows = []
     for name, preset in METHODS.items():
+        if progress is not None and name in pending:
+            progress.set_postfix_str(name)
         n, _ = _count(name, args.llm, args.encoder, args.overrides, cache)
+        if progress is not None and name in pending:
+            progress.update(1)
         rows.append({"method": name, "trainable_parameters": n, "about": preset["about"],
                      "paper_table1": PAPER_TABLE1_PARAMS.get(name)})
+    if progress is not None:
+        progress.close()
     if args.json:
         print(json.dumps({"llm": args.llm, "encoder": args.encoder, "methods": rows}))
         return 0
