@@ -192,19 +192,20 @@ def load_encoder(
     trust_remote_code: bool = False,
     meta: bool = False,
     attn_implementation: str = "sdpa",
+    **options,
 ) -> PerceptualEncoder:
     """Load a frozen perceptual encoder: a transformers one (CLIP vision, ViT, DINOv2, SigLIP vision,
     TimeSformer, VideoMAE, AST, Whisper's encoder, CLAP's audio tower) or ``PREFIX:REF`` of another library
-    (:mod:`scaling.models.encoders`)."""
+    (:mod:`scaling.models.encoders`). ``options``: family-specific settings, passed to its loader."""
     loader, ref = resolve(name, trust_remote_code)
     return loader.load(ref, dtype=dtype, device=device, video_frames=video_frames, meta=meta,
-                       trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+                       trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, **options)
 
 
-def describe_encoder(name: str, video_frames: int | None = None, trust_remote_code: bool = False) -> EncoderInfo:
+def describe_encoder(name: str, video_frames: int | None = None, trust_remote_code: bool = False, **options) -> EncoderInfo:
     """The :class:`EncoderInfo` of ``model.encoder`` (any loader), without loading weights."""
     loader, ref = resolve(name, trust_remote_code)
-    return loader.describe(ref, video_frames=video_frames, trust_remote_code=trust_remote_code)
+    return loader.describe(ref, video_frames=video_frames, trust_remote_code=trust_remote_code, **options)
 
 
 def load_config_only(name: str, kind: str, trust_remote_code: bool = False) -> PretrainedConfig:

@@ -217,11 +217,15 @@ class PerceptualLM(nn.Module):
         if kind is None:
             raise ValueError(f"unknown media input {key!r}; valid: {sorted(MEDIA_KEYS)} or features")
         if kind != want:
+            from scaling.models.encoders.registry import encoders_by_modality
+
             enc = type(self.extractor.encoder.model).__name__
+            names = encoders_by_modality()
+            video = ", ".join(names.get("video", [])) + " or an image encoder with model.video_frames"
             raise ValueError(
                 f"modality mismatch: the encoder ({enc}) reads {want} but the batch holds {kind} ({key}). "
-                f"Use an encoder for {kind} (image: CLIP/ViT/DINOv2/SigLIP; video: TimeSformer or an image "
-                f"encoder with model.video_frames; audio: AST), or data of modality {want}."
+                f"Use an encoder for {kind} (image: {', '.join(names.get('image', []))}; video: {video}; "
+                f"audio: {', '.join(names.get('audio', []))}), or data of modality {want}."
             )
         return value
 

@@ -297,3 +297,71 @@ def test_timm_encoder_per_frame_on_video(encs):
     per_frame = enc.model.forward_intermediates(video.flatten(0, 1), indices=[2], return_prefix_tokens=True, output_fmt="NLC",
                                                 intermediates_only=True)[0]
     torch.testing.assert_close(feats[:, 0, 0], per_frame[1][:, 0].view(2, 3, -1).mean(1))  # CLS averaged over frames
+
+
+def test_every_encoder_is_a_registered_loader_with_all_its_parts():
+    """Each module of the registry declares its final norms, names, tiny builder; every transformers model
+    type it reads is described by it (adding an encoder = its module + a registry line)."""
+    from scaling.models.encoders.registry import MODEL_TYPES, PREFIXES, all_loaders, encoders_by_modality, loader_for
+    from scaling.models.final_norm import FINAL_NORMS
+    from scaling.models.shapes import ENCODER_SHAPES
+    from scaling.models.tiny import TINY_ENCODER_ARCHS
+
+    for key in [*MODEL_TYPES, *PREFIXES]:
+        loader = loader_for(key)
+        assert loader.names and loader.final_norms and loader.tiny is not None, key
+    for model_type in MODEL_TYPES:
+        assert model_type in loader_for(model_type).final_norms
+    assert {"timm", "timm-eva-clip", "open_clip", "mavil", "clip", "whisper", "clap_audio_model"} <= set(FINAL_NORMS)
+    assert TINY_ENCODER_ARCHS == ["vit", "clip", "dinov2", "siglip", "timesformer", "ast", "videomae", "whisper", "clap"]
+    assert {"clip-vit-l14", "timesformer-b", "ast-b", "clap-htsat", "whisper-base", "videomae-b"} <= set(ENCODER_SHAPES)
+    assert len(all_loaders()) == 9  # hf_vit, hf_timesformer, hf_ast, hf_videomae, hf_whisper, hf_clap, timm, open_clip, mavil
+    by = encoders_by_modality()
+    assert by["audio"] == ["AST", "Whisper", "CLAP", "MAViL"] and by["video"] == ["TimeSformer", "VideoMAE"]
+    with pytest.raises(ConfigError, match="unsupported encoder type 'bert'"):
+        loader_for("bert")
+
+
+def test_family_options_reach_the_module(monkeypatch):
+    """``load_encoder(..., **options)`` / ``describe_encoder`` hand family-specific settings to the module's
+    ``info`` and ``wrap`` (where, e.g., a TimeSformer frame count or a CLAP extraction mode would be read)."""
+    import dataclasses
+
+    from scaling.models.encoders import hf, hf_timesformer
+
+    seen = []
+    entry = hf.HF_ENCODERS["timesformer"]
+
+    def info(cfg, **options):
+        seen.append(("info", options))
+        return hf_timesformer.info(cfg)
+
+    def wrap(model, info, **options):
+        seen.append(("wrap", options))
+        return hf.plain(model, info)
+
+    monkeypatch.setitem(hf.HF_ENCODERS, "timesformer", dataclasses.replace(entry, info=info, wrap=wrap))
+    describe_encoder("tiny-timesformer", frames_mode="resize")
+    load_encoder("tiny-timesformer", "fp32", meta=True, frames_mode="resize")
+    assert [k for k, _ in seen] == ["info", "info", "wrap"]
+    assert all(o.get("frames_mode") == "resize" for _, o in seen) and seen[-1][1]["video_frames"] is None
+
+
+def test_feature_cache_signatures_keep_their_values(encs, backbones):
+    """Caches written before the encoder registry record these values; they must still be accepted."""
+    from scaling.config import load_config
+    from scaling.data.features import feature_signature
+    from scaling.models.transforms import encoder_inputs
+
+    def sig(encoder, *extra):
+        cfg = load_config(None, [f"model.encoder={encoder}", *extra])
+        return feature_signature(cfg.model, encoder_inputs(cfg.model, cfg.data))
+
+    base = {"layers": None, "n_levels": 1, "tokens": "all", "video_frames": None}
+    assert sig(backbones["vit"]) == {**base, "encoder": "vit", "norm": "final"}
+    assert sig(backbones["clap"]) == {**base, "encoder": "clap", "norm": "none"}
+    assert sig(backbones["videomae"], "model.extract.norm=final") == {**base, "encoder": "videomae", "norm": "final"}
+    assert sig("tiny-siglip", "model.video_frames=3") == {**base, "encoder": "tiny-siglip", "norm": "final", "video_frames": 3}
+    assert sig(encs["timm"]) == {**base, "encoder": "timm:@eva", "norm": "none"}
+    assert sig(encs["open_clip"]) == {**base, "encoder": "open_clip:@oc", "norm": "final"}
+    assert sig(encs["mavil"], "model.extract.norm=none") == {**base, "encoder": "mavil:mavil.safetensors", "norm": "none"}

@@ -32,17 +32,24 @@ from scaling.models.hf_config import load_config
 EXAMPLE = "model.encoder=/models/clip-vit-large-patch14 (a local Hugging Face directory) or a shape name"
 
 
+def plain(model: nn.Module, info: EncoderInfo, **_options) -> PerceptualEncoder:
+    """The default wrapper: levels are ``hidden_states[1:]`` of the model's own forward."""
+    return PerceptualEncoder(model, info)
+
+
 @dataclasses.dataclass(frozen=True)
 class HFEncoder:
     """One transformers encoder ``model_type``: what the shared loader needs to know about it."""
 
     model_type: str
     class_name: str  # the transformers class built from the config (e.g. CLIPVisionModel)
-    info: Callable[[PretrainedConfig], EncoderInfo]  # the (tower) config -> its EncoderInfo (encoder_type is set here)
+    # (tower config, video_frames=..., **options) -> its EncoderInfo (encoder_type is set by the shared code)
+    info: Callable[..., EncoderInfo]
     final_norm: FinalNorm
     media: Callable[[EncoderInfo, Any], MediaSpec]  # (info, data config or None) -> the default MediaSpec
     tower: str | None = None  # the sub-config of a full checkpoint's config that is built (CLIP/SigLIP: vision_config)
-    wrap: Callable[[nn.Module, EncoderInfo], PerceptualEncoder] = PerceptualEncoder  # loaded model -> the encoder
+    # (loaded transformers model, info, video_frames=..., **options) -> the encoder that extracts its levels
+    wrap: Callable[..., PerceptualEncoder] = plain
     build_kwargs: tuple[tuple[str, Any], ...] = ()  # passed to the class's from_pretrained / _from_config
 
     def tower_config(self, cfg: PretrainedConfig) -> PretrainedConfig:
@@ -91,25 +98,27 @@ def _entry(cfg: PretrainedConfig) -> HFEncoder:
     return entry
 
 
-def info_from_config(cfg: PretrainedConfig, video_frames: int | None = None) -> EncoderInfo:
-    """Describe an encoder from its config. ``video_frames`` turns an image encoder into a per-frame one."""
+def info_from_config(cfg: PretrainedConfig, video_frames: int | None = None, **options) -> EncoderInfo:
+    """Describe an encoder from its config. ``video_frames`` turns an image encoder into a per-frame one;
+    ``options`` reach the family's ``info`` (and ``wrap`` at load time) for family-specific settings."""
     entry = _entry(cfg)
-    info = dataclasses.replace(entry.info(entry.tower_config(cfg)), encoder_type=cfg.model_type)
+    info = dataclasses.replace(entry.info(entry.tower_config(cfg), video_frames=video_frames, **options),
+                               encoder_type=cfg.model_type)
     return per_frame_info(info, video_frames)
 
 
-def describe(ref: str, video_frames: int | None = None, trust_remote_code: bool = False, **_options) -> EncoderInfo:
-    return info_from_config(_config(ref, trust_remote_code)[0], video_frames)
+def describe(ref: str, video_frames: int | None = None, trust_remote_code: bool = False, **options) -> EncoderInfo:
+    return info_from_config(_config(ref, trust_remote_code)[0], video_frames, **options)
 
 
 def load(ref: str, dtype: str = "bf16", device: str | torch.device = "cpu", video_frames: int | None = None,
-         meta: bool = False, trust_remote_code: bool = False, attn_implementation: str = "sdpa", **_options) -> PerceptualEncoder:
+         meta: bool = False, trust_remote_code: bool = False, attn_implementation: str = "sdpa", **options) -> PerceptualEncoder:
     """A frozen transformers encoder: random weights for shape names / ``meta``, else ``from_pretrained``."""
     import transformers
 
     cfg, is_shape = _config(ref, trust_remote_code)
     entry = _entry(cfg)
-    info = info_from_config(cfg, video_frames)
+    info = info_from_config(cfg, video_frames, **options)
     cls = getattr(transformers, entry.class_name)
     torch_dtype = DTYPES[dtype]
     kwargs = dict(entry.build_kwargs)
@@ -133,7 +142,7 @@ def load(ref: str, dtype: str = "bf16", device: str | torch.device = "cpu", vide
         model.to(device)
     model.eval()
     model.requires_grad_(False)
-    return entry.wrap(model, info)
+    return entry.wrap(model, info, video_frames=video_frames, **options)
 
 
 def _read_preprocessor(encoder: str) -> dict[str, Any] | None:
@@ -207,12 +216,13 @@ def save_tiny(out_dir: str, arch: str = "vit", seed: int = 0, **config_overrides
     return out_dir
 
 
-def register_family(*encoders: HFEncoder, shapes: dict[str, Callable[[], PretrainedConfig]]) -> EncoderLoader:
+def register_family(*encoders: HFEncoder, shapes: dict[str, Callable[[], PretrainedConfig]],
+                    names: dict[str, str]) -> EncoderLoader:
     """Register a family's model types (one :class:`EncoderLoader` for all of them) and return it."""
     loader = EncoderLoader(
         describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE,
         final_norms={e.model_type: e.final_norm for e in encoders}, shapes=shapes, tiny=save_tiny,
-        tiny_archs=tuple(name[len("tiny-"):] for name in shapes if name.startswith("tiny-")),
+        tiny_archs=tuple(name[len("tiny-"):] for name in shapes if name.startswith("tiny-")), names=names,
     )
     for entry in encoders:
         HF_ENCODERS[entry.model_type] = entry

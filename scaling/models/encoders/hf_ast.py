@@ -13,7 +13,7 @@ from scaling.models.encoders.base import DEPALM_AUTO, EncoderInfo, FinalNorm
 from scaling.models.encoders.hf import HFEncoder, audio_media, register_family
 
 
-def info(cfg) -> EncoderInfo:
+def info(cfg, **_options) -> EncoderInfo:
     f = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
     t = (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1
     return EncoderInfo("audio", cfg.hidden_size, cfg.num_hidden_layers, True, 2, (f, t), (2, 2),
@@ -35,4 +35,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES)
+LOADER = register_family(ENCODER, shapes=SHAPES, names={"AST": "audio"})

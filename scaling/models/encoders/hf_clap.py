@@ -67,7 +67,7 @@ def frontend(waveform: np.ndarray, spec: MediaSpec, rng: random.Random | None = 
     return clap_features(waveform, spec.num_mel_bins, spec.max_length, spec.sample_rate, rng)
 
 
-def info(cfg) -> EncoderInfo:
+def info(cfg, **_options) -> EncoderInfo:
     if getattr(cfg, "enable_fusion", False):
         raise ConfigError("CLAP audio with enable_fusion=true (4-channel fused input) is not supported; use a non-fusion checkpoint")
     n_merges = len(cfg.depths) - 1
@@ -76,7 +76,7 @@ def info(cfg) -> EncoderInfo:
                        num_mel_bins=cfg.num_mel_bins, max_length=1001)
 
 
-def wrap(model: nn.Module, info: EncoderInfo) -> ClapAudioEncoder:
+def wrap(model: nn.Module, info: EncoderInfo, **_options) -> ClapAudioEncoder:
     return ClapAudioEncoder(model, info)
 
 
@@ -95,4 +95,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES)
+LOADER = register_family(ENCODER, shapes=SHAPES, names={"CLAP": "audio"})

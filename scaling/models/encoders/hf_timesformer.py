@@ -15,7 +15,7 @@ from scaling.models.encoders.base import EncoderInfo, FinalNorm
 from scaling.models.encoders.hf import HFEncoder, image_media, register_family
 
 
-def info(cfg) -> EncoderInfo:
+def info(cfg, **_options) -> EncoderInfo:
     side, frames = cfg.image_size // cfg.patch_size, cfg.num_frames
     return EncoderInfo("video", cfg.hidden_size, cfg.num_hidden_layers, True, 1, (side, side, frames), (2, 2, 1),
                        image_size=cfg.image_size, num_frames=frames)
@@ -37,4 +37,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES)
+LOADER = register_family(ENCODER, shapes=SHAPES, names={"TimeSformer": "video"})

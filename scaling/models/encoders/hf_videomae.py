@@ -12,7 +12,7 @@ from scaling.models.encoders.base import EncoderInfo, FinalNorm
 from scaling.models.encoders.hf import HFEncoder, image_media, register_family
 
 
-def info(cfg) -> EncoderInfo:
+def info(cfg, **_options) -> EncoderInfo:
     side, t = cfg.image_size // cfg.patch_size, cfg.num_frames // cfg.tubelet_size
     return EncoderInfo("video", cfg.hidden_size, cfg.num_hidden_layers, False, 0, (t, side, side), (1, 2, 2),
                        image_size=cfg.image_size, num_frames=cfg.num_frames)
@@ -34,4 +34,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES)
+LOADER = register_family(ENCODER, shapes=SHAPES, names={"VideoMAE": "video"})

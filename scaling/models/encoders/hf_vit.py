@@ -26,7 +26,7 @@ from scaling.models.encoders.hf import HFEncoder, image_media, register_family
 
 
 def _image_info(has_cls: bool):
-    def info(cfg) -> EncoderInfo:
+    def info(cfg, **_options) -> EncoderInfo:
         side = cfg.image_size // cfg.patch_size
         n_special = 1 + getattr(cfg, "num_register_tokens", 0) if has_cls else 0
         return EncoderInfo("image", cfg.hidden_size, cfg.num_hidden_layers, has_cls, n_special, (side, side), (2, 2),
@@ -78,4 +78,4 @@ SHAPES = {
     "tiny-siglip": lambda: SiglipVisionConfig(**_TINY),
 }
 
-LOADER = register_family(*ENCODERS, shapes=SHAPES)
+LOADER = register_family(*ENCODERS, shapes=SHAPES, names={"CLIP": "image", "ViT": "image", "DINOv2": "image", "SigLIP": "image"})

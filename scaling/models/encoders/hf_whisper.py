@@ -61,13 +61,13 @@ def frontend(waveform: np.ndarray, spec: MediaSpec, rng: random.Random | None = 
     return whisper_features(waveform, spec.num_mel_bins, spec.max_length, spec.sample_rate)
 
 
-def info(cfg) -> EncoderInfo:
+def info(cfg, **_options) -> EncoderInfo:
     n = cfg.max_source_positions
     return EncoderInfo("audio", cfg.hidden_size, cfg.encoder_layers, False, 0, (n,), (4,), num_mel_bins=cfg.num_mel_bins,
                        max_length=2 * n)
 
 
-def wrap(model: nn.Module, info: EncoderInfo) -> WhisperAudioEncoder:
+def wrap(model: nn.Module, info: EncoderInfo, **_options) -> WhisperAudioEncoder:
     return WhisperAudioEncoder(model.get_encoder(), info, model.config)  # the decoder is not used
 
 
@@ -88,4 +88,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES)
+LOADER = register_family(ENCODER, shapes=SHAPES, names={"Whisper": "audio"})

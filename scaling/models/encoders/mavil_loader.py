@@ -147,4 +147,4 @@ def save_tiny_mavil(path: str, seed: int = 0, n_frames: int = 64, dim: int = 64,
 FINAL_NORMS = {"mavil": FinalNorm(("fc_norm_a",), False, "DePALM config/feat_model/mavil.yaml: norm: null (auto would take fc_norm_a)")}
 
 register("mavil", EncoderLoader(describe=describe, load=load, media=media, check=check, identity=identity, example=EXAMPLE,
-                                final_norms=FINAL_NORMS, tiny=save_tiny_mavil))
+                                final_norms=FINAL_NORMS, tiny=save_tiny_mavil, names={"MAViL": "audio"}))

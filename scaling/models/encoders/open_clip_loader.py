@@ -170,4 +170,5 @@ def save_tiny_open_clip(out_dir: str, seed: int = 0) -> str:
 FINAL_NORMS = {"open_clip": FinalNorm(("ln_post",), True, f"{DEPALM_AUTO}: ln_post (clip-vit-*-laion.yaml leave norm at auto)")}
 
 register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity,
-                                    example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_open_clip))
+                                    example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_open_clip,
+                                    names={"open_clip ViTs": "image"}))

@@ -17,9 +17,11 @@ A loader turns ``REF`` (the part after the prefix; for transformers encoders the
 * ``identity(ref)`` → a short name for feature-cache signatures;
 
 and declares its ``final_norms`` (``EncoderInfo.encoder_type`` → :class:`~scaling.models.encoders.base.FinalNorm`),
-its ``shapes`` (shape names → transformers config factories: meta counting, tiny tests) and its tiny test
-builder (``tiny(out_dir, arch, seed, **overrides)`` for the ``tiny-<arch>`` shapes of ``tiny_archs``).
-``options`` are ``trust_remote_code`` and ``attn_implementation`` (the transformers loaders use them).
+its ``shapes`` (shape names → transformers config factories: meta counting, tiny tests), its tiny test
+builder (``tiny(out_dir, arch, seed, **overrides)`` for the ``tiny-<arch>`` shapes of ``tiny_archs``) and
+the ``names`` it is known by, with their modality (error messages, docs).
+``options`` are ``trust_remote_code``, ``attn_implementation`` (the transformers loaders use them) and any
+family-specific setting a module reads (``load_encoder(..., **options)`` passes them on).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class EncoderLoader:
     shapes: Mapping[str, Callable[[], Any]] = dataclasses.field(default_factory=dict)
     tiny: Callable[..., str] | None = None
     tiny_archs: tuple[str, ...] = ()
+    names: Mapping[str, str] = dataclasses.field(default_factory=dict)  # display name -> modality (messages, docs)
 
 
 ENCODER_LOADERS: dict[str, EncoderLoader] = {}  # prefix or model_type -> its loader (filled on import)
@@ -115,6 +118,15 @@ def encoder_shapes() -> dict[str, Callable[[], Any]]:
 def final_norms() -> dict[str, Any]:
     """Every loader's final-norm entries (``EncoderInfo.encoder_type`` → ``FinalNorm``)."""
     return {key: entry for loader in all_loaders() for key, entry in loader.final_norms.items()}
+
+
+def encoders_by_modality() -> dict[str, list[str]]:
+    """The display names of every registered encoder, per modality (``image``/``video``/``audio``)."""
+    out: dict[str, list[str]] = {}
+    for loader in all_loaders():
+        for display, modality in loader.names.items():
+            out.setdefault(modality, []).append(display)
+    return out
 
 
 def resolve(name: str, trust_remote_code: bool = False) -> tuple[EncoderLoader, str]:
