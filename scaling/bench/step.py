@@ -67,7 +67,10 @@ class PlainMapper(nn.Module):
     def forward(self, x):
         x = self.inp(x)
         x = torch.cat([x, self.q.expand(x.shape[0], -1, -1)], 1)
-        return self.norm(self.out(self.tf(x)[:, -self.nq :]))
+        h = self.out(self.tf(x)[:, -self.nq :])
+        # the norm's input in its weight's dtype (fp32 under autocast), as a user would: bf16 input with an fp32
+        # weight falls off torch's fused RMSNorm onto the decomposed path
+        return self.norm(h.to(self.norm.weight.dtype))
 
 
 def random_media(info, batch: int, dev: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -81,12 +84,20 @@ def random_media(info, batch: int, dev: torch.device, dtype: torch.dtype) -> dic
     return {"audio": torch.randn(batch, info.max_length, info.num_mel_bins, device=dev, dtype=dtype)}
 
 
+TORCHAO_NOTE = (
+    "torchao row-wise float8 on the Hugging Face layers with torch.compile per decoder layer (torchao's recommendation); "
+    "still unequal: our FP8 runs the fused layers without torch.compile (inductor also fuses the norms, rotary and SwiGLU "
+    "of torchao's row), torchao's Float8Linear saves its bf16 input and computes the frozen weights' gradient in its "
+    "backward (torch.compile drops it only where the unused output is dead code), and its weights are cast to float8 "
+    "every step while ours are quantised once")
+
+
 def _liger_missing() -> str | None:
     """Why Liger-Kernel cannot be timed here (None: it can)."""
     try:
         import liger_kernel.transformers  # noqa: F401
     except ImportError:
-        return "liger-kernel not installed (pip install liger-kernel)"
+        return "liger-kernel not installed (pip install liger-kernel; on the GPU machine: its wheel in .whl/, docs/gpu_bench.md)"
     return None
 
 
@@ -95,7 +106,7 @@ def _torchao_missing(dev: torch.device) -> str | None:
     try:
         import torchao.float8  # noqa: F401
     except ImportError:
-        return "torchao not installed (pip install torchao)"
+        return "torchao not installed (pip install torchao; on the GPU machine: its wheel in .whl/, docs/gpu_bench.md)"
     if dev.type != "cuda" or torch.cuda.get_device_capability(dev) < (8, 9):
         return "torchao float8 needs a CUDA GPU of compute capability >= 8.9 (H100/H200/L40)"
     return None
@@ -255,9 +266,10 @@ def run_benchmark(
                 emb = llm.get_input_embeddings()(ids)
                 seq = torch.cat([vis.to(emb.dtype), prompt.to(emb.dtype).expand(batch, -1, -1), emb], 1)
                 npre = vis.shape[1] + prompt.shape[1]
-                if liger:  # Liger's fused linear cross-entropy runs inside the model's own loss
+                if liger:  # Liger's fused linear cross-entropy runs inside the model's own loss; the frozen LLM
+                    # is in eval mode, where Liger computes full logits unless told to skip them
                     full = torch.cat([labels.new_full((batch, npre), -100), labels], 1)
-                    loss = llm(inputs_embeds=seq, labels=full).loss
+                    loss = llm(inputs_embeds=seq, labels=full, skip_logits=True).loss
                 else:
                     logits = llm(inputs_embeds=seq).logits[:, npre - 1 : -1].float()
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), label_smoothing=2e-3)
@@ -342,7 +354,10 @@ def run_benchmark(
 
             convert_to_float8_training(model.layout.base, config=Float8LinearConfig.from_recipe_name("rowwise"),
                                        module_filter_fn=lambda mod, fqn: mod.in_features % 16 == 0 and mod.out_features % 16 == 0)
+            for layer in model.layout.layers:  # torchao's float8 training is meant to run under torch.compile
+                layer.compile()  # (per decoder layer, as torchtitan does; compiled during the warm-up steps)
             measure("ours_torchao_fp8", our_step, n_prefix + text_len)
+            results["notes"] = {"ours_torchao_fp8": TORCHAO_NOTE}
     if profile:
         _profile(our_step, dev, profile)
     out = {"config": {"llm": llm_shape, "encoder": encoder_shape, "method": method, "batch": batch, "text_len": text_len,

@@ -1,4 +1,7 @@
-"""The fused LLaMA-family training forward equals the Hugging Face layers (forward and input grads)."""
+"""The fused LLaMA-family training forward equals the Hugging Face layers (forward and input grads).
+
+Models and tensors live on the test device (``device`` fixture: CUDA when present, where Triton compiles;
+else the CPU under ``TRITON_INTERPRET=1``): Triton on a GPU machine cannot take CPU tensors."""
 
 import pytest
 import torch
@@ -17,22 +20,22 @@ CONFIGS = {
 }
 
 
-def _model(arch):
+def _model(arch, device="cpu"):
     cfg_cls, model_cls, extra = CONFIGS[arch]
     cfg = cfg_cls(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=100, max_position_embeddings=64, **extra)
     torch.manual_seed(0)
-    model = model_cls(cfg).eval()
+    model = model_cls(cfg).to(device).eval()
     model.requires_grad_(False)
     return model
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 @pytest.mark.parametrize("mode", ["torch", "triton"])
-def test_fused_forward_matches_hf(arch, mode, monkeypatch):
-    model = _model(arch)
-    embeds = torch.randn(2, 9, 64, requires_grad=True)
-    mask = torch.ones(2, 9, dtype=torch.long)
+def test_fused_forward_matches_hf(arch, mode, monkeypatch, device):
+    model = _model(arch, device)
+    embeds = torch.randn(2, 9, 64, device=device, requires_grad=True)
+    mask = torch.ones(2, 9, dtype=torch.long, device=device)
     mask[1, -2:] = 0
     # use_cache=False: the training call (with a cache the fused forward hands over to the original layers)
     ref = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
@@ -54,9 +57,9 @@ def test_fused_forward_matches_hf(arch, mode, monkeypatch):
     assert torch.allclose(g, g_ref, atol=1e-6, rtol=1e-4)
 
 
-def test_cached_generation_falls_back_to_the_original_layers():
-    model = _model("llama")
-    ids = torch.randint(0, 100, (1, 5))
+def test_cached_generation_falls_back_to_the_original_layers(device):
+    model = _model("llama", device)
+    ids = torch.randint(0, 100, (1, 5), device=device)
     ref = model.generate(ids, max_new_tokens=5, do_sample=False)
     accelerate_llm(model, mode="torch")
     assert torch.equal(model.generate(ids, max_new_tokens=5, do_sample=False), ref)
@@ -92,14 +95,14 @@ def _consumers(root) -> dict:
     return count
 
 
-def test_fused_layer_backward_runs_no_residual_accumulation():
+def test_fused_layer_backward_runs_no_residual_accumulation(device):
     # eager: the layer input feeds the norm and the residual add, so autograd accumulates two
     # gradients into it (an extra add kernel per residual, two per layer); the fused layer's norms
     # take the residual gradient into their backward kernel: every tensor of the layer has one consumer
-    model = _model("llama")
+    model = _model("llama", device)
     layer = model.model.layers[0]
-    x = torch.randn(2, 7, 64, requires_grad=True)
-    pos = torch.arange(7)[None]
+    x = torch.randn(2, 7, 64, device=device, requires_grad=True)
+    pos = torch.arange(7, device=device)[None]
     pe = model.model.rotary_emb(x, pos)
     root = torch.nn.Identity()(x) * 1.0  # a node standing for the previous layer's output
     eager = layer(root, attention_mask=None, position_ids=pos, position_embeddings=pe)
