@@ -58,6 +58,10 @@ def build_evaluate_fn(cfg):
         options = {"meteor": False, "spice": False} if cfg.data.task == "caption" else {}
         result = evaluate(model, tok, loader, cfg.data.task, **cfg.eval.generation(), progress=False,
                           media_dtype=half if device.type == "cuda" else None, **options)
-        return {k: v for k, v in result.metrics.items() if v is not None}
+        out = {k: v for k, v in result.metrics.items() if v is not None}
+        # how many validation samples the score leaves out (no reference, undecodable): train_log.jsonl's eval rows
+        # (eval/unscorable_samples), TensorBoard and metrics.json carry it beside the score
+        out["unscorable_samples"] = int(result.skipped)
+        return out
 
     return evaluate_fn

@@ -76,6 +76,9 @@ class CarbonSettings:
         return None
 
 
+#: counts that a metrics.json's "metrics" may hold beside the scores (never a score column)
+COUNT_KEYS = ("unscorable_samples",)
+
 def estimate_carbon(train_seconds: float, n_gpus: int, gpu_type: str, settings: CarbonSettings) -> dict[str, float | None]:
     """``{'gpu_hours', 'kwh', 'kg_co2'}`` for one run (None where the GPU's TDP is unknown or it ran on CPU)."""
     if str(gpu_type).lower() == "cpu" or n_gpus == 0:
@@ -250,7 +253,11 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
         raise RunProblem(f'{met_path} must look like {{"task": ..., "metrics": {{...}}}}')
     if met.get("skipped"):
         warn(f"{met_path}: {met['skipped']} sample(s) could not be decoded and are not in the score")
-    metrics = {k: float(v) for k, v in met["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if met["metrics"].get("unscorable_samples"):  # a count the training's evaluation records beside its scores
+        warn(f"{met_path}: {met['metrics']['unscorable_samples']} validation sample(s) could not be scored and are not "
+             f"in the score")
+    metrics = {k: float(v) for k, v in met["metrics"].items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in COUNT_KEYS}
     if not metrics:
         raise RunProblem("metrics.json has no numeric metric")
     flat = flatten(cfg)

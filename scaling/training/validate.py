@@ -202,6 +202,40 @@ def check_model_shapes(model_cfg) -> list[str]:
     return []
 
 
+def check_val_size(cfg, world_size: int) -> list[str]:
+    """The validation loss reads ``data.val`` in batches of ``train.micro_batch`` on every rank (the same count on each,
+    ``data.fraction`` applied): a split smaller than one such batch per rank would fail every evaluation. Counted from
+    the shards' index (shards without one are not read here)."""
+    data = cfg.data
+    if not data.val or str(data.val).startswith("toy://"):
+        return []
+    from scaling.data.shards import resolve_split
+    from scaling.data.stream import _source_for
+    from scaling.data.subset import kept_positions
+
+    try:
+        source, split = _source_for(cfg, "val")
+        src = resolve_split(source, split, data.index, need_ids=data.fraction < 1.0, what="data.val",
+                            allow_pipe=data.allow_pipe, scan=False)
+    except (ConfigError, OSError):
+        return []  # reported by check_data or when the loader opens it
+    if any(sh.num_samples == 0 for sh in src.shards):
+        return []  # a shard without an index entry: its count is not known without reading it
+    if data.fraction < 1.0:
+        if any(sh.ids is None for sh in src.shards):
+            return []
+        total = sum(len(kept_positions(sh.ids, data.fraction, data.subset_seed)) for sh in src.shards)
+    else:
+        total = src.num_samples
+    need = world_size * cfg.train.micro_batch
+    if total < need:
+        return [f"data.val={data.val!r} holds {total} sample(s)" + (f" in its {data.fraction:.2%} subset (data.fraction)"
+                if data.fraction < 1.0 else "") + f", fewer than one validation batch per rank (world size {world_size} "
+                f"x train.micro_batch {cfg.train.micro_batch} = {need}): every validation would fail. Use a larger "
+                f"validation split, a smaller train.micro_batch, or data.val=null"]
+    return []
+
+
 def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None = None, check_paths: bool = True) -> RunPlan:
     """Validate ``cfg`` for ``world_size`` ranks on ``device_type``; raise one ConfigError listing all problems."""
     t = cfg.train
@@ -219,6 +253,8 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
         if not backbone_problems:
             problems += check_model_shapes(cfg.model)
         problems += check_data(cfg)
+        if not problems:
+            problems += check_val_size(cfg, world_size)
     ds_resolved, stage = None, 0
     if t.deepspeed:
         try:

@@ -135,7 +135,8 @@ def test_remote_and_toy_sources_are_not_checked(tmp_path):
 def test_existing_local_sources_pass_in_every_form(tmp_path, tiny_shards):
     for source in (str(tiny_shards), f"{tiny_shards}/index.json", f"{tiny_shards}/train-{{000000..000001}}.tar",
                    f"{tiny_shards}/train-000000.tar", f"{tiny_shards}#train::{tiny_shards}/train-000001.tar"):
-        plan_run(cfg_with(tmp_path, f"data.train={source}", f"data.val={tiny_shards}#val"), 1, "cpu")
+        # (2 validation samples: batches of 2, one per validation)
+        plan_run(cfg_with(tmp_path, f"data.train={source}", f"data.val={tiny_shards}#val", "train.micro_batch=2"), 1, "cpu")
     os.remove(tiny_shards / "train-000001.tar")  # one shard missing: skipped and counted at load time, not refused
     plan_run(cfg_with(tmp_path, f"data.train={tiny_shards}"), 1, "cpu")
     with pytest.raises(ConfigError, match="has no split 'test'"):
