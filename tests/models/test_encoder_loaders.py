@@ -365,3 +365,4 @@ def test_feature_cache_signatures_keep_their_values(encs, backbones):
     assert sig(encs["timm"]) == {**base, "encoder": "timm:@eva", "norm": "none"}
     assert sig(encs["open_clip"]) == {**base, "encoder": "open_clip:@oc", "norm": "final"}
     assert sig(encs["mavil"], "model.extract.norm=none") == {**base, "encoder": "mavil:mavil.safetensors", "norm": "none"}
+
