@@ -69,6 +69,42 @@ class PeakTracker(TorchDispatchMode):
         return out
 
 
+class RegionFlops(TorchDispatchMode):
+    """FLOPs per region (what ``region()`` returns when an operation runs), counted with the formulas of
+    ``torch.utils.flop_counter`` (the registry ``FlopCounterMode`` uses; operations without a formula are
+    decomposed first, as there), without its module tracking."""
+
+    IGNORED = ("is_contiguous", "sym_is_contiguous", "size", "sym_size", "stride", "sym_stride", "storage_offset",
+               "sym_storage_offset", "numel", "sym_numel", "dim", "is_strides_like_format", "is_non_overlapping_and_dense")
+
+    def __init__(self, region):
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
+        self.region = region
+        self.counts: dict = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func._overloadpacket.__name__ in self.IGNORED or func is torch.ops.prim.layout.default:
+            return NotImplemented
+        packet = func._overloadpacket
+        if packet not in self.registry and func is not torch.ops.prim.device.default:
+            with self:
+                r = func.decompose(*args, **kwargs)
+                if r is not NotImplemented:
+                    return r
+        out = func(*args, **kwargs)
+        if packet in self.registry:
+            key = self.region()
+            self.counts[key] = self.counts.get(key, 0) + self.registry[packet](*args, **kwargs, out_val=out)
+        return out
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
 @dataclass
 class Measured:
     peak_bytes: int  # highest live bytes during the step

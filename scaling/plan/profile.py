@@ -1,13 +1,14 @@
 """The facts the planner needs about a config's model, counted at its real shapes without allocating.
 
 The model is built on the ``meta`` device (parameter counts per component, as ``scaling methods``), then
-moved to a fake device (:mod:`scaling.plan.measure`) where a training step at micro-batch 1 and 2 records:
+moved to a fake device (:mod:`scaling.plan.measure`) where one training step at micro-batch 2 records:
 
 - the bytes autograd keeps for the backward pass (``torch.autograd.graph.saved_tensors_hooks``), per region:
   the mapper / injection / prompt (``interface``), each LLM decoder layer, the loss head; parameters are not
-  counted (they are model state); the two batch sizes give a per-sample slope and a batch-independent part
-  (rotary tables, masks);
-- the FLOPs of the step (``torch.utils.flop_counter.FlopCounterMode``), forward per region and in total;
+  counted (they are model state); a saved tensor whose leading dimension stays 1 (rotary tables, causal masks) is
+  counted once, every other one per sample;
+- the FLOPs of the step, forward per region and in total, with the formulas of ``torch.utils.flop_counter``
+  (:class:`~scaling.plan.measure.RegionFlops`; the tests check the total against ``FlopCounterMode``);
 - the encoder's forward working set (:class:`~scaling.plan.measure.PeakTracker` around the frozen encoder).
 
 Placeholder backbones of the shipped configs (``/path/to/llama-7b``, ``/path/to/clip-vit-large-patch14``,
@@ -17,7 +18,6 @@ Placeholder backbones of the shipped configs (``/path/to/llama-7b``, ``/path/to/
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -64,7 +64,10 @@ class Profile:
     encoder_peak: tuple[float, float]  # the frozen encoder's forward working set (media in, features out)
     layer_input_bytes: int  # one sample's hidden states at a decoder layer's input (what checkpointing keeps)
     flops_total: tuple[float, float]  # forward + backward of the step, flops = slope * batch + base
-    flops_layer_fwd: dict[int, tuple[float, float]]  # forward of each decoder layer (recomputed with checkpointing)
+    flops_layer_fwd: dict[int, tuple[float, float]]  # forward of each decoder layer
+    # what checkpointing recomputes of each layer: its forward up to the last activation it saves (non-reentrant
+    # checkpointing stops there; e.g. a frozen LLaMA layer's down_proj is not recomputed)
+    flops_layer_recompute: dict[int, tuple[float, float]]
 
     def at(self, pair: tuple[float, float], batch: int) -> float:
         return pair[0] * batch + pair[1]
@@ -100,9 +103,8 @@ def _media_shape(info) -> tuple[int, ...]:
     return (3, size, size)
 
 
-def _fit(a: float, b: float) -> tuple[float, float]:
-    """(slope, base) through the figures at batch 1 and 2."""
-    return (b - a, 2 * a - b)
+FINAL_NORMS = ("norm", "final_layer_norm", "ln_f", "final_layernorm", "norm_f")  # names of the decoder's last norm
+PROFILE_BATCH = 2  # the fake step's micro-batch (> 1, so that batch-independent saved tensors can be told apart)
 
 
 def build_profile(cfg, text_len: int | None = None, n_targets: int | None = None) -> Profile:
@@ -137,28 +139,27 @@ def build_profile(cfg, text_len: int | None = None, n_targets: int | None = None
     if model.extractor is not None:
         ex = model.extractor
         feat = ex.n_levels * ex.n_tokens * info.hidden_size * _dtype_bytes(mcfg.frozen_dtype)
-    # batch 2: the forward only (saved tensors are recorded there); FLOPs are linear in the batch (counted at 1)
-    runs = [_record(model, mode, b, text_len, n_targets, media_shape, backward=b == 1) for b in (1, 2)]
-    r1, r2 = runs
+    rec = _record(model, mode, PROFILE_BATCH, text_len, n_targets, media_shape)
     kind = getattr(model.injection, "kind", "none")
     backprop, why = backprop_layers(model)
     notes.append(why)
-    layer_ids = sorted(k for k in set(r1["saved"]) | set(r2["saved"]) if isinstance(k, int))
+    layer_ids = sorted(k for k in rec["saved"] if isinstance(k, int))
     elt = _dtype_bytes(mcfg.frozen_dtype)
     return Profile(
         llm=llm, encoder=encoder, notes=notes, params=table, frozen_params=frozen, trainable_params=trainable,
         largest_layer_params=largest, n_layers=layout.n_layers, hidden=layout.hidden_size,
-        vocab=layout.lm_head.weight.shape[0], seq_len=r1["seq_len"], prefix_len=r1["seq_len"] - text_len,
+        vocab=layout.lm_head.weight.shape[0], seq_len=rec["seq_len"], prefix_len=rec["seq_len"] - text_len,
         text_len=text_len, n_targets=n_targets, frozen_bytes=elt,
         media_bytes=_numel(media_shape) * 4 if media_shape else 0, feature_bytes=feat,
         backprop_layers=backprop, injection=kind,
-        saved_layer={i: _fit(r1["saved"].get(i, 0), r2["saved"].get(i, 0)) for i in layer_ids},
-        saved_interface=_fit(r1["saved"].get("interface", 0), r2["saved"].get("interface", 0)),
-        saved_head=_fit(r1["saved"].get("head", 0), r2["saved"].get("head", 0)),
-        encoder_peak=_fit(r1["encoder_peak"], r2["encoder_peak"]),
-        layer_input_bytes=r1["seq_len"] * layout.hidden_size * elt,
-        flops_total=(r1["flops"], 0.0),
-        flops_layer_fwd={i: (r1["layer_flops"].get(i, 0), 0.0) for i in range(layout.n_layers)},
+        saved_layer={i: rec["saved"][i] for i in layer_ids},
+        saved_interface=rec["saved"].get("interface", (0.0, 0.0)),
+        saved_head=rec["saved"].get("head", (0.0, 0.0)),
+        encoder_peak=(rec["encoder_peak"] / PROFILE_BATCH, 0.0),
+        layer_input_bytes=rec["seq_len"] * layout.hidden_size * elt,
+        flops_total=(rec["flops"] / PROFILE_BATCH, 0.0),
+        flops_layer_fwd={i: (rec["layer_flops"].get(i, 0) / PROFILE_BATCH, 0.0) for i in range(layout.n_layers)},
+        flops_layer_recompute={i: (rec["recompute_flops"].get(i, 0) / PROFILE_BATCH, 0.0) for i in range(layout.n_layers)},
     )
 
 
@@ -192,49 +193,56 @@ def _dtype_bytes(name: str) -> int:
     return {"fp32": 4, "fp16": 2, "bf16": 2}[name]
 
 
-def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape, backward: bool = True) -> dict[str, Any]:
-    """One fake training step (forward + backward) at ``batch``: saved bytes per region, FLOPs, encoder peak."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape) -> dict[str, Any]:
+    """One fake training step (forward + backward) at ``batch``: bytes saved for backward per region as (per
+    sample, batch-independent) -- a saved tensor whose leading dimension is 1 at ``batch`` > 1 (rotary tables,
+    causal masks) does not grow with the batch --, FLOPs (forward per region, and in total) and the encoder's peak."""
     from scaling.models import ops
-    from scaling.plan.measure import DEVICE, PeakTracker, media_key
+    from scaling.plan.measure import DEVICE, PeakTracker, RegionFlops
 
-    region = ["interface"]
+    region: list[Any] = ["interface"]
     hooks = []
-    layer_index = {id(layer): i for i, layer in enumerate(model.layout.layers)}
 
     def enter(name):
-        return lambda mod, args, kwargs=None: region.__setitem__(0, name)
+        return lambda mod, args: region.__setitem__(0, name)
 
-    for layer in model.layout.layers:
-        hooks.append(layer.register_forward_pre_hook(enter(layer_index[id(layer)])))
+    for i, layer in enumerate(model.layout.layers):
+        hooks.append(layer.register_forward_pre_hook(enter(i)))
+    for name, module in model.layout.base.named_modules():  # the final norm runs after the last layer: the head's
+        if name.split(".")[-1] in FINAL_NORMS and name.count(".") <= 1:
+            hooks.append(module.register_forward_pre_hook(enter("head")))
     param_storages = {p.untyped_storage()._cdata for p in list(model.parameters()) + list(model.buffers())}
-    saved: dict[Any, dict[int, int]] = defaultdict(dict)
+    saved: dict[Any, dict[int, tuple[int, bool]]] = defaultdict(dict)
+    phase = ["forward"]
+    counter = RegionFlops(lambda: (phase[0], region[0]))
+
+    last_save: dict[Any, int] = {}
 
     def pack(t: torch.Tensor):
         st = t.untyped_storage()
-        if st._cdata not in param_storages:
-            saved[region[0]][st._cdata] = st.nbytes()
+        if st._cdata not in param_storages and phase[0] == "forward":
+            saved[region[0]][st._cdata] = (st.nbytes(), t.dim() > 0 and t.shape[0] == 1)
+            # checkpointing recomputes a layer only up to its last saved activation (early stop)
+            last_save[region[0]] = counter.counts.get(("forward", region[0]), 0)
         return t
 
-    layer_flops: dict[int, int] = {}
     try:
         with mode:
             ids = torch.zeros(batch, text_len, dtype=torch.long, device=DEVICE)
             media = None if media_shape is None else torch.zeros(batch, *media_shape, dtype=torch.float32, device=DEVICE)
-            counter = FlopCounterMode(display=False) if backward else contextlib.nullcontext()
             tracker = PeakTracker()
             for t in list(model.parameters()) + list(model.buffers()):
                 tracker.ignore(t)
             with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 mapped = None
+                encoder_peak = 0
                 if media is not None:
+                    region[0] = "encoder"
                     with tracker:
                         feats = model.extractor(media)
                     encoder_peak = tracker.peak
+                    region[0] = "interface"
                     mapped = model.encode(features=feats)
-                else:
-                    encoder_peak = 0
                 prefix, state = model._prefix(mapped, batch)
                 embeds, mask, positions = model._inputs(ids, torch.ones_like(ids), prefix)
                 if not state.hide_layers:
@@ -246,28 +254,22 @@ def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape,
                 head = model.layout.lm_head
                 loss = ops.target_cross_entropy(h, head.weight, ids[:, -n_targets:].reshape(-1),
                                                 model.label_smoothing, head.bias, "torch")
-                if backward:
-                    fwd = _flops_by_module(counter, model)
-                    loss.backward()
+                phase[0] = "backward"
+                loss.backward()
             seq_len = embeds.shape[1]
-            for name, n in (fwd.items() if backward else ()):
-                m = re.search(r"\.layers\.(\d+)$", name) or re.search(r"\.h\.(\d+)$", name)
-                if m:
-                    layer_flops[int(m.group(1))] = n
             model.zero_grad(set_to_none=True)
     finally:
         for h in hooks:
             h.remove()
-    return {"saved": {k: sum(v.values()) for k, v in saved.items()}, "flops": counter.get_total_flops() if backward else 0,
-            "layer_flops": layer_flops, "encoder_peak": encoder_peak, "seq_len": seq_len, "media_key": media_key}
-
-
-def _flops_by_module(counter, model) -> dict[str, int]:
-    """Forward FLOPs so far per module name (FlopCounterMode's module hierarchy), for the decoder layers."""
-    out = {}
-    for name, per_op in counter.get_flop_counts().items():
-        out[name] = sum(per_op.values())
-    return out
+    per_region = {}
+    for key, entries in saved.items():
+        shared = sum(n for n, fixed in entries.values() if fixed)
+        grows = sum(n for n, fixed in entries.values() if not fixed)
+        per_region[key] = (grows / batch, float(shared))
+    layer_flops = {r: n for (ph, r), n in counter.counts.items() if ph == "forward" and isinstance(r, int)}
+    recompute = {r: n for r, n in last_save.items() if isinstance(r, int)}
+    return {"saved": per_region, "flops": counter.total(), "layer_flops": layer_flops, "encoder_peak": encoder_peak,
+            "seq_len": seq_len, "recompute_flops": recompute}
 
 
 def cache_path() -> str:
@@ -276,30 +278,29 @@ def cache_path() -> str:
 
 
 def _code_hash() -> str:
-    """scaling/models + scaling/config (param_cache.code_hash) and this package's source."""
+    """scaling/models + scaling/config (param_cache.code_hash) and the source that counts (profile.py, measure.py)."""
     import hashlib
 
     from scaling.models.param_cache import code_hash
 
     h = hashlib.sha256(code_hash().encode())
     folder = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as fh:
-                h.update(name.encode() + fh.read())
+    for name in ("profile.py", "measure.py"):
+        with open(os.path.join(folder, name), "rb") as fh:
+            h.update(name.encode() + fh.read())
     return h.hexdigest()[:16]
 
 
 def _to_json(p: Profile) -> dict:
     d = dataclasses.asdict(p)
-    for k in ("saved_layer", "flops_layer_fwd"):
+    for k in ("saved_layer", "flops_layer_fwd", "flops_layer_recompute"):
         d[k] = {str(i): list(v) for i, v in d[k].items()}
     return d
 
 
 def _from_json(d: dict) -> Profile:
     d = dict(d)
-    for k in ("saved_layer", "flops_layer_fwd"):
+    for k in ("saved_layer", "flops_layer_fwd", "flops_layer_recompute"):
         d[k] = {int(i): tuple(v) for i, v in d[k].items()}
     for k in ("saved_interface", "saved_head", "encoder_peak", "flops_total"):
         d[k] = tuple(d[k])
@@ -309,8 +310,8 @@ def _from_json(d: dict) -> Profile:
 def profile_for(cfg, use_cache: bool | None = None) -> Profile:
     """:func:`build_profile`, cached in ``$XDG_CACHE_HOME/scaling/plan_profiles.json`` under a key of the model
     section, the text length, the backbones (param_cache's identity of a directory or a library's encoder), the
-    torch/transformers versions and the source of scaling/models, scaling/config and scaling/plan (a change to any
-    is another key). ``SCALING_NO_PLAN_CACHE=1`` (or ``use_cache=False``) profiles afresh."""
+    torch/transformers versions and the source of scaling/models, scaling/config and the counting code of
+    scaling/plan (a change to any is another key). ``SCALING_NO_PLAN_CACHE=1`` (or ``use_cache=False``) profiles afresh."""
     import hashlib
     import json
     import tempfile

@@ -35,16 +35,17 @@ def micro_batch_flops(p: Profile, s: Setting) -> float:
     """FLOPs of one micro-batch's forward + backward (+ the recomputed forward with checkpointing)."""
     flops = p.at(p.flops_total, s.micro_batch)
     if s.checkpointing:
-        flops += sum(p.at(p.flops_layer_fwd[i], s.micro_batch) for i in p.backprop_layers)
+        flops += sum(p.at(p.flops_layer_recompute[i], s.micro_batch) for i in p.backprop_layers)
     return flops
 
 
 def bandwidth_gbs(gpu: GPU, world: int, gpus_per_node: int, net_gbps: float) -> float:
-    """Per-GPU collective bandwidth (GB/s): NVLink inside one node, the network share across nodes."""
+    """Bus bandwidth of a ring collective (GB/s): NVLink inside one node; across nodes the ring crosses each node's
+    network link, which bounds it (every byte of an all-gather passes every link once)."""
     intra = NVLINK_GBS.get(gpu.arch, 64.0)
     if world <= gpus_per_node:
         return intra
-    return min(intra, net_gbps / 8 / max(1, gpus_per_node))  # the node's network link, shared by its GPUs
+    return min(intra, net_gbps / 8)
 
 
 def step_seconds(p: Profile, s: Setting, gpu: GPU, world: int, gpus_per_node: int, mfu: float,

@@ -15,7 +15,7 @@ def profile(layers: int = 4, per_layer: float = 1e9, frozen: int = 7_000_000_000
         backprop_layers=list(range(layers)), injection="first-layer",
         saved_layer={i: (per_layer / 8, 0.0) for i in range(layers)}, saved_interface=(1e6, 0.0), saved_head=(8e6, 0.0),
         encoder_peak=(5e6, 0.0), layer_input_bytes=97 * 4096 * 2, flops_total=(2.7e12, 0.0),
-        flops_layer_fwd={i: (4e10, 0.0) for i in range(layers)},
+        flops_layer_fwd={i: (4e10, 0.0) for i in range(layers)}, flops_layer_recompute={i: (3e10, 0.0) for i in range(layers)},
     )
 
 
