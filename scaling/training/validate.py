@@ -161,7 +161,7 @@ def check_data(cfg) -> list[str]:
     return problems
 
 
-def check_model_shapes(model_cfg) -> list[str]:
+def check_model_shapes(model_cfg, memory_check=None) -> list[str]:
     """The method's blocks against the backbones' real shapes, from their configs on the meta device (no
     weights are read): every problem at once, before anything loads. Then the whole model is built on the
     meta device, which raises any remaining block error (e.g. an option the mapper does not take)."""
@@ -196,10 +196,52 @@ def check_model_shapes(model_cfg) -> list[str]:
     if problems:
         return problems
     try:
-        build_model(model_cfg, meta=True)
+        model = build_model(model_cfg, meta=True)
     except ConfigError as err:
         return list(err.problems)
-    return []
+    return memory_check(model) if memory_check is not None else []
+
+
+def model_bytes(model) -> int:
+    """Bytes the model needs to train, from its parameters (meta tensors are fine): every weight in its dtype, and
+    for each trainable one its fp32 gradient and AdamW's two fp32 moments (activations not counted)."""
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * p.element_size() + (p.numel() * 12 if p.requires_grad else 0)
+    for b in model.buffers():
+        total += b.numel() * b.element_size()
+    return total
+
+
+def available_memory(device_type: str) -> tuple[int | None, str]:
+    """(bytes the run can use on ``device_type``, what they are): the CPU's MemAvailable, or one GPU's total
+    memory; None when unknown."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory, "GPU memory"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None, "memory"
+
+
+def memory_problem(model, device_type: str, world_size: int = 1, shards_frozen: bool = False) -> list[str]:
+    """A problem when the model's estimated training memory (:func:`model_bytes`) exceeds what the machine has: it
+    would be killed while allocating, with no message. ``shards_frozen`` (ZeRO-3): the weights are split across
+    ``world_size`` ranks."""
+    need = model_bytes(model) / (world_size if shards_frozen else 1)
+    have, what = available_memory(device_type)
+    if have is None or need <= have:
+        return []
+    gb = 1024 ** 3
+    big = sorted(((p.numel(), n) for n, p in model.named_parameters()), reverse=True)[:3]
+    return [f"the model needs about {need / gb:.1f} GB to train (weights, and gradients + AdamW states of the trainable "
+            f"ones; activations not counted), more than this machine's {have / gb:.1f} GB of {what}: it would be killed "
+            f"while allocating. The largest parameters: " + ", ".join(f"{n} ({c:,})" for c, n in big)
+            + ". Check the sizes in model.map / model.inject (e.g. model.map.n_queries), or use a machine with more memory"]
 
 
 def check_val_size(cfg, world_size: int) -> list[str]:
@@ -251,7 +293,8 @@ def plan_run(cfg, world_size: int, device_type: str, bf16_supported: bool | None
             backbone_problems += check_backbone(cfg.model.encoder, "encoder")
         problems += backbone_problems
         if not backbone_problems:
-            problems += check_model_shapes(cfg.model)
+            problems += check_model_shapes(cfg.model, lambda model: memory_problem(
+                model, device_type, world_size, shards_frozen=bool(t.deepspeed)))
         problems += check_data(cfg)
         if not problems:
             problems += check_val_size(cfg, world_size)

@@ -79,3 +79,15 @@ def test_other_files_that_are_not_adapters_are_named(tmp_path):
     for name, what in (("model.pt", "PyTorch"), ("index.json", "index.json"), ("tiny", "too short")):
         with pytest.raises(ConfigError, match=what):
             resolve_adapter_path(str(tmp_path / name))
+
+
+def test_a_model_larger_than_the_machine_is_refused_before_allocating(tmp_path, monkeypatch):
+    from scaling.training import validate
+    from scaling.training.toy import tiny_run_overrides
+
+    monkeypatch.setattr(validate, "available_memory", lambda device_type: (200 * 1024**2, "available RAM"))
+    big = load_config(None, tiny_run_overrides(str(tmp_path / "run")) + ["model.map.n_queries=1000000"])
+    with pytest.raises(ConfigError, match=r"needs about 0\.\d GB to train(.|\n)*more than this machine's 0\.2 GB of "
+                                          r"available RAM(.|\n)*model.map.n_queries"):
+        validate.plan_run(big, 1, "cpu")
+    validate.plan_run(load_config(None, tiny_run_overrides(str(tmp_path / "run"))), 1, "cpu")  # the usual size fits
