@@ -24,13 +24,18 @@ HIDDEN = ("deepspeed", "webdataset", "open_clip", "pycocoevalcap", "av", "soundf
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """A clean copy of the repository: the files git would check out, nothing built or installed."""
+    """A clean copy of the repository: the files git would check out (and new, not yet committed source files
+    of the package, kernels, launchers and tests), nothing built, installed or left by other runs."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout to list the tree's files")
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                         check=True).stdout
+
+    def listed(*args):
+        out = subprocess.run(["git", "ls-files", "-z", *args], cwd=ROOT, capture_output=True, check=True).stdout
+        return [n for n in out.decode().split("\0") if n]
+
+    new = [n for n in listed("-o", "--exclude-standard") if n.startswith(("scaling/", "kernels/", "launch/", "tests/"))]
     dest = tmp_path_factory.mktemp("tree") / "repo"
-    for name in filter(None, out.decode().split("\0")):
+    for name in listed() + new:
         src = ROOT / name
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
