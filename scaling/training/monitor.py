@@ -171,3 +171,13 @@ def summarize(values: dict[str, Any]) -> str:
             continue
         parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
     return " | ".join(parts)
+
+
+def read_log(output_dir: str, kind: str = "train") -> list[dict]:
+    """Rows of ``train_log.jsonl`` of one kind (``train`` or ``eval``)."""
+    path = os.path.join(output_dir, "train_log.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [r for r in rows if r.get("kind") == kind]

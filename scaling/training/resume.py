@@ -1,0 +1,117 @@
+"""Resuming a run: find its newest intact checkpoint, refuse what cannot resume exactly, restore everything.
+
+:func:`resume` (collective) lets rank 0 verify every rank's files against the checkpoint's manifest (falling back
+past damaged checkpoints), refuses another world size, strategy or mid-epoch batch geometry (the checks of
+:mod:`scaling.training.resume_check` and :func:`check_batch_geometry`) and backbones other than the adapter's,
+then restores the strategy (weights, optimizer, schedule, loss scaler), the trainer state, the RNG states, the
+loader's position and the open log window. A changed ``train.lr``/``train.max_steps`` re-targets the schedule
+from the next step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from scaling.config.base import ConfigError
+from scaling.training import checkpoint as ckpt
+from scaling.training import distributed, resume_check
+from scaling.training import state as trainer_state
+from scaling.training.optim import group_peak_lr
+
+
+@dataclasses.dataclass
+class Resumed:
+    path: str  # the checkpoint directory
+    state: trainer_state.TrainerState
+    data_state: Any  # this rank's loader state_dict() (None at an epoch boundary)
+    window_state: dict | None  # this rank's open log window
+
+
+def resume(cfg, env, strategy, fingerprints: dict, accum: int, total_steps: int,
+           log: Callable[[str], None]) -> Resumed | None:
+    """Restore the newest intact checkpoint of ``cfg.train.output_dir`` (collective); None when there is none.
+
+    ``log`` prints a line on rank 0 (notes and warnings).
+    """
+    t = cfg.train
+    if t.resume != "auto":
+        return None
+    # rank 0 verifies every rank's files against the checkpoint's manifest and falls back past damaged ones
+    found = ckpt.find_resumable(t.output_dir, lambda msg: log(f"WARNING: {msg}")) if env.is_main else (None, None)
+    found, error = distributed.broadcast_object(found)
+    if error:
+        raise ConfigError(error)
+    if found is None:
+        return None
+    saved = ckpt.read_json(os.path.join(found, ckpt.STATE))
+    problem = resume_check.compatibility_problem(found, saved, env.world_size, strategy.kind, strategy.zero_stage)
+    if problem:
+        raise ConfigError(problem)
+    check_batch_geometry(found, saved, t, accum, env.world_size, log)
+    # the same refusal as loading the adapter: the trainable weights only mean something on these backbones
+    adapter_meta = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER))
+    ckpt.check_backbones(os.path.join(found, ckpt.ADAPTER), adapter_meta, fingerprints, cfg.model)
+    strategy.load(found)
+    state = trainer_state.restore(saved)
+    state.accumulation, state.micro_batch = accum, t.micro_batch
+    if state.total_steps != total_steps:
+        log(f"note: total steps changed from {state.total_steps} to {total_steps} "
+            f"(the schedule follows the new total from step {state.step + 1})")
+        state.total_steps = total_steps
+    # the checkpoint restores the old peak rate and the rate of the next step from the old schedule: apply
+    # this job's train.lr and schedule (total steps, warm-up, minimum) from the very next step
+    old_lr = strategy.restart_schedule(t.lr, lambda name: group_peak_lr(name, t.lr, t.param_groups))
+    if not math.isclose(old_lr, t.lr, rel_tol=1e-9, abs_tol=0.0):
+        log(f"note: train.lr changed from {old_lr:g} to {t.lr:g} (the schedule follows the new peak "
+            f"rate from step {state.step + 1}: lr {strategy.lr():.6g})")
+    rng, data_state = ckpt.read_rank_files(found, env.rank)
+    window_state = ckpt.read_window(found, env.rank)
+    ckpt.set_rng_state(rng)
+    return Resumed(found, state, data_state, window_state)
+
+
+def check_batch_geometry(found: str, saved: dict, t, accum: int, world: int, log: Callable[[str], None]) -> None:
+    """Refuse a mid-epoch resume with another micro batch or accumulation (the data position would be wrong).
+
+    ``step_in_epoch`` counts optimizer steps of ``accumulation`` micro batches and the loader's position counts
+    micro batches of the saved size: with other sizes the rest of the epoch cannot be replayed exactly. At an
+    epoch boundary (``step_in_epoch`` 0, no position saved) the next epoch simply starts with the new sizes.
+    ``t``: this job's ``train`` config section; ``accum``: its accumulation.
+    """
+    old_accum = int(saved.get("accumulation") or 1)
+    micro = saved.get("micro_batch")
+    if micro is None:  # checkpoints written before trainer_state.json recorded it: the adapter's config has it
+        micro = adapter_micro_batch(found)
+    changed = old_accum != accum or (micro is not None and int(micro) != t.micro_batch)
+    if not changed:
+        return
+    old = f"micro batch {micro} × accumulation {old_accum} × {world} rank(s) = train.global_batch {micro * old_accum * world}" \
+        if micro is not None else f"accumulation {old_accum}"
+    new = f"micro batch {t.micro_batch} × accumulation {accum} × {world} rank(s) = train.global_batch {t.global_batch}"
+    if not saved.get("step_in_epoch"):
+        log(f"note: the batch geometry changed at an epoch boundary, from {old} to {new}")
+        return
+    keep = f"train.micro_batch={micro} train.global_batch={micro * old_accum * world}" if micro is not None \
+        else f"the train.micro_batch and train.global_batch it was written with (accumulation {old_accum})"
+    raise ConfigError(
+        f"{found} stopped inside an epoch with {old}; this job has {new}. Its position in the epoch counts "
+        f"batches of the old sizes, so it cannot be resumed exactly with other ones. Resume with {keep}, or "
+        f"start afresh in another train.output_dir"
+    )
+
+
+def adapter_micro_batch(ckpt_dir: str) -> int | None:
+    """``train.micro_batch`` of the config stored in a checkpoint's adapter metadata (None when unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.path.join(ckpt_dir, ckpt.ADAPTER), "pt") as fh:
+            config = json.loads((fh.metadata() or {}).get("config") or "{}")
+        return int(config["train"]["micro_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
