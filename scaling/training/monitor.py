@@ -8,6 +8,11 @@ Written on rank 0 only:
 * ``RUN/train_log.jsonl``: the same scalars, one JSON object per logged step;
 * a tqdm bar with ETA (stderr).
 
+A resumed run's log reads as one run: rows past the step it resumed from (steps a hard failure made it recompute)
+move from ``train_log.jsonl`` to ``train_log.dropped.jsonl``, and TensorBoard hides events from the next step on
+(``purge_step``). Logging never ends a training: a failing write (a full disk, ``OSError``) is reported once and
+that output is switched off; the checkpoints and ``train_summary.json`` are still attempted.
+
 Model-FLOPs utilisation counts the FLOPs the model needs, not those the hardware runs (no
 recomputation): the frozen LLM costs ``2·N_llm`` per token forward and ``2·N_llm`` per token for the
 input-gradient backward (its weights get no gradient), the frozen encoder ``2·N_enc`` per encoder
@@ -111,37 +116,78 @@ class Monitor:
         self.writer = None
         self.bar = None
         self.log_path = os.path.join(output_dir, "train_log.jsonl")
+        self.failed: set[str] = set()  # outputs switched off after a write failed (each reported once)
         if not is_main:
             return
+        try:
+            dropped = drop_rows_after(self.log_path, start_step)
+        except OSError as err:
+            dropped = 0
+            self._failed("train_log.jsonl", err)
+        if dropped:
+            print(f"note: {dropped} row(s) of train_log.jsonl past step {start_step} (steps recomputed after resuming "
+                  f"from it) moved to {os.path.basename(dropped_path(self.log_path))}", file=sys.stderr)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=start_step or None)
+                # events of the steps after the checkpoint (recomputed now) are hidden: the resumed run logs from
+                # start_step + 1, the checkpoint's own step (its train row, its evaluation) stays
+                self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"),
+                                            purge_step=start_step + 1 if start_step else None)
             except ImportError:
                 print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)", file=sys.stderr)
+            except OSError as err:
+                self._failed("TensorBoard", err)
         if progress_bar:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0)
 
+    def _failed(self, what: str, err: BaseException) -> None:
+        """Report a failing output once (then it is off); training goes on."""
+        if what in self.failed:
+            return
+        self.failed.add(what)
+        full = " (the disk is full)" if getattr(err, "errno", None) == 28 else ""
+        print(f"WARNING: writing {what} failed{full}: {type(err).__name__}: {err}. Training goes on without it; "
+              f"checkpoints are still written (free space, or point train.output_dir at a disk with room)",
+              file=sys.stderr, flush=True)
+        if what == "TensorBoard":
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:  # noqa: BLE001 - the writer is already broken
+                    pass
+
     def scalars(self, step: int, values: dict[str, float | None], prefix: str = "train") -> None:
         if not self.is_main:
             return
         clean = {k: float(v) for k, v in values.items() if v is not None}
         if self.writer is not None:
-            for key, value in clean.items():
-                tag = key if "/" in key else f"{prefix}/{key}"
-                self.writer.add_scalar(tag, value, step)
-        with open(self.log_path, "a") as fh:
-            fh.write(json.dumps({"step": step, "kind": prefix, "time": time.time(), **clean}) + "\n")
+            try:
+                for key, value in clean.items():
+                    tag = key if "/" in key else f"{prefix}/{key}"
+                    self.writer.add_scalar(tag, value, step)
+            except OSError as err:
+                self._failed("TensorBoard", err)
+        if "train_log.jsonl" not in self.failed:
+            try:
+                with open(self.log_path, "a") as fh:
+                    fh.write(json.dumps({"step": step, "kind": prefix, "time": time.time(), **clean}) + "\n")
+            except OSError as err:
+                self._failed("train_log.jsonl", err)
         if self.bar is not None and prefix == "train" and "loss" in clean:
             self.bar.set_postfix(loss=f"{clean['loss']:.4f}", lr=f"{clean.get('lr', 0):.2e}", refresh=False)
 
     def text(self, step: int, tag: str, text: str) -> None:
         if self.is_main and self.writer is not None:
-            self.writer.add_text(tag, text, step)
+            try:
+                self.writer.add_text(tag, text, step)
+            except OSError as err:
+                self._failed("TensorBoard", err)
 
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
@@ -160,8 +206,44 @@ class Monitor:
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+            try:
+                self.writer.flush()
+                self.writer.close()
+            except OSError as err:
+                self._failed("TensorBoard", err)
+
+
+def dropped_path(log_path: str) -> str:
+    return log_path[: -len(".jsonl")] + ".dropped.jsonl" if log_path.endswith(".jsonl") else log_path + ".dropped"
+
+
+def drop_rows_after(log_path: str, step: int) -> int:
+    """Move the rows of ``log_path`` whose step is past ``step`` (recomputed by a run resumed from it) to
+    ``<log>.dropped.jsonl`` (appended: kept for inspection) and rewrite the log atomically. Returns how many moved."""
+    if not os.path.isfile(log_path):
+        return 0
+    with open(log_path, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    keep, drop = [], []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row_step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            row_step = None  # a line cut by a crash: not part of the run's log
+            drop.append(line)
+            continue
+        (drop if isinstance(row_step, (int, float)) and row_step > step else keep).append(line)
+    if not drop:
+        return 0
+    with open(dropped_path(log_path), "a", encoding="utf-8") as fh:
+        fh.write("".join(line + "\n" for line in drop))
+    tmp = f"{log_path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("".join(line + "\n" for line in keep))
+    os.replace(tmp, log_path)
+    return len(drop)
 
 
 def summarize(values: dict[str, Any]) -> str:
