@@ -6,6 +6,9 @@ import json
 
 
 def register(sub) -> None:
+    from scaling.config.base import literal_choices
+    from scaling.config.model import ModelConfig
+
     p = sub.add_parser("bench", help="training-step throughput: the project's step vs a plain HF implementation")
     p.add_argument("--llm-shape", default="llama-7b")
     p.add_argument("--encoder-shape", default="clip-vit-l14")
@@ -13,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--text-len", type=int, default=24)
     p.add_argument("--device", default="cuda", help="cuda or cpu (use tiny shapes on cpu)")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--dtype", default="bf16", choices=literal_choices(ModelConfig, "frozen_dtype"))
     p.add_argument("--compare", choices=["plain", "liger", "hf", "none"], default=None,
                    help="plain (training step, the default) | liger (the plain step patched with Liger-Kernel, timed alone) | "
                         "hf (with --generate: Hugging Face generate, the default) | none")
@@ -28,7 +31,7 @@ def register(sub) -> None:
                    help="--generate on CUDA: time only the static-cache decode captured as a CUDA graph "
                         "(torch.compile mode=reduce-overhead), as its own run (reported as skipped on CPU)")
     p.add_argument("--cached-features", action="store_true", help="read cached encoder features instead of running the encoder")
-    p.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
+    p.add_argument("--kernels", default="auto", choices=literal_choices(ModelConfig, "kernels"))
     p.add_argument("--no-fused-llm", action="store_true", help="do not swap fused kernels into the frozen LLM")
     p.add_argument("--compile-encoder", action="store_true", help="torch.compile the frozen encoder's forward")
     p.add_argument("--fp8", action="store_true",

@@ -41,6 +41,14 @@ def suggest(name: str, valid: typing.Iterable[str], cutoff: float = 0.6) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def literal_choices(cls: type, name: str) -> tuple:
+    """The values a ``Literal`` field of the config dataclass ``cls`` allows (for CLI ``choices``)."""
+    tp = typing.get_type_hints(cls)[name]
+    if typing.get_origin(tp) is not typing.Literal:
+        raise TypeError(f"{cls.__name__}.{name} is not a Literal field")
+    return typing.get_args(tp)
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
