@@ -144,12 +144,12 @@ def run_generate_benchmark(
         if compare_hf:
             def hf():
                 mapped = model.encode(**media)
-                prefix, _ = model._prefix(mapped, batch)
+                prefix, _ = model.prefix(mapped, batch)
                 embeds, full_mask, _ = model._inputs(ids, mask, prefix)
                 return model.llm.generate(inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=new_tokens,
                                           min_new_tokens=new_tokens, do_sample=False, num_beams=1, pad_token_id=0)
             res["hf"], hf_tokens = row(hf)
-            res["config"]["prefix_tokens"] = int(model._prefix(model.encode(**media), batch)[0].shape[1])
+            res["config"]["prefix_tokens"] = int(model.prefix(model.encode(**media), batch)[0].shape[1])
         if compile_decode:  # its own run: the graph capture's failure loses only this row
             reference = ours("dynamic")()
             if dev.type != "cuda":

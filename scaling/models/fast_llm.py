@@ -119,6 +119,11 @@ def _eligible(layer: nn.Module) -> str | None:
     return None
 
 
+def is_fused(layer: nn.Module) -> bool:
+    """Whether ``layer`` runs the fused forward (installed by :func:`accelerate_llm`)."""
+    return hasattr(layer, "_scaling_fused")
+
+
 def accelerate_llm(llm: nn.Module, mode: str = "auto", fp8: bool = False) -> dict:
     """Install the fused forward on every eligible decoder layer; returns a report dict.
 

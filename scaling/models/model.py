@@ -261,7 +261,12 @@ class PerceptualLM(nn.Module):
                 f"use fewer perceptual tokens (model.map.n_queries, a resampler, model.extract.tokens=cls) or fewer "
                 f"prompt tokens (model.finetune.n_prompt){', or lower eval.max_new_tokens' if n_new else ''}")
 
-    def _prefix(self, mapped: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, InjectionState]:
+    def prefix(self, mapped: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, InjectionState]:
+        """The embeddings placed before the text and the state the injected layers read.
+
+        ``mapped`` ``[batch, levels, tokens, d_llm]`` (:meth:`encode`'s output, or None without media) →
+        (prefix ``[batch, n_prefix, d_llm]`` in the LLM's dtype: first-layer perceptual tokens, the slots of
+        inner injection, deep and plain prompt tokens, in that order; :class:`InjectionState`)."""
         d, dtype = self.layout.hidden_size, self.llm_dtype
         device = self.layout.embed_tokens.weight.device
         state = InjectionState()
@@ -396,7 +401,7 @@ class PerceptualLM(nn.Module):
         # checked before any media work is queued: its device→host sync then waits for (almost) nothing
         mask_free = self.causal_only_when_right_padded and ops.padding_is_trailing(attention_mask)
         mapped = self.encode(features=features, pixel_values=pixel_values, video=video, audio=audio)
-        prefix, state = self._prefix(mapped, input_ids.shape[0])
+        prefix, state = self.prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1])
         embeds, mask, positions = self._inputs(input_ids, attention_mask, prefix)
         if mask_free and not state.hide_layers:  # the prefix is all real and precedes the text
@@ -461,7 +466,7 @@ class PerceptualLM(nn.Module):
                                      kv_cache)
         features = media.pop("features", None)
         mapped = self.encode(features=features, **media)
-        prefix, state = self._prefix(mapped, input_ids.shape[0])
+        prefix, state = self.prefix(mapped, input_ids.shape[0])
         self.check_length(prefix.shape[1], input_ids.shape[1], max_new_tokens)
         embeds, mask, positions = self._inputs(input_ids, attention_mask, prefix)
         b = input_ids.shape[0]
@@ -523,7 +528,7 @@ class PerceptualLM(nn.Module):
         media = {key: rep(v) for key, v in media.items()}
         mapped = self.encode(features=features, **media)
         ids, am = rep(input_ids), rep(attention_mask)
-        prefix, state = self._prefix(mapped, ids.shape[0])
+        prefix, state = self.prefix(mapped, ids.shape[0])
         self.check_length(prefix.shape[1], ids.shape[1], max_new_tokens)
         embeds, mask, positions = self._inputs(ids, am, prefix)
         device = ids.device

@@ -42,10 +42,12 @@ def test_fused_forward_matches_hf(arch, mode, monkeypatch, device):
     (g_ref,) = torch.autograd.grad(ref[mask.bool()].square().mean(), embeds)
     report = accelerate_llm(model, mode=mode)
     assert report["fused_layers"] == 2 and not report["skipped"]
-    assert all(hasattr(l, "_scaling_fused") for l in model.model.layers)
+    assert all(fast_llm.is_fused(layer) for layer in model.model.layers)
     # q/k/v weights now live in one buffer: memory did not grow
     attn = model.model.layers[0].self_attn
-    assert attn.q_proj.weight.data_ptr() == model.model.layers[0]._scaling_fused["qkv_w"].data_ptr()
+    storage = attn.q_proj.weight.untyped_storage()
+    assert attn.k_proj.weight.untyped_storage().data_ptr() == storage.data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+    assert storage.nbytes() == sum(p.weight.numel() for p in (attn.q_proj, attn.k_proj, attn.v_proj)) * 4
     fused_calls = []
     kernels = fast_llm._kernels
     monkeypatch.setattr(fast_llm, "_kernels", lambda: fused_calls.append(1) or kernels())

@@ -147,7 +147,7 @@ def test_a_sequence_longer_than_the_position_table_is_refused(tmp_path, backbone
     model = build_model(model_config(method="limber-1", llm=llm, encoder=backbones["vit"], frozen_dtype="fp32"))
     assert model.max_positions == 24
     media = tiny_media("vit")
-    n_prefix = model._prefix(model.encode(**media), 2)[0].shape[1]
+    n_prefix = 1  # limber-1: the [CLS] token of the last layer, no prompt token
     fits = torch.randint(5, 60, (2, 24 - n_prefix))
     assert torch.isfinite(model(input_ids=fits, labels=fits, **media)["loss"])
     too_long = torch.randint(5, 60, (2, 25 - n_prefix))

@@ -6,6 +6,7 @@ import torch
 
 from scaling.config.model import model_config
 from scaling.models.builder import build_model
+from scaling.models.fast_llm import is_fused
 from scaling.models.tiny import tiny_media
 
 SMALL = {  # the presets at the tiny backbones' depth (2 LLM layers, 3 encoder layers)
@@ -40,8 +41,8 @@ def _batch():
 def test_fused_llm_gives_the_same_loss_gradients_and_generations(backbones, method):
     plain, fused = _build(backbones, method, "off"), _build(backbones, method, "on")
     layers = fused.layout.layers
-    assert all(hasattr(l, "_scaling_fused") for l in layers)
-    assert not any(hasattr(l, "_scaling_fused") for l in plain.layout.layers)
+    assert all(is_fused(l) for l in layers)
+    assert not any(is_fused(l) for l in plain.layout.layers)
     media = tiny_media("vit")
     ids, mask, labels = _batch()
     grads = []
@@ -64,12 +65,12 @@ def test_fused_llm_gives_the_same_loss_gradients_and_generations(backbones, meth
 
 def test_layers_with_adapters_or_lora_stay_with_hugging_face(backbones):
     ada = _build(backbones, "epalm-ada", "on")  # adapters hook self_attn / mlp
-    assert not any(hasattr(l, "_scaling_fused") for l in ada.layout.layers)
+    assert not any(is_fused(l) for l in ada.layout.layers)
     lora = _build(backbones, "depalm", "on", finetune={"lora_rank": 4})
-    assert not any(hasattr(l, "_scaling_fused") for l in lora.layout.layers)
+    assert not any(is_fused(l) for l in lora.layout.layers)
 
 
 def test_auto_is_off_on_cpu_and_zero3_builds_unfused(backbones):
-    assert not any(hasattr(l, "_scaling_fused") for l in _build(backbones, "depalm", "auto").layout.layers)
+    assert not any(is_fused(l) for l in _build(backbones, "depalm", "auto").layout.layers)
     cfg = model_config(method="depalm", llm=backbones["llama"], encoder=backbones["vit"], frozen_dtype="fp32", fused_llm="on")
-    assert not any(hasattr(l, "_scaling_fused") for l in build_model(cfg, fuse=False).layout.layers)
+    assert not any(is_fused(l) for l in build_model(cfg, fuse=False).layout.layers)

@@ -105,7 +105,7 @@ def test_beam_search_with_eos_picks_what_hugging_face_beam_search_picks(backbone
     for trial in range(30):
         ids = torch.randint(5, 90, (1, 4))
         with torch.no_grad():
-            prefix, _ = model._prefix(None, 1)
+            prefix, _ = model.prefix(None, 1)
             emb = torch.cat([prefix, model.layout.embed_tokens(ids)], 1)
             first = llm(inputs_embeds=emb).logits[0, -1].float()
         eos = int(first.topk(3).indices[trial % 3])

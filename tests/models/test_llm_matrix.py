@@ -59,7 +59,7 @@ def test_every_architecture_trains_and_batches_like_one_sample(arch, vit, tmp_pa
         if method == "depalm":
             with torch.no_grad():
                 mapped = model.encode(pixel_values=media[:1])
-                prefix, _ = model._prefix(mapped, 1)
+                prefix, _ = model.prefix(mapped, 1)
                 ours = model(input_ids=prompts[0][None], pixel_values=media[:1], return_logits=True)["logits"]
                 emb = torch.cat([prefix, model.layout.embed_tokens(prompts[0][None])], dim=1)
                 ref = model.llm(inputs_embeds=emb, use_cache=False).logits[:, prefix.shape[1]:]

@@ -84,10 +84,10 @@ def test_r_qpmapper_pools_a_padded_block_over_its_real_tokens_only():
     x = torch.randn(2, 1, 6, 8)
     with torch.no_grad():
         out = r(x)  # [2, 1, 2 blocks, 8]
-        blocks, valid = r._blocks(r.proj_in(x.flatten(0, 1)))
-        assert valid[1].tolist() == [True, False, True, False]
-        only_real = r.pool(blocks[:, 1][:, valid[1]])  # the second block's two real tokens alone
+        tokens = r.proj_in(x.flatten(0, 1))  # [2, 6 patches of the 2 x 3 grid, row-major, 8]
+        # 2 x 2 blocks: the first holds patches (0,0) (0,1) (1,0) (1,1); the second only (0,2) and (1,2), padded
+        only_real = r.pool(tokens[:, [2, 5]])  # the second block's two real tokens alone
         expected = r.proj_out(r.norm(only_real))
         torch.testing.assert_close(out[:, 0, 1], expected[:, 0], rtol=1e-5, atol=1e-6)
-        full = r.proj_out(r.norm(r.pool(blocks[:, 0])))  # a block without padding: unchanged path
+        full = r.proj_out(r.norm(r.pool(tokens[:, [0, 1, 3, 4]])))  # a block without padding: unchanged path
         torch.testing.assert_close(out[:, 0, 0], full[:, 0], rtol=1e-5, atol=1e-6)
