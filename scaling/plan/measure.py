@@ -11,7 +11,7 @@ gradient``); this tracker counts storages the same way.
 
 Data-dependent steps of the real forward (the padding check, the boolean gather of target rows) cannot
 run on data-less tensors: :func:`fake_step` runs the same blocks (:meth:`PerceptualLM.encode`,
-``_prefix``, ``_inputs``, ``_run`` and the target-only loss) with right-padded text and the targets at
+``prefix``, ``_inputs``, ``_run`` and the target-only loss) with right-padded text and the targets at
 known positions (the last ``n_targets`` text tokens of every sample), which is what the forward computes.
 """
 
@@ -159,7 +159,7 @@ def fake_step(model, mode, batch: int, text_len: int, n_targets: int, media_shap
                 tracker.phase = "forward"
                 kw = {} if media is None else {media_key(model): media}
                 mapped = model.encode(**kw)
-                prefix, state = model._prefix(mapped, batch)
+                prefix, state = model.prefix(mapped, batch)
                 embeds, mask, positions = model._inputs(ids, torch.ones_like(ids), prefix)
                 if not state.hide_layers:  # right padding: the forward drops the mask (causal only)
                     mask, positions = None, ops.arange_positions(mask)

@@ -243,7 +243,7 @@ def _record(model, mode, batch: int, text_len: int, n_targets: int, media_shape)
                     encoder_peak = tracker.peak
                     region[0] = "interface"
                     mapped = model.encode(features=feats)
-                prefix, state = model._prefix(mapped, batch)
+                prefix, state = model.prefix(mapped, batch)
                 embeds, mask, positions = model._inputs(ids, torch.ones_like(ids), prefix)
                 if not state.hide_layers:
                     mask, positions = None, ops.arange_positions(mask)
