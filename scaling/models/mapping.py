@@ -173,7 +173,8 @@ class BlockResampler(nn.Module):
             pooled = self.pool(blocks.flatten(2))
         else:
             nb = blocks.shape[1]
-            mask = None if bool(valid.all()) else valid.expand(b * l, -1, -1).flatten(0, 1)  # padded grid sides
+            padded = any(g % k for g, k in zip(self.grid, self.block))  # (from the shapes: no device sync)
+            mask = valid.expand(b * l, -1, -1).flatten(0, 1) if padded else None  # padded grid sides
             pooled = self.pool(blocks.flatten(0, 1), mask).reshape(b * l, nb, -1)
         out = torch.cat([cls, pooled], dim=1)
         return self.proj_out(self.norm(out)).unflatten(0, (b, l))

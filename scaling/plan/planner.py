@@ -15,7 +15,8 @@ from scaling.plan.memory import CONTEXT_BYTES, FRAGMENTATION, Setting
 from scaling.plan.profile import Profile, profile_for
 
 ARCH_NOTES = {
-    70: ["no bf16 on sm_70: fp16 with DeepSpeed's dynamic loss scaling (ds_configs/zero2_fp16.json, model.frozen_dtype=fp16)",
+    70: ["no bf16 on sm_70: fp16 (train.precision=fp16 model.frozen_dtype=fp16) with dynamic loss scaling: Accelerate's "
+         "GradScaler without DeepSpeed, DeepSpeed's own with ds_configs/zero2_fp16.json",
          "no FlashAttention on sm_70: SDPA takes its memory-efficient kernel (it keeps the same q, k, v, output and "
          "log-sum-exp for backward as FlashAttention, so the activation figures hold)",
          "the matmul-heavy Triton kernels (fused target-only loss, attention) need sm_80 (scaling.kernels.dispatch): "
