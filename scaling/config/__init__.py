@@ -16,6 +16,7 @@ from scaling.config.data import DataConfig
 from scaling.config.eval import EvalConfig
 from scaling.config.model import METHOD_BLOCKS, ModelConfig, resolve_model_section
 from scaling.config.train import TrainConfig
+from scaling.config.versions import CONFIG_FORMAT
 
 
 @dataclasses.dataclass
@@ -24,6 +25,9 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    # format of this config (scaling/config/versions.py): stored configs of older formats get the override keys
+    # that keep their behaviour when read back (adapters, checkpoints); a config file passed in is the current one
+    config_format: int = CONFIG_FORMAT
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

@@ -339,12 +339,14 @@ def load_adapter(
     from scaling.config import config_from_dict
     from scaling.config.base import apply_overrides, drop_removed_keys
     from scaling.config.stored import untrusted, upgrade
+    from scaling.config.versions import upgrade_format
     from scaling.models.builder import build_model
     from scaling.training.fingerprint import model_fingerprints
 
     tensors, meta = read_adapter(path)
     data = drop_removed_keys(meta["config"], lambda msg: warnings.warn(msg, stacklevel=2))
     data = upgrade(untrusted(data, lambda msg: warnings.warn(msg, stacklevel=2)))
+    data = upgrade_format(data, lambda msg: warnings.warn(msg, stacklevel=2), what=f"adapter {path}")
     extra = list(overrides)
     if trust_remote_code:
         extra.append("model.trust_remote_code=true")

@@ -96,6 +96,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        self.cfg = _keep_checkpoint_format(self.cfg)
         self._setup_env()
         self._setup_run_dir()
         self._setup_data()
@@ -439,6 +440,31 @@ class Trainer:
             world_size=self.env.world_size, preempted=preempted, loop_seconds=loop_seconds, budget=self.budget,
             eval_failures=self.evaluator.failures, save_failures=self.saver.failures, hook=self.evaluate_fn is not None,
         )
+
+
+def _keep_checkpoint_format(cfg):
+    """``cfg`` with the override keys that keep the behaviour of the checkpoint it resumes, when that checkpoint's
+    stored config has an older format (scaling/config/versions.py), said in one line; else ``cfg`` itself."""
+    from scaling.config import config_from_dict, to_dict
+    from scaling.config.base import apply_overrides
+    from scaling.config.versions import CONFIG_FORMAT, format_overrides, stored_format
+
+    found = ckpt.find_latest(cfg.train.output_dir) if cfg.train.resume == "auto" and os.path.isdir(cfg.train.output_dir) else None
+    if found is None or not os.path.isfile(os.path.join(found, ckpt.ADAPTER)):
+        return cfg
+    stored = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER)).get("config") or {}
+    version = stored_format(stored)
+    if version < 2 and cfg.train.deepspeed:
+        raise ConfigError(f"{found} was written with config format {version}, whose optimizer groups (decay/no_decay) "
+                          f"DeepSpeed cannot re-index into the per-category ones (only runs without DeepSpeed are "
+                          f"migrated): evaluate its adapter as it is (the override keys are applied when it loads), "
+                          f"or start a new run in another train.output_dir")
+    extra = format_overrides(stored, resume=True) if version < CONFIG_FORMAT else []
+    if not extra:
+        return cfg
+    _log(distributed.read_env().is_main, f"note: {found} was written with config format {version} (current "
+         f"{CONFIG_FORMAT}): resuming with {' '.join(extra)}, the behaviour it was trained with")
+    return config_from_dict(apply_overrides(to_dict(cfg), extra))
 
 
 def train(cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None = None,

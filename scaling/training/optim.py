@@ -104,3 +104,53 @@ def build_optimizer(
 
         return DeepSpeedCPUAdam(groups, lr=lr, betas=betas, eps=eps, adamw_mode=True)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
+
+
+# the groups of checkpoints written before the per-category grouping (config format 1): one ``decay`` group of
+# the >= 2-D weights and one ``no_decay`` group of the rest (or everything in ``decay`` with train.decay_1d=true),
+# each in the model's parameter order
+OLD_GROUPS = ("decay", "no_decay")
+
+
+def migrate_state_dict(saved: dict, optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]],
+                       source: str = "the checkpoint") -> dict:
+    """An optimizer state dict of an older grouping (:data:`OLD_GROUPS`) re-indexed for ``optimizer``'s groups
+    (one per category, :func:`param_groups`); the current grouping is returned as it is. Each parameter keeps its
+    Adam moments and step; each new group takes the hyperparameters of the old group of its kind. Anything else
+    is refused with the fix."""
+    old_names = [g.get("name") for g in saved.get("param_groups", [])]
+    new_groups = optimizer.param_groups
+    if old_names == [g.get("name") for g in new_groups]:
+        return saved
+    if not old_names or not set(old_names) <= set(OLD_GROUPS):
+        raise ValueError(f"{source}'s optimizer groups {old_names} match neither this optimizer's "
+                         f"{[g.get('name') for g in new_groups]} nor the older decay/no_decay grouping: resume with the "
+                         f"train.param_groups / train.decay_1d it was written with, or start a new run from its weights")
+    kind = {id(p): ("no_decay" if str(g.get("name", "")).endswith("/no_decay") else "decay")
+            for g in new_groups for p in g["params"]}
+    order = [p for _, p in named if id(p) in kind]
+    old_index: dict[int, int] = {}
+    old_group_of: dict[str, dict] = {}
+    for group in saved["param_groups"]:
+        members = [p for p in order if kind[id(p)] == group["name"] or (len(old_names) == 1 and group["name"] == "decay")]
+        if len(members) != len(group["params"]):
+            raise ValueError(f"{source}'s optimizer group {group['name']!r} holds {len(group['params'])} parameters, this "
+                             f"model has {len(members)} of that kind: resume with the train.decay_1d and method it was "
+                             f"written with, or start a new run from its weights")
+        old_index.update({id(p): i for p, i in zip(members, group["params"])})
+        old_group_of[group["name"]] = group
+    current = optimizer.state_dict()
+    state, groups, index = {}, [], 0
+    for live, desc in zip(new_groups, current["param_groups"]):
+        src = old_group_of.get("no_decay" if str(live.get("name", "")).endswith("/no_decay") else "decay") \
+            or old_group_of[old_names[0]]
+        group = {**{k: v for k, v in src.items() if k not in ("params", "name")}, "name": desc.get("name"),
+                 "weight_decay": desc["weight_decay"], "params": []}
+        for p in live["params"]:
+            old = old_index[id(p)]
+            if old in saved["state"]:
+                state[index] = saved["state"][old]
+            group["params"].append(index)
+            index += 1
+        groups.append(group)
+    return {"state": state, "param_groups": groups}

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
 
 
@@ -175,8 +176,19 @@ class AccelerateStrategy(Strategy):
                                f"earlier checkpoint (move this one away) or start a new run from its weights")
         tensors, _ = ckpt.read_adapter(os.path.join(directory, ckpt.ADAPTER))
         ckpt.load_trainable(self.model, tensors, source=directory)
-        self.optimizer.load_state_dict(ckpt.load_pt(os.path.join(directory, "optimizer.pt"), self.device))
-        self.scheduler.load_state_dict(ckpt.load_pt(os.path.join(directory, "scheduler.pt")))
+        from scaling.training.optim import migrate_state_dict
+
+        saved = ckpt.load_pt(os.path.join(directory, "optimizer.pt"), self.device)
+        try:  # checkpoints of the older decay/no_decay grouping are re-indexed for the per-category groups
+            saved = migrate_state_dict(saved, self.optimizer, self.model.trainable_named_parameters(), directory)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self.optimizer.load_state_dict(saved)
+        sched = ckpt.load_pt(os.path.join(directory, "scheduler.pt"))
+        if len(sched.get("base_lrs", [])) != len(self.optimizer.param_groups):  # migrated groups: one rate each
+            sched["base_lrs"] = [sched["base_lrs"][0]] * len(self.optimizer.param_groups)
+            sched["_last_lr"] = [sched.get("_last_lr", sched["base_lrs"])[0]] * len(self.optimizer.param_groups)
+        self.scheduler.load_state_dict(sched)
         scaler_path = os.path.join(directory, "scaler.pt")
         if self.scaler is not None and os.path.isfile(scaler_path):
             self.scaler.load_state_dict(ckpt.load_pt(scaler_path))
