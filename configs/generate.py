@@ -57,8 +57,20 @@ TABLE2 = {
     "okvqa": ("vqa", "image", "9K", "/path/to/opt-6.7b", ENCODERS["clip-l"], 20, ""),
     "audiocaps": ("caption", "audio", "49K", "/path/to/opt-6.7b", ENCODERS["mavil"], 12, ""),
     "msrvtt": ("caption", "video", "7K", "/path/to/llama-7b", ENCODERS["timesformer"], 8,
-               "TimeSformer reads 8 frames (data.video_frames)"),
+               "TimeSformer reads 16 frames (config/dataset/msrvtt.yaml num_frames), its checkpoint's 8 time "
+               "embeddings resized nearest as depalm/models/perceptual/timesformermodel.py does"),
 }
+
+# MSR-VTT in the DePALM code: config/dataset/msrvtt.yaml num_frames 16 (sample_type rand_middle: a random frame per
+# segment in training, the middle ones at test); depalm/data/data/video.py normalises with the CLIP mean/std and
+# resizes bicubic (RandomResizedCrop in training, Resize((size, size)) at test)
+DEPALM_VIDEO_FRAMES = 16
+DEPALM_VIDEO_PREPROCESSING = (
+    "  image_mean: [0.48145466, 0.4578275, 0.40821073]  # depalm/data/data/video.py: the CLIP mean and std\n"
+    "  image_std: [0.26862954, 0.26130258, 0.27577711]\n"
+    "  resample: bicubic  # RandomResizedCrop and the test Resize with Image.BICUBIC\n"
+    "  image_resize: square  # test: Resize((image_size, image_size))\n"
+)
 
 # low-data settings of the official experiments/ folder: setting -> (dataset of TABLE2, data fraction, epochs)
 LOW_DATA = {
@@ -284,7 +296,7 @@ def render(setting: str, method: str) -> str:
     if fraction < 1:
         data_extra += f"  fraction: {fraction}  # the official dataset.splits.train.max_rows={fraction}\n"
     if modality == "video":
-        data_extra += "  video_frames: 8\n"
+        data_extra += f"  video_frames: {DEPALM_VIDEO_FRAMES}  # config/dataset/msrvtt.yaml num_frames\n" + DEPALM_VIDEO_PREPROCESSING
     if dataset in PROMPT_TEMPLATE:
         data_extra += f"  prompt_template: {PROMPT_TEMPLATE[dataset]!r}  # official config/dataset/{dataset}.yaml: no instruction\n"
     if "opt" in os.path.basename(llm):
@@ -296,6 +308,7 @@ def render(setting: str, method: str) -> str:
         epochs=epochs, note=f"# Note: {note}.\n" if note else "",
         data_extra=data_extra,
         model_extra=("  attn_implementation: eager  # transformers' TimeSformer has no SDPA (this also makes the LLM eager)\n"
+                     f"  video_frames: {DEPALM_VIDEO_FRAMES}  # the TimeSformer reads them (time embeddings resized nearest)\n"
                      if modality == "video" else ""),
         lr=_sci(lr), lr_source=lr_source, clip=clip, clip_source=clip_source,
         micro_batch=micro, accumulation=accum, global_batch=micro * accum * GPUS,
@@ -316,7 +329,7 @@ EPALM_TABLE = {
     "msrvtt": ("caption", "video", "configs/video/ePALM_video_caption_msrvtt.yaml",
                "run_scripts/accelerate_training/video/ePALM_video_caption_msrvtt.sh",
                "/path/to/opt-2.7b", "/path/to/timesformer-base", 26, 16, 4, None, "msrvtt",
-               "the official config reads 16 frames; scaling samples the TimeSformer checkpoint's num_frames (8)"),
+               "the official config reads 16 frames (num_frames: 16): the TimeSformer's 8 time embeddings are resized nearest"),
     "msrvtt-qa": ("videoqa", "video", "configs/video/ePALM_video_qa_msrvtt.yaml",
                   "run_scripts/accelerate_training/video/ePALM_video_qa_msrvtt.sh",
                   "/path/to/opt-2.7b", "/path/to/timesformer-base", 26, 8, 4, "{question}?</a>", "msrvtt-qa", ""),
@@ -344,6 +357,9 @@ EPALM_IMAGE_PREPROCESSING = {
     "video": _EPALM_NORMALIZE + ("  randaugment_style: torchvision  # transforms.RandAugment() on the frames\n"
                                  "  randaugment_m: 9  # its default magnitude\n"),
 }
+
+# num_frames of eP-ALM's configs/video/*.yaml: 16 for MSR-VTT captioning, 8 for the video QA ones
+EPALM_VIDEO_FRAMES = {"msrvtt": 16, "msrvtt-qa": 8, "msvd-qa": 8}
 
 EPALM_TEMPLATE = """\
 # eP-ALM paper experiment: {dataset} ({modality} {task}) with eP-ALM's backbones and recipe.
@@ -402,14 +418,16 @@ def render_epalm(dataset: str) -> str:
     if template is not None:
         data_extra += (f"  prompt_template: {template!r}  # question + '?' + the answer token, answer right after it\n"
                        '  answer_token: "</a>"  # special_answer_token\n')
+    frames = EPALM_VIDEO_FRAMES.get(dataset, 8)
     if modality == "video":
-        data_extra += "  video_frames: 8\n"
+        data_extra += f"  video_frames: {frames}  # num_frames of the official config\n"
     if modality in ("image", "video"):
         data_extra += EPALM_IMAGE_PREPROCESSING[modality]
     return EPALM_TEMPLATE.format(
         dataset=dataset, modality=modality, task=task, epalm=EPALM, config=config, script=script, gpus=gpus,
         note=f"# Note: {note}.\n" if note else "", llm=llm, encoder=encoder, name=name, data_extra=data_extra,
         model_extra=("  attn_implementation: eager  # transformers' TimeSformer has no SDPA (this also makes the LLM eager)\n"
+                     f"  video_frames: {frames}  # the TimeSformer reads them (time embeddings resized nearest when not 8)\n"
                      if modality == "video" else ""),
         warmup=round(1 / epochs, 4), epochs=epochs, micro_batch=micro, global_batch=micro * gpus,
         metric=metric_of(task),

@@ -184,3 +184,24 @@ def test_an_llm_whose_embedding_width_differs_from_its_hidden_size_is_refused_wi
                              num_attention_heads=4, vocab_size=100, max_position_embeddings=64)).save_pretrained(path)
     with pytest.raises(ConfigError, match=r"embeds tokens at width 32 and runs its layers at 64.*word_embed_proj_dim"):
         build_model(model_config(method="limber-1", llm=str(path), encoder=backbones["vit"], frozen_dtype="fp32"))
+
+
+def test_timesformer_reads_model_video_frames_with_its_time_embeddings_resized_nearest(backbones):
+    """DePALM's TimeSformer reads config/dataset/msrvtt.yaml's 16 frames with a K400 checkpoint of 8: its time
+    embeddings are resized to the frames given by nearest interpolation. Here: a tiny checkpoint of 4, read with 8."""
+    base = load_encoder(backbones["timesformer"], "fp32")
+    t0 = base.info.num_frames
+    enc = load_encoder(backbones["timesformer"], "fp32", video_frames=2 * t0)
+    info = enc.info
+    assert info.num_frames == 2 * t0 and info.grid[-1] == 2 * t0  # the token grid has 2 * t0 time steps
+    old = base.model.embeddings.time_embeddings  # [1, t0, d]
+    nearest = old[:, [i * t0 // (2 * t0) for i in range(2 * t0)]]  # nearest: output step i reads floor(i * t0 / T)
+    torch.testing.assert_close(enc.model.embeddings.time_embeddings, nearest, rtol=0, atol=0)
+    video = torch.randn(2, 2 * t0, 3, info.image_size, info.image_size)
+    feats = FeatureExtractor(enc, n_levels=1, tokens="all", norm="none")(video)
+    assert feats.shape == (2, 1, 1 + info.grid[0] * info.grid[1] * 2 * t0, info.hidden_size)
+    cfg = model_config(method="depalm", llm=backbones["llama"], encoder=backbones["timesformer"], frozen_dtype="fp32",
+                       map={"d_embed": 32}, video_frames=2 * t0)
+    from scaling.models.transforms import media_spec
+
+    assert media_spec(cfg).frames == 2 * t0  # the data side samples that many

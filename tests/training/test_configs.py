@@ -195,6 +195,9 @@ def test_generated_depalm_config_names_its_official_script_and_recipe(path):
         expected = "{question}" if setting == "textvqa" else "{question}\n\nAnswer:"
         assert template_for(cfg.data.task, cfg.data.prompt_template) == expected
     assert cfg.data.fraction == (0.01 if setting.endswith("-1pct") else 1.0)
+    if setting == "msrvtt":  # config/dataset/msrvtt.yaml: 16 frames, read by the TimeSformer (time embeddings resized)
+        assert cfg.data.video_frames == cfg.model.video_frames == 16
+        assert (cfg.data.resample, cfg.data.image_resize) == ("bicubic", "square")  # depalm/data/data/video.py
 
 
 @pytest.mark.skipif(not os.path.isdir(REF), reason="the official DePALM repository is not on this machine")
@@ -228,6 +231,9 @@ def test_epalm_paper_configs_carry_epalms_recipe(path):
     assert cfg.model.method == "epalm" and cfg.model.label_smoothing == 0.0
     assert (t.lr, t.weight_decay, t.param_groups) == (2e-5, 0.02, {"prompt": {"lr": 1e-5}})
     assert t.adam_eps == 1e-8  # torch.optim.AdamW built without eps (optim/optim_factory.py)
+    if cfg.data.task in ("videoqa",) or "msrvtt" in path:  # configs/video/*.yaml num_frames: 16 captioning, 8 QA
+        frames = 16 if cfg.data.task == "caption" else 8
+        assert cfg.data.video_frames == cfg.model.video_frames == frames
     assert (t.loss_on, t.loss_reduction, t.loss_weight) == ("all", "sample_sum", 0.1)
     assert (cfg.eval.num_beams, cfg.eval.max_length) == (3, 30)
     if cfg.data.task != "caption":
