@@ -455,11 +455,20 @@ def _run_phases(runner, methods, settings, cache_dir, out_dir, seed, fresh, echo
     echo("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
          + ("  (backbones, data and features reused from the cache)" if all_reused else ""))
     runs = os.path.join(out_dir, "runs")
+    from scaling.demo.pages import serve_line, write_html_report
+
+    html = write_html_report(runs, os.path.join(out_dir, "report"), echo)
+    serve = serve_line(runs, methods, tasks)
     result(report["text"])
     result(f"\ngrid: {report['grid']}   results: {os.path.join(out_dir, 'results.json')}   "
            f"test predictions and scores: {os.path.join(runs, 'METHOD-TASK', 'eval')}/\n"
-           f"next:\n  scaling report {runs}                  # the report's tables of these runs\n"
+           + (f"HTML report (scores, learning curves, every test prediction beside its image or audio): {html}\n"
+              if html else "")
+           + "next:\n"
+           + (f"  {serve}   # try the adapter in a browser: http://127.0.0.1:7860/\n" if serve else "")
+           + f"  scaling report {runs}                  # the report's tables (and index.html) of these runs\n"
            f"  tensorboard --logdir {runs}")
+    summary["html_report"] = html
     return summary
 
 

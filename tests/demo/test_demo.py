@@ -283,6 +283,11 @@ def test_quick_demo_end_to_end(tmp_path):
         im.load()
         assert im.width > 200 and im.height > 200
     assert (out / "results.json").is_file()
+    # the demo ends by pointing to its HTML report (a gallery with every test image) and the serve line
+    page = (out / "report" / "index.html").read_text()
+    assert page.count('"kind":"image"') >= 150 and "<svg" in page
+    assert f"{out / 'report' / 'index.html'}" in proc.stdout
+    assert f"scaling serve --checkpoint {out / 'runs' / 'depalm-caption'}" in proc.stdout
     assert list((out / "runs").glob("depalm-caption/tensorboard/*")) or list((out / "runs").glob("depalm-caption/**/events.*"))
     first = json.loads((out / "results.json").read_text())
     assert {"vit", "llm", "data"} <= set(first["reused"]) and not any(first["reused"].values())  # all built
