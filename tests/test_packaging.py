@@ -38,6 +38,7 @@ def test_transformers_imports_from_the_repository_root():
 def test_python_m_scaling_check_from_the_repository_root():
     res = _run([sys.executable, "-m", "scaling", "train", "--config", "configs/cpu_tiny.yaml", "--check"], cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("config OK") and "{" not in res.stdout, "--check prints JSON only with --json"
 
 
 @pytest.mark.parametrize("cwd", ["root", "elsewhere"])

@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--check", action="store_true", help="validate config, batch geometry, precision and DeepSpeed JSON; load nothing")
     p.add_argument("--world-size", type=int, default=None, help="with --check: validate for this many ranks")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--json", action="store_true", help="with --check: print the result as JSON on stdout")
     from scaling.cli.plan import add_arguments
 
     add_arguments(p.add_argument_group("with --check: the memory/time plan of `scaling plan` (on a CUDA machine for "
@@ -112,13 +113,26 @@ def run(args) -> int:
                     f"= global batch {cfg.train.global_batch}")
         print(f"batch geometry: {geometry}; output {cfg.train.output_dir}"
               + (f" (resumes {found})" if found else ""), file=sys.stderr)
-        print(json.dumps({
+        result = {
             "world_size": plan.world_size, "global_batch": cfg.train.global_batch, "micro_batch": cfg.train.micro_batch,
             "accumulation": plan.accumulation, "batch_geometry": geometry, "precision": plan.precision,
             "device": plan.device_type, "zero_stage": plan.zero_stage if plan.deepspeed else None,
             "deepspeed": plan.deepspeed, "output_dir": cfg.train.output_dir, "resumes": found, "notes": plan.notes,
             **_memory_plan(cfg, args, world, device),
-        }, indent=2))
+        }
+        if args.json:
+            print(json.dumps(result, indent=2))
+            return 0
+        print(f"config OK for {plan.world_size} rank(s) on {plan.device_type}: {geometry}; precision {plan.precision}"
+              + (f", DeepSpeed ZeRO-{plan.zero_stage}" if plan.deepspeed else "")
+              + f"; output {cfg.train.output_dir}" + (f" (resumes {found})" if found else ""))
+        for note in plan.notes:
+            print(f"  note: {note}")
+        mem = result.get("memory_plan")
+        if mem:
+            print(f"  memory plan on {mem['gpu']}: as written {'fits' if mem['as_written_fits'] else 'does not fit'}"
+                  + (f"; recommended: {mem['recommendation']}" if mem.get("recommendation") else ""))
+        print("(--json prints this as JSON)")
         return 0
 
     from scaling.training import distributed

@@ -65,7 +65,8 @@ def test_a_run_folder_of_another_world_size_or_strategy_is_refused_before_buildi
     check = _scaling(["train", "--config", CONFIG, f"train.output_dir={run}", "--check", "--world-size", "2"], tmp_path)
     assert check.returncode == 2
     assert "written by 1 ranks, this job has 2" in check.stderr and "another train.output_dir" in check.stderr
-    fresh = _scaling(["train", "--config", CONFIG, f"train.output_dir={tmp_path / 'new'}", "--check", "--world-size", "2"],
+    fresh = _scaling(["train", "--config", CONFIG, f"train.output_dir={tmp_path / 'new'}", "--check", "--world-size", "2",
+                      "--json"],
                      tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     plan = json.loads(fresh.stdout)

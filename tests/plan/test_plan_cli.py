@@ -37,7 +37,7 @@ def test_plan_and_train_check_print_the_table(tmp_path):
     assert set(rec["memory"]["gpu"]) >= {"frozen weights", "trainable states", "activations", "loss buffers", "encoder",
                                          "batches", "framework"}
     assert "sbatch" in rec["launch"] and "launch/slurm_train.sbatch" in rec["launch"]["sbatch"]
-    check = _scaling(["train", "--config", CONFIG, f"train.output_dir={tmp_path / 'run'}", "--check", "--world-size", "2",
+    check = _scaling(["train", "--config", CONFIG, f"train.output_dir={tmp_path / 'run'}", "--check", "--json", "--world-size", "2",
                       "--gpu", "v100-16"], tmp_path)
     assert check.returncode == 0, check.stderr[-2000:]
     assert "per-GPU memory (GiB)" in check.stderr and "launch:" in check.stderr

@@ -91,7 +91,7 @@ def test_cli_check_fails_before_loading_any_model(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "train_micro_batch_size_per_gpu is 4" in out.stderr and "train.micro_batch" in out.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")  # stopped before anything was built
-    check = subprocess.run(args[:-1] + ["--check", "--world-size", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    check = subprocess.run(args[:-1] + ["--check", "--json", "--world-size", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert check.returncode == 0, check.stderr[-2000:]
     assert json.loads(check.stdout)["accumulation"] == 1
 
