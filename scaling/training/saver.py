@@ -77,7 +77,7 @@ class CheckpointSaver:
         self._agree_saved(failure, tmp, state.step)
         warning = self.budget.saved(time.time() - started)
         if warning and self.main:
-            print(warning, file=sys.stderr, flush=True)
+            print("\n" + warning, file=sys.stderr, flush=True)  # its own line, after any progress bar
         return final
 
     def _agree_saved(self, failure: BaseException | None, tmp: str, step: int) -> None:

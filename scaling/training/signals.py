@@ -93,6 +93,14 @@ class StopFlag:
         return preempt > 0 or interrupt > 0
 
 
+SCHEDULER_JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")  # Slurm, PBS/Torque, LSF, SGE
+
+
+def under_scheduler() -> bool:
+    """Whether this process runs inside a batch scheduler's job (which may signal it, then SIGKILL it)."""
+    return any(os.environ.get(name) for name in SCHEDULER_JOB_VARIABLES)
+
+
 class SignalBudget:
     """How long a preemption checkpoint takes, against the time the job has between the signal and SIGKILL.
 
@@ -103,8 +111,10 @@ class SignalBudget:
     exceed it. ``--shutdown-timeout`` of torchrun does not extend it: SLURM's SIGKILL reaches every process.
     """
 
-    def __init__(self, budget: float):
+    def __init__(self, budget: float, scheduled: bool | None = None):
         self.budget = budget
+        # a local run is never killed KillWait seconds after a signal: warn only under a batch scheduler
+        self.scheduled = under_scheduler() if scheduled is None else scheduled
         self.step_seconds = 0.0  # slowest optimizer step of this job
         self.save_seconds = 0.0  # slowest checkpoint of this job
         self.warned = False
@@ -118,7 +128,7 @@ class SignalBudget:
     def saved(self, seconds: float) -> str | None:
         """Record a save's duration; a warning text the first time step + save exceed the budget."""
         self.save_seconds = max(self.save_seconds, seconds)
-        if self.warned or self.needed() <= self.budget:
+        if self.warned or not self.scheduled or self.needed() <= self.budget:
             return None
         self.warned = True
         return (

@@ -117,7 +117,7 @@ def test_a_job_failing_at_start_removes_a_stale_requeue_marker(tmp_path):
 def test_signal_budget_warns_once_when_step_plus_save_exceed_it():
     from scaling.training.signals import SignalBudget
 
-    budget = SignalBudget(10.0)
+    budget = SignalBudget(10.0, scheduled=True)
     budget.step(3.0)
     assert budget.saved(5.0) is None  # 8 s <= 10 s
     budget.step(2.0)  # the slowest step counts
@@ -125,9 +125,19 @@ def test_signal_budget_warns_once_when_step_plus_save_exceed_it():
     assert warning is not None and "11.0 s" in warning and "train.signal_budget=10 s" in warning
     assert "KillWait" in warning and "--signal=USR1@" in warning
     assert budget.saved(30.0) is None  # once
+    local = SignalBudget(1.0, scheduled=False)  # no scheduler sends SIGKILL after a signal: nothing to warn of
+    local.step(5.0)
+    assert local.saved(5.0) is None and local.needed() == 10.0
 
 
-def test_the_trainer_measures_its_saves_and_warns_past_the_signal_budget(tmp_path, capfd):
+def test_the_trainer_measures_its_saves_and_warns_past_the_signal_budget(tmp_path, capfd, monkeypatch):
+    from scaling.training.signals import SCHEDULER_JOB_VARIABLES
+
+    for name in SCHEDULER_JOB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    train(load_config(None, tiny_run_overrides(str(tmp_path / "local"), 4, save_every=2, signal_budget=1e-6)))
+    assert "a preemption checkpoint needs" not in capfd.readouterr().err, "a local run has no KillWait to warn of"
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
     out = str(tmp_path / "slow")
     train(load_config(None, tiny_run_overrides(out, 4, save_every=2, signal_budget=1e-6)))
     err = capfd.readouterr().err
