@@ -44,6 +44,7 @@ def run(args) -> int:
     import transformers
 
     from scaling.config.stored import executes, stored_pipe_source
+    from scaling.data.sources import source_for
     from scaling.evaluation.evaluate import evaluate, write_metrics, write_predictions
     from scaling.evaluation.metrics import MetricsError, format_table
     from scaling.evaluation.partial import PartialPredictions, remove_partials
@@ -80,8 +81,9 @@ def run(args) -> int:
         given = [s for s in ("train", "val", "test") if getattr(cfg.data, s, None)]
         raise ConfigError(f"no data for split {args.split!r}: pass --data SHARDS"
                           + (f" (or --split {given[-1]}: the run has data.{given[-1]})" if given else ""))
-    if str(getattr(cfg.data, args.split)).startswith("toy://"):
-        raise ConfigError(f"data.{args.split}={getattr(cfg.data, args.split)} is the synthetic CPU task: it has no "
+    source = source_for(getattr(cfg.data, args.split))
+    if source is not None and not source.references:
+        raise ConfigError(f"data.{args.split}={getattr(cfg.data, args.split)} is {source.about}: it has no "
                           f"references to score generations against; pass --data SHARDS")
     tokenizer = generation_tokenizer(cfg.model.llm, "evaluation", cfg.model.trust_remote_code)
     loader = build_loader(cfg, tokenizer, args.split, env.rank, env.world_size, train=False, limit=args.limit)

@@ -8,7 +8,7 @@ normalised score across benchmarks (DePALM Table 4), training time and the carbo
 DIR/report.csv, DIR/chart_*.png and DIR/index.html (a self-contained page: tables, learning curves, a gallery of
 the test predictions with their media and per-sample scores, configs) (DIR: --out, default INPUT/report), and prints the Markdown (or, with
 --json, one JSON object as the last line) to stdout, warnings to stderr. Runs with missing or broken files
-are skipped with a warning naming them; runs without evaluation scores (a toy:// run) are tabulated by their
+are skipped with a warning naming them; runs without evaluation scores (a run on a synthetic source) are tabulated by their
 training's validation loss, else their final training loss, labelled as such (lower is better).
 """
 

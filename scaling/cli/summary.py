@@ -60,9 +60,10 @@ def train_block(result, cfg) -> str:
     if result.preempted:
         lines.append(f"  {'rerun the same command' if result.interrupted else 'requeue the job'}: it resumes from "
                      f"{os.path.join(run, 'checkpoints', 'latest')}")
-    toy = str(cfg.data.test or cfg.data.val or "").startswith("toy://") or not (cfg.data.test or cfg.data.val)
+    from scaling.data.sources import has_references
+
     split = "test" if cfg.data.test else "val"
-    if toy:
+    if not has_references(cfg.data.test or cfg.data.val):
         lines.append(f"  scaling eval --checkpoint {q(run)} --data SHARDS --split test     (this config has no "
                      "shards with references to score)")
     else:

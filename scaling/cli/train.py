@@ -43,13 +43,14 @@ def register(subparsers) -> None:
 def _evaluate_fn(cfg):
     """The evaluation hook ``scaling.evaluation.hook.build_evaluate_fn(cfg)``, where it applies.
 
-    Not for the synthetic ``toy://`` task or a shape-name LLM (no tokenizer): the hook reads real
-    shards and decodes text. Validation loss and samples are logged either way.
+    Not for a synthetic source without references (scaling.data.sources) or a shape-name LLM (no
+    tokenizer): the hook reads real shards and decodes text. Validation loss and samples are logged either way.
     """
+    from scaling.data.sources import source_for
     from scaling.models.shapes import LLM_SHAPES
-    from scaling.training.toy import is_toy
 
-    if is_toy(cfg.data.val) or cfg.model.llm in LLM_SHAPES:
+    source = source_for(cfg.data.val)
+    if (source is not None and not source.references) or cfg.model.llm in LLM_SHAPES:
         return None
     try:
         from scaling.evaluation.hook import build_evaluate_fn

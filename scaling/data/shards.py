@@ -31,6 +31,7 @@ import filelock
 
 from scaling.common.io import AtomicFile, write_json
 from scaling.config.base import ConfigError
+from scaling.data.sources import checks_paths
 
 FORMAT = "scaling-shards/1"
 INDEX_NAME = "index.json"
@@ -675,7 +676,8 @@ def check_source(source: str, split: str, index: str | None = None, what: str = 
 
     Refused: a ``/path/to/`` placeholder, a local index (folder or ``.json``) that does not exist or
     lacks the split, and a local source (file, folder, brace pattern) of which no shard file exists.
-    Remote sources (``pipe:``, ``http(s)://``, ``s3://``, ``gs://``) and ``toy://`` are not checked.
+    Remote sources (``pipe:``, ``http(s)://``, ``s3://``, ``gs://``) and registered sources
+    (:mod:`scaling.data.sources`) are not checked.
     Sources are resolved as :func:`resolve_split` does; indexes are read, shards are not.
     """
     problems: list[str] = []
@@ -692,7 +694,7 @@ def check_source(source: str, split: str, index: str | None = None, what: str = 
                 f"{what}='/data/shards/coco/{sub_split or split}-{{000000..000031}}.tar'"
                 + ("" if what == "data.train" else f", or {what}=null to leave it out"))
             continue
-        if ref.startswith(REMOTE_PREFIXES + ("toy://",)) or not is_local(ref):
+        if ref.startswith(REMOTE_PREFIXES) or not checks_paths(ref) or not is_local(ref):
             continue
         path = local_path(ref)
         if os.path.isdir(path) and not os.path.exists(os.path.join(path, INDEX_NAME)):

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scaling.data.sources import checks_paths
 from scaling.evaluation.sample_scores import SCORE_NAMES, sample_scores
 
 THUMB = 112  # px, longest side of an image thumbnail
@@ -170,7 +171,8 @@ def _source_of(run_path: str, scores_file: str | None, split: str) -> str | None
         with open(os.path.join(run_path, "config.yaml")) as fh:
             cfg = yaml.safe_load(fh) or {}
         value = (cfg.get("data") or {}).get(split)
-        return value if isinstance(value, str) and value and not value.startswith(("toy://", "pipe:")) else None
+        shards = isinstance(value, str) and value and not value.startswith("pipe:") and checks_paths(value)
+        return value if shards else None  # not a command, nor a registered source (no files: scaling.data.sources)
     except (OSError, yaml.YAMLError, AttributeError):
         return None
 

@@ -28,10 +28,11 @@ def _zero_stage(cfg) -> int:
 
 
 def build_evaluate_fn(cfg):
+    from scaling.data.sources import has_references
     from scaling.models.shapes import LLM_SHAPES
 
-    if not cfg.data.val or str(cfg.data.val).startswith("toy://"):
-        return None  # the synthetic CPU task has no references to generate against (val loss only)
+    if not has_references(cfg.data.val):
+        return None  # no split, or a synthetic source without references to generate against (val loss only)
     if cfg.model.llm in LLM_SHAPES:
         log.warning("model.llm=%s is a shape name without a tokenizer: no generation-based evaluation", cfg.model.llm)
         return None

@@ -45,7 +45,7 @@ import yaml
 from scaling.config.base import ConfigError
 from scaling.evaluation.metrics import DISPLAY_SCALE, PRIMARY_METRIC
 
-#: Metrics read from the training itself when a run has no evaluation scores (a toy:// run, a run whose
+#: Metrics read from the training itself when a run has no evaluation scores (a run on a synthetic source, a run whose
 #: data has no references): lower is better, shown as they are (not ×100), labelled in the tables.
 LOSS_METRICS = {"val_loss": "validation loss (training's)", "final_train_loss": "final training loss"}
 DEFAULT_TDP_W: dict[str, float] = {"V100": 250.0, "A100": 400.0, "H100": 700.0}
@@ -232,7 +232,7 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
                          f"train_summary.json (unfinished or failed run?)")
     if met_path is None:
         kind = "validation loss" if "val_loss" in losses else "final training loss"
-        warn(f"no evaluation scores (no references to score, e.g. toy:// data, or not evaluated yet): tabulating its "
+        warn(f"no evaluation scores (no references to score, e.g. synthetic data, or not evaluated yet): tabulating its "
              f"{kind} (lower is better); `scaling eval --checkpoint {path} --split {split} --data SHARDS` scores it")
     elif met_path == os.path.join(path, "metrics.json"):
         warn(f"no `scaling eval` scores of split {split!r} (RUN/eval/step_N_{split}/): using the training's periodic "

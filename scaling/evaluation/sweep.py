@@ -9,7 +9,7 @@ directory (absolute), which is also the run directory that ``scaling report`` re
 (``scaling.config.config_from_dict``), so a typo fails before anything is written or submitted. A point
 whose ``train_summary.json`` says ``"finished": true`` (the trainer writes it at the end of a run; a preempted
 run says false) is finished: its config is left as it is, ``run_points`` skips it (so a sweep resumes), and
-the SLURM array task exits. (Runs on the synthetic ``toy://`` task finish without ``metrics.json``: they have
+the SLURM array task exits. (Runs on a synthetic source without references (:mod:`scaling.data.sources`) finish without ``metrics.json``: they have
 no references to score, only a validation loss.)
 
 Grid values are parsed as YAML (``[q_proj,v_proj]`` is one list value: commas inside brackets do not

@@ -9,6 +9,6 @@ and the loop; ``state``, ``window``, ``rundir``, ``resume``, ``saver``, ``evalua
 hold what the loop calls), ``checkpoint``
 (atomic checkpoints, RNG states, adapters, :func:`~scaling.training.checkpoint.load_adapter`),
 ``fingerprint`` (backbone fingerprints), ``signals`` (preemption), ``monitor`` (TensorBoard, logs,
-MFU), ``convert`` (adapter/peft/consolidated, inspect), ``loaders`` + ``toy`` (the data protocol and
-a synthetic task). See docs/training.md.
+MFU), ``convert`` (adapter/peft/consolidated, inspect), ``loaders`` (the data protocol; the synthetic
+task is a data source of :mod:`scaling.data.sources`). See docs/training.md.
 """

@@ -458,7 +458,7 @@ def _missing(path: str) -> str | None:
     why = f"{path!r} does not exist"
     if os.path.basename(os.path.normpath(path)) == "best":
         why += ("; RUN/best is written only when the periodic evaluation (train.eval_every, data.val with references) "
-                "scores eval.metric: the synthetic toy:// task has none; use RUN or RUN/checkpoints/step_N")
+                "scores eval.metric: a synthetic source (scaling.data.sources) has none; use RUN or RUN/checkpoints/step_N")
     return why
 
 

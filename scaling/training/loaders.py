@@ -8,8 +8,8 @@ The trainer never looks inside the data pipeline. It needs an object that
   hang), and
 * has ``state_dict()`` / ``load_state_dict()`` for the exact position inside the epoch.
 
-:func:`build` returns :class:`scaling.training.toy.ToyLoader` for ``toy://`` URLs and
-:func:`build_loader` otherwise: ``scaling.data.stream.build_loader`` given the model's encoder inputs
+:func:`build` returns the loader of a registered source (:mod:`scaling.data.sources`) for its URLs and
+:func:`build_loader` otherwise (shards): ``scaling.data.stream.build_loader`` given the model's encoder inputs
 (``scaling.models.transforms.encoder_inputs``: the data package never asks the model package itself).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from scaling.config.base import ConfigError
-from scaling.training import toy
+from scaling.data import sources
 
 PROTOCOL = ("__iter__", "__len__", "state_dict", "load_state_dict")
 
@@ -98,15 +98,16 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
 def build(cfg, tokenizer, split: str, rank: int, world_size: int, train: bool, epoch: int = 0):
     """A loader for ``split`` on this rank (see the module docstring)."""
     url = split_url(cfg, split)
-    if toy.is_toy(url):
-        loader = toy.ToyLoader(url, cfg.train.micro_batch, rank, world_size, epoch, train, tokenizer, split)
+    source = sources.source_for(url)
+    if source is not None:
+        loader = source.loader(url, cfg.train.micro_batch, rank, world_size, epoch, train, tokenizer, split)
     else:
         try:
             import scaling.data.stream  # noqa: F401 - the data pipeline's optional dependencies
         except ImportError as err:
             raise ConfigError(
                 f"data.{split}={url!r} needs scaling.data.stream.build_loader, which cannot be imported ({err}); "
-                f"use data.train=toy://colours for the synthetic CPU task"
+                f"use data.train={sources.hint()}"
             ) from None
         loader = build_loader(cfg, tokenizer, split, rank, world_size, train, epoch=epoch)
     missing = [m for m in PROTOCOL if not hasattr(loader, m)]

@@ -13,7 +13,7 @@ raises one :class:`~scaling.config.base.ConfigError` listing all problems:
 * ``data.train`` must be set; no data source training reads (``data.train/val``, ``data.features`` when used,
   ``data.index``) may be a ``/path/to/`` placeholder, and a local one must name existing shard files
   (:func:`scaling.data.shards.check_source`; remote ``pipe:``/``http(s)://``/``s3://``/``gs://`` and
-  ``toy://`` sources are not checked).
+  registered sources (:mod:`scaling.data.sources`) are not checked).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from scaling.config.base import ConfigError
+from scaling.data.sources import checks_paths
 from scaling.training import ds_config as dsc
 
 
@@ -138,10 +139,12 @@ def features_split_hint(problem: str, split: str, features: str) -> str:
 def check_data(cfg) -> list[str]:
     """The data sources the run will read: set, no placeholder, local ones naming existing shards."""
     from scaling.data.shards import check_index_path, check_source
+    from scaling.data.sources import hint
 
     data = cfg.data
     if not data.train and not (data.use_features and data.features):
-        return ["data.train is not set: give the training shards (e.g. data.train='shards/coco/train-{000000..000031}.tar') or toy://colours for the synthetic CPU task"]
+        return ["data.train is not set: give the training shards (e.g. data.train='shards/coco/train-{000000..000031}.tar') "
+                f"or {hint()}"]
     problems = check_index_path(data.index)
     # the splits training reads (data.test is read by `scaling eval`, whose loader checks it the same way)
     cached = bool(data.use_features and data.features)
@@ -249,7 +252,7 @@ def check_val_size(cfg, world_size: int) -> list[str]:
     ``data.fraction`` applied): a split smaller than one such batch per rank would fail every evaluation. Counted from
     the shards' index (shards without one are not read here)."""
     data = cfg.data
-    if not data.val or str(data.val).startswith("toy://"):
+    if not data.val or not checks_paths(data.val):  # no split, or a registered source (no shards to count)
         return []
     from scaling.data.shards import resolve_split
     from scaling.data.stream import _source_for

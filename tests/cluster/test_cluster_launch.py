@@ -17,9 +17,9 @@ import time
 
 import pytest
 
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training.loop import read_log
-from scaling.training.toy import tiny_run_overrides
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

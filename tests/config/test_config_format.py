@@ -13,11 +13,11 @@ import torch
 
 from scaling.config import load_config, to_dict
 from scaling.config.versions import CONFIG_FORMAT, format_overrides, stored_format, upgrade_format
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training import manifest
 from scaling.training.loop import read_log, train
 from scaling.training.optim import param_groups
-from scaling.training.toy import tiny_run_overrides
 
 # what format 1 did, as override keys of today's code (docs/fidelity.md, "Stored configs of earlier versions")
 FORMAT_1 = ["model.map.norm=rmsnorm", "model.extract.norm=none", "model.learned_positions=sequence", "train.adam_eps=1e-8",

@@ -7,8 +7,8 @@ import pytest
 from scaling.cli.main import main
 from scaling.cli.predict import split_overrides
 from scaling.config import load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training.loop import train
-from scaling.training.toy import tiny_run_overrides
 
 
 def test_predict_reads_key_value_arguments_after_the_files_as_overrides(tmp_path):

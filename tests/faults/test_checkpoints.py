@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from scaling.config import load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training import manifest
 from scaling.training.loop import read_log, train
-from scaling.training.toy import tiny_run_overrides
 
 EXTRA = ("data.train=toy://colours?n=64", "train.save_every=2")
 

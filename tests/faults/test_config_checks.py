@@ -82,8 +82,8 @@ def test_other_files_that_are_not_adapters_are_named(tmp_path):
 
 
 def test_a_model_larger_than_the_machine_is_refused_before_allocating(tmp_path, monkeypatch):
+    from scaling.data.toy import tiny_run_overrides
     from scaling.training import validate
-    from scaling.training.toy import tiny_run_overrides
 
     monkeypatch.setattr(validate, "available_memory", lambda device_type: (200 * 1024**2, "available RAM"))
     big = load_config(None, tiny_run_overrides(str(tmp_path / "run")) + ["model.map.n_queries=1000000"])

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from scaling.config import load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training.loop import read_log, train
-from scaling.training.toy import tiny_run_overrides
 
 
 def run(tmp_path, name, steps, *extra, **kw):

@@ -47,9 +47,9 @@ def test_a_validation_split_smaller_than_one_batch_per_rank_is_refused_at_start_
 def test_the_unscorable_validation_count_reaches_metrics_json_and_the_log(tmp_path):
     import json
 
+    from scaling.data.toy import tiny_run_overrides
     from scaling.models.tiny import save_tiny_llm
     from scaling.training.loop import read_log, train
-    from scaling.training.toy import tiny_run_overrides
 
     train_dir = _shards(str(tmp_path / "train"), 16, "train")
     val_dir = _shards(str(tmp_path / "val"), 8, "val", unanswered={1, 4, 6})

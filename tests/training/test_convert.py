@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 
 from scaling.cli.main import main as cli
 from scaling.config import ConfigError, load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.models.tiny import save_tiny_encoder, save_tiny_llm
 from scaling.training import checkpoint as ckpt
 from scaling.training.convert import convert, describe
 from scaling.training.loop import Trainer
-from scaling.training.toy import tiny_run_overrides
 
 
 @pytest.fixture(scope="module")

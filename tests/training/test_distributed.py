@@ -15,11 +15,11 @@ import sys
 import pytest
 import torch
 
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training.convert import load_weights
 from scaling.training.distributed import free_port
 from scaling.training.loop import read_log
-from scaling.training.toy import tiny_run_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -145,7 +145,7 @@ def test_zero2_two_ranks_with_fp8_llm_weights_and_gradient_checkpointing(tmp_pat
 
 def test_zero3_refuses_fp8_llm_weights_with_the_fix(tmp_path):
     from scaling.config import ConfigError, load_config
-    from scaling.training.toy import tiny_run_overrides
+    from scaling.data.toy import tiny_run_overrides
     from scaling.training.validate import plan_run
 
     cfg = load_config(None, tiny_run_overrides(str(tmp_path / "z3fp8"), 2)

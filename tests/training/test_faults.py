@@ -7,9 +7,9 @@ import random
 import signal
 
 from scaling.config import load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training.loop import read_log, train
-from scaling.training.toy import tiny_run_overrides
 
 
 def run(tmp_path, name, steps, *extra, **kw):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from scaling.config import ConfigError, load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.models.builder import build_model
 from scaling.training import checkpoint as ckpt
 from scaling.training import recompute
 from scaling.training.loop import read_log, train
-from scaling.training.toy import tiny_run_overrides
 
 
 def tiny_sizes(method):

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from scaling.config import ConfigError, load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import checkpoint as ckpt
 from scaling.training.distributed import free_port
 from scaling.training.loop import read_log, train
-from scaling.training.toy import tiny_run_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from scaling.config import ConfigError, load_config
+from scaling.data.toy import tiny_run_overrides
 from scaling.training import ds_config as dsc
-from scaling.training.toy import tiny_run_overrides
 from scaling.training.validate import check_batch, check_precision, plan_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

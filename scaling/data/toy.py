@@ -1,6 +1,7 @@
 """A learnable synthetic task for CPU runs and tests: name the colour of a 32×32 image.
 
-``data.train: toy://colours?n=512`` selects it. Each sample is a noisy image of one of six colours;
+``data.train: toy://colours?n=512`` selects it (this module registers the ``toy`` scheme with
+:mod:`scaling.data.sources`; no other module names it). Each sample is a noisy image of one of six colours;
 the prompt is "a picture of" and the target is the colour word then EOS, so the loss can only fall
 below the prior by reading the image. With a tokenizer (a tiny LLM directory from
 :func:`scaling.models.tiny.save_tiny_llm`) the words are tokenized; with a shape-name LLM (no
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 
+from scaling.data.sources import Source, register
+
 COLOURS = {
     "red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.1, 1.0),
     "yellow": (1.0, 1.0, 0.1), "purple": (0.6, 0.1, 0.7), "white": (1.0, 1.0, 1.0),
@@ -31,10 +34,6 @@ COLOURS = {
 PROMPT = "a picture of"
 # token ids used when there is no tokenizer (shape-name LLMs have vocabularies of >= 256)
 FIXED = {"bos": 1, "eos": 2, "pad": 0, "prompt": [20, 21, 22], "colours": [10, 11, 12, 13, 14, 15]}
-
-
-def is_toy(url: str | None) -> bool:
-    return bool(url) and str(url).startswith("toy://")
 
 
 def parse(url: str) -> dict[str, Any]:
@@ -145,3 +144,7 @@ def tiny_run_overrides(output_dir: str, steps: int = 6, **train: Any) -> list[st
     ]
     out += [f"train.{k}={'null' if v is None else v}" for k, v in base.items()]
     return out
+
+
+register(Source("toy", ToyLoader, references=False, example="toy://colours",
+                about="the synthetic CPU task: name the colour of a 32x32 image"))
