@@ -35,6 +35,9 @@ def train_block(result, cfg) -> str:
         head = f"training interrupted (Ctrl-C) at step {s.get('steps')}/{s.get('total_steps')}"
     elif result.preempted:
         head = f"training preempted at step {s.get('steps')}/{s.get('total_steps')}"
+    elif isinstance(s.get("steps"), int) and isinstance(s.get("total_steps"), int) and s["steps"] > s["total_steps"]:
+        head = (f"nothing to train: the run's newest checkpoint is at step {s['steps']}, past this config's "
+                f"{s['total_steps']} steps (raise train.max_steps or train.epochs to continue it)")
     else:
         head = f"training done: {s.get('steps')}/{s.get('total_steps')} steps"
     lines = [

@@ -63,6 +63,9 @@ def resume(cfg, env, strategy, fingerprints: dict, accum: int, total_steps: int,
         log(f"note: total steps changed from {state.total_steps} to {total_steps} "
             f"(the schedule follows the new total from step {state.step + 1})")
         state.total_steps = total_steps
+    if state.step >= total_steps:
+        log(f"note: the checkpoint is at step {state.step}, at or past this config's {total_steps} steps: nothing "
+            f"to train (raise train.max_steps or train.epochs to continue the run)")
     # the checkpoint restores the old peak rate and the rate of the next step from the old schedule: apply
     # this job's train.lr and schedule (total steps, warm-up, minimum) from the very next step
     old_lr = strategy.restart_schedule(t.lr, lambda name: group_peak_lr(name, t.lr, t.param_groups))
