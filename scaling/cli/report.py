@@ -118,7 +118,7 @@ def run(args) -> int:
         data["outputs"] = outputs
         print(json.dumps(data, default=str))
     else:
-        print(to_markdown(report))
+        print(to_markdown(report, warnings_section=False))  # the warnings went to stderr; the file keeps them
         print(f"wrote {outputs['markdown']}, {outputs['csv']}" + (f" and {len(outputs['charts'])} charts" if outputs["charts"] else ""))
         if outputs.get("html"):
             print(f"open {outputs['html']} in a browser: scores, learning curves and every test prediction")

@@ -593,7 +593,9 @@ def _rank_of(values: dict[str, float], reverse: bool) -> dict[str, int]:
     return {m: ordered.index(m) + 1 for m in values}
 
 
-def to_markdown(report: Report) -> str:
+def to_markdown(report: Report, warnings_section: bool = True) -> str:
+    """The report as Markdown; ``warnings_section=False`` leaves out the warnings (the terminal shows them on
+    stderr as they happen: the file keeps them)."""
     s = report.settings
     sc = report.scale
     n_points = len(report.groups)
@@ -669,7 +671,7 @@ def to_markdown(report: Report) -> str:
         "Defaults: V100 250 W, PUE 1.1 and 0.385 kg/kWh are the paper's; A100 400 W and H100 700 W are NVIDIA's SXM TDPs "
         "(the paper has no A100/H100).",
     ]  # fmt: skip
-    if report.warnings:
+    if report.warnings and warnings_section:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
 

@@ -226,3 +226,15 @@ def test_a_runs_row_comes_from_scaling_eval_of_the_test_split(tmp_path):
     rep = build_report([str(tmp_path)], warn=warnings.append, split="val")
     assert rep.runs[0].metrics["CIDEr"] == pytest.approx(0.50)
     assert any("using the training's periodic evaluation" in w and "--split val" in w for w in warnings)
+
+
+def test_the_terminal_shows_each_warning_once_and_the_file_keeps_them(runs_root, tmp_path, capsys):
+    from scaling.cli.main import main
+
+    assert main(["report", str(runs_root), "--out", str(tmp_path / "rep"), "--no-charts", "--no-html"]) == 0
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    warning = "metrics.json is not valid JSON"
+    assert shown.count(warning) == 1, "a warning must reach the terminal once (stderr), not again in the Markdown"
+    assert warning in captured.err
+    assert warning in open(tmp_path / "rep" / "report.md").read(), "the written report keeps its warnings"
