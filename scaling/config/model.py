@@ -63,6 +63,9 @@ class ModelConfig:
     # (eP-ALM's opt.py; the eP-ALM presets); sequence = every token. Rotary LLMs: every token, whatever the setting.
     learned_positions: Literal["prompt", "input", "text", "sequence"] = "prompt"
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
+    # family-specific encoder settings (scaling/models/encoders/<family>.py), e.g. {clap_levels: blocks} for a full
+    # CLAP checkpoint (default projected: DePALM's 1025 projected tokens; blocks: HTSAT's last-stage blocks)
+    encoder_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     label_smoothing: float = 0.002
     trust_remote_code: bool = False
     about: str | None = None  # the preset's one-line description (informational)

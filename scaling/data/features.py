@@ -52,6 +52,8 @@ def feature_signature(model_cfg, encoder: EncoderInputs) -> dict[str, Any]:
         "encoder": encoder.identity,
         "n_levels": ex.n_levels, "tokens": ex.tokens, "layers": list(ex.layers) if ex.layers else None,
         "video_frames": model_cfg.video_frames, "norm": encoder.norm,
+        # family-specific settings change the features too (CLAP: projected tokens or HTSAT blocks)
+        **({"encoder_options": dict(model_cfg.encoder_options)} if getattr(model_cfg, "encoder_options", None) else {}),
     }
 
 

@@ -51,7 +51,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
     if inject_name != "none":
         encoder = load_encoder(
             cfg.encoder, cfg.frozen_dtype, device, cfg.video_frames, cfg.trust_remote_code, meta=meta,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=cfg.attn_implementation, **cfg.encoder_options,
         )
         extractor = FeatureExtractor(encoder, cfg.extract.n_levels, cfg.extract.tokens, cfg.extract.layers,
                                      cfg.extract.norm)
@@ -172,6 +172,6 @@ def describe_backbones(cfg: ModelConfig) -> dict[str, str]:
 
     llm_cfg = load_config_only(cfg.llm, "llm", cfg.trust_remote_code)
     prefix, _ = split_encoder_name(cfg.encoder)
-    info = describe_encoder(cfg.encoder, cfg.video_frames, cfg.trust_remote_code)
+    info = describe_encoder(cfg.encoder, cfg.video_frames, cfg.trust_remote_code, **cfg.encoder_options)
     encoder = prefix or load_config_only(cfg.encoder, "encoder", cfg.trust_remote_code).model_type
     return {"llm": llm_cfg.model_type, "encoder": encoder, "modality": info.modality}

@@ -22,7 +22,8 @@ def encoder_inputs(model_cfg, data_cfg=None) -> EncoderInputs:
     :func:`media_spec`'s (the encoder's own, with the image preprocessing ``data_cfg`` sets in its place)."""
     trust = getattr(model_cfg, "trust_remote_code", False)
     loader, ref = resolve(model_cfg.encoder, trust)
-    info = loader.describe(ref, video_frames=getattr(model_cfg, "video_frames", None), trust_remote_code=trust)
+    info = loader.describe(ref, video_frames=getattr(model_cfg, "video_frames", None), trust_remote_code=trust,
+                           **getattr(model_cfg, "encoder_options", {}))
     choice = model_cfg.extract.norm
     norm = "none" if choice == "none" else signature_value(choice, info.encoder_type)
     spec = with_data_overrides(loader.media(ref, info, data_cfg), data_cfg)
@@ -33,7 +34,8 @@ def encoder_media_spec(model_cfg, data_cfg=None) -> MediaSpec:
     """The :class:`MediaSpec` its loader prescribes for ``model_cfg.encoder`` (no weights loaded)."""
     trust = getattr(model_cfg, "trust_remote_code", False)
     loader, ref = resolve(model_cfg.encoder, trust)
-    info = loader.describe(ref, video_frames=getattr(model_cfg, "video_frames", None), trust_remote_code=trust)
+    info = loader.describe(ref, video_frames=getattr(model_cfg, "video_frames", None), trust_remote_code=trust,
+                           **getattr(model_cfg, "encoder_options", {}))
     return loader.media(ref, info, data_cfg)
 
 
@@ -59,7 +61,8 @@ def build_extractor(model_cfg, device: str | torch.device = "cpu", data_cfg=None
         raise ConfigError("model.finetune.bias_tuning trains the encoder, so its features change during training and "
                           "cannot be cached; train from media (data.use_features=false)")
     encoder = load_encoder(model_cfg.encoder, model_cfg.frozen_dtype, device, model_cfg.video_frames,
-                           model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
+                           model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation,
+                           **getattr(model_cfg, "encoder_options", {}))
     extractor = FeatureExtractor(encoder, model_cfg.extract.n_levels, model_cfg.extract.tokens, model_cfg.extract.layers,
                                  model_cfg.extract.norm).eval()
     return extractor, encoder_inputs(model_cfg, data_cfg)

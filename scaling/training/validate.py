@@ -177,7 +177,7 @@ def check_model_shapes(model_cfg, memory_check=None) -> list[str]:
         n_enc = None
         if model_cfg.inject.get("name") != "none":
             n_enc = load_encoder(model_cfg.encoder, model_cfg.frozen_dtype, video_frames=model_cfg.video_frames,
-                                 trust_remote_code=model_cfg.trust_remote_code, meta=True).info.n_layers
+                                 trust_remote_code=model_cfg.trust_remote_code, meta=True, **model_cfg.encoder_options).info.n_layers
     except ConfigError as err:
         return list(err.problems)
     problems = []

@@ -1,5 +1,14 @@
 """transformers CLAP: its audio tower (HTSAT), without fusion, on CLAP's log-mel ``[batch, frames, mel]``.
 
+A full CLAP checkpoint (``model_type: clap``, e.g. laion/clap-htsat-unfused) gives by default what DePALM's
+CLAP extractor gives (``depalm/models/perceptual/audio.py`` ``CLAPExtractor``, ``config/feat_model/clap.yaml``,
+laion_clap without fusion): the pooled audio embedding and the fine-grained frame embeddings (the final
+feature map averaged over its frequency bins, each time step repeated ``2^merges * patch_stride`` times:
+1024 for HTSAT), 1025 tokens, all through the audio projection (to 512) and L2-normalised per token; that
+same tensor is every one of the 8 "levels" (``N_PROJECTED_LEVELS``), no final norm (``norm: null``).
+``clap_levels="blocks"`` (``model.encoder_options``) or an audio-tower directory (``model_type:
+clap_audio_model``) gives the multi-level HTSAT blocks described below instead.
+
 HTSAT's stages differ in width, so the levels are the blocks of its last stage (forward hooks), at the
 final width; tokens are its final (spec_size / patch / 2^merges)² grid of the mel "image", no special
 token. Preprocessing: transformers' ``ClapFeatureExtractor`` (``audio_features="clap"``: 48 kHz, 10 s,
@@ -67,6 +76,52 @@ def frontend(waveform: np.ndarray, spec: MediaSpec, rng: random.Random | None = 
     return clap_features(waveform, spec.num_mel_bins, spec.max_length, spec.sample_rate, rng)
 
 
+N_PROJECTED_LEVELS = 8  # DePALM's CLAPExtractor returns its one tensor as this many "levels" (N_FAKE_STATES)
+CLAP_LEVELS = ("projected", "blocks")
+
+
+class ClapProjectedEncoder(PerceptualEncoder):
+    """DePALM's CLAP features over ``ClapAudioModelWithProjection`` (see the module docstring)."""
+
+    def _hidden_states(self, media: torch.Tensor, levels: list[int], norm: nn.Module | None = None) -> torch.Tensor:
+        """media log-mel ``[B, frames, mel]`` → ``[B, len(levels), 1 + n_frames, projection_dim]`` (the same
+        tensor at every level): [pooled, frame embeddings] through the audio projection, L2-normalised per token."""
+        audio = self.model.audio_model
+        out = audio(input_features=media.unsqueeze(1))
+        fmap = out.last_hidden_state  # [B, C, freq bins, T]: HTSAT's final map, frequency groups laid along time
+        cfg = audio.config
+        ratio = 2 ** (len(cfg.depths) - 1) * cfg.patch_stride[1]  # laion_clap: interpolate(..., 8 * patch_stride[1])
+        frames = fmap.mean(2).transpose(1, 2).repeat_interleave(ratio, dim=1)  # [B, T * ratio, C]
+        tokens = torch.cat([out.pooler_output[:, None], frames], dim=1)
+        tokens = nn.functional.normalize(self.model.audio_projection(tokens), dim=-1)
+        return tokens[:, None].expand(-1, len(levels), -1, -1)
+
+
+def _clap_levels(options: dict) -> str:
+    choice = options.get("clap_levels") or "projected"
+    if choice not in CLAP_LEVELS:
+        raise ConfigError(f"model.encoder_options.clap_levels must be one of {list(CLAP_LEVELS)}, got {choice!r}")
+    return choice
+
+
+def projected_info(cfg, video_frames: int | None = None, **options) -> EncoderInfo:
+    """A full CLAP checkpoint: DePALM's projected tokens (default) or the HTSAT blocks (``clap_levels=blocks``)."""
+    if _clap_levels(options) == "blocks":
+        return info(cfg, **options)
+    info(cfg)  # the same refusals (fusion)
+    n_merges = len(cfg.depths) - 1
+    side = cfg.spec_size // cfg.patch_size // 2**n_merges
+    n_frames = side * (cfg.spec_size // cfg.num_mel_bins) * 2**n_merges * cfg.patch_stride[1]
+    return EncoderInfo("audio", cfg.projection_dim, N_PROJECTED_LEVELS, True, 1, (n_frames,), (4,),
+                       num_mel_bins=cfg.num_mel_bins, max_length=1001)
+
+
+def projected_wrap(model: nn.Module, info: EncoderInfo, **options) -> PerceptualEncoder:
+    if _clap_levels(options) == "blocks":
+        return ClapAudioEncoder(model.audio_model, info)
+    return ClapProjectedEncoder(model, info)
+
+
 def info(cfg, **_options) -> EncoderInfo:
     if getattr(cfg, "enable_fusion", False):
         raise ConfigError("CLAP audio with enable_fusion=true (4-channel fused input) is not supported; use a non-fusion checkpoint")
@@ -86,6 +141,14 @@ ENCODER = HFEncoder(
     audio_media("clap", sample_rate=48000, frontend=frontend), wrap=wrap,
 )
 
+# a full CLAP checkpoint: its audio tower and audio projection (ClapAudioModelWithProjection reads their weights;
+# the text tower's are left out); final norm: none, as DePALM's clap.yaml (norm: null)
+PROJECTED = HFEncoder(
+    "clap", "ClapAudioModelWithProjection", projected_info,
+    FinalNorm(("audio_encoder.norm", "audio_model.audio_encoder.norm"), False, "DePALM config/feat_model/clap.yaml: norm: null"),
+    audio_media("clap", sample_rate=48000, frontend=frontend), tower="audio_config", wrap=projected_wrap,
+)
+
 SHAPES = {
     "clap-htsat": lambda: ClapAudioConfig(enable_fusion=False),
     "tiny-clap": lambda: ClapAudioConfig(  # real input size (1001 x 64 mel, spec 256), tiny widths: 32 x 32 tokens
@@ -95,4 +158,4 @@ SHAPES = {
     ),
 }
 
-LOADER = register_family(ENCODER, shapes=SHAPES, names={"CLAP": "audio"})
+LOADER = register_family(ENCODER, PROJECTED, shapes=SHAPES, names={"CLAP": "audio"})

@@ -52,6 +52,7 @@ MODEL_TYPES = {
     "videomae": "scaling.models.encoders.hf_videomae",
     "whisper": "scaling.models.encoders.hf_whisper",  # its encoder only (the decoder is dropped after loading)
     "clap_audio_model": "scaling.models.encoders.hf_clap",  # CLAP's audio tower (HTSAT), without fusion
+    "clap": "scaling.models.encoders.hf_clap",  # a full CLAP checkpoint: DePALM's projected tokens (or the blocks)
 }
 
 
