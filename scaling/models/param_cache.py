@@ -43,11 +43,13 @@ def code_hash() -> str:
 
 
 def _backbone_id(name: str) -> Any:
-    prefix, sep, ref = name.partition(":")
-    if sep and prefix in ("timm", "open_clip", "mavil"):  # another library's encoder: its version + the file/folder
+    from scaling.models.encoders.registry import loader_for, split_encoder_name
+
+    prefix, ref = split_encoder_name(name)
+    if prefix is not None:  # another library's encoder: its version + the file/folder
         from importlib import metadata
 
-        dist = {"timm": "timm", "open_clip": "open_clip_torch"}.get(prefix)
+        dist = loader_for(prefix).distribution
         try:
             version = metadata.version(dist) if dist else None
         except metadata.PackageNotFoundError:

@@ -7,12 +7,10 @@ import os
 import types
 from collections.abc import Iterable
 
-import torch
 from torch import nn
 
 from scaling.config.base import ConfigError
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from scaling.models.encoders.base import DTYPES
 
 
 def looks_like_path(text: str) -> bool:

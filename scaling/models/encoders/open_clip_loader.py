@@ -171,4 +171,5 @@ FINAL_NORMS = {"open_clip": FinalNorm(("ln_post",), True, f"{DEPALM_AUTO}: ln_po
 
 register("open_clip", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity,
                                     example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_open_clip,
-                                    names={"open_clip ViTs": "image"}))
+                                    names={"open_clip ViTs": "image"},
+                                    distribution="open_clip_torch"))

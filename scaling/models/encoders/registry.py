@@ -69,6 +69,7 @@ class EncoderLoader:
     tiny: Callable[..., str] | None = None
     tiny_archs: tuple[str, ...] = ()
     names: Mapping[str, str] = dataclasses.field(default_factory=dict)  # display name -> modality (messages, docs)
+    distribution: str | None = None  # the pip distribution whose version keys cached parameter counts (timm, ...)
 
 
 ENCODER_LOADERS: dict[str, EncoderLoader] = {}  # prefix or model_type -> its loader (filled on import)

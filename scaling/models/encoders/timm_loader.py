@@ -193,4 +193,4 @@ FINAL_NORMS = {
 
 register("timm", EncoderLoader(describe=describe, load=load, media=media, check=ARCH.check, identity=ARCH.identity,
                                example=EXAMPLE, final_norms=FINAL_NORMS, tiny=save_tiny_timm,
-                               names={"timm ViTs": "image"}))
+                               names={"timm ViTs": "image"}, distribution="timm"))
