@@ -77,3 +77,14 @@ def test_the_docs_list_the_registries():
     listed = re.search(r"× (\d+) methods \(([^)]*)\)", training_md)
     assert listed and int(listed.group(1)) == len(gen.METHODS)
     assert listed.group(2).split(", ") == list(gen.METHODS) and set(gen.METHODS) <= set(METHODS)
+
+
+def test_the_encoder_registry_is_the_one_of_the_docs_and_the_cli():
+    from scaling.models.encoders.registry import MODEL_TYPES, PREFIXES
+
+    backbones_md = _read("docs", "backbones.md")
+    table = backbones_md.split("| module | reads |")[1].split("\n\n")[0]
+    reads = re.findall(r"`([a-z0-9_-]+):?`", " ".join(row.split("|")[2] for row in table.strip().splitlines()[1:]))
+    assert sorted(reads) == sorted([*MODEL_TYPES, *PREFIXES]), "docs/backbones.md's module table must list registry.py"
+    help_text = _option(_subparser(build_parser(), "methods"), "--encoder").help
+    assert all(f"{prefix}:NAME" in help_text for prefix in PREFIXES)

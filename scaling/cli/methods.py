@@ -19,8 +19,10 @@ from scaling.config.base import ConfigError, suggest, to_dict
 def register(sub) -> None:
     p = sub.add_parser("methods", help="list method presets with trainable-parameter counts; --show NAME for one")
     p.add_argument("--llm", default="llama-7b", help="LLM: local directory, hub id, or shape name (default llama-7b)")
-    p.add_argument("--encoder", default="clip-vit-l14", help="encoder: local directory, hub id, shape name (default clip-vit-l14), or timm:NAME / "
-                   "open_clip:ARCH / mavil:base (real shape, no weights; docs/backbones.md)")
+    from scaling.models.encoders.registry import PREFIXES
+
+    p.add_argument("--encoder", default="clip-vit-l14", help="encoder: local directory, hub id, shape name (default clip-vit-l14), or "
+                   f"{' / '.join(p + ':NAME' for p in PREFIXES)} (real shape, no weights; docs/backbones.md)")
     p.add_argument("--show", metavar="METHOD", help="print the resolved configuration of one method")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-cache", action="store_true",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from scaling.config.tasks import metric_of
 from scaling.training import distributed
 from scaling.training.monitor import summarize
 from scaling.training.samples import generate_samples
@@ -23,7 +24,7 @@ EvaluateFn = Callable[[Any, int], dict]
 
 
 def default_metric(cfg) -> str:
-    return cfg.eval.metric or ("CIDEr" if cfg.data.task == "caption" else "accuracy")
+    return cfg.eval.metric or metric_of(cfg.data.task)  # the task's headline metric (scaling/config/tasks.py)
 
 
 def is_better(name: str, value: float, best: dict | None) -> bool:
