@@ -52,16 +52,29 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+async def _discard(stream, size: int, cap: int) -> None:
+    """Read and drop the rest of a refused body (up to ``cap`` bytes in all), so that the client, still sending,
+    reads the 413 instead of a reset connection; a body past ``cap`` is cut off."""
+    async for chunk in stream:
+        size += len(chunk)
+        if size > cap:
+            return
+
+
 async def read_body(request, limits: Limits) -> bytes:
     """The body, refused with 413 past ``limits.max_bytes`` (announced or read) and 400 when empty."""
+    cap = max(8 * limits.max_bytes, 64 * 2**20)
     announced = request.headers.get("content-length")
+    stream = request.stream()
     if announced and announced.isdigit() and int(announced) > limits.max_bytes:
+        await _discard(stream, 0, cap)
         raise HTTPProblem(413, f"the request is {_mb(int(announced))}, over the upload limit of {_mb(limits.max_bytes)} "
                                "(scaling serve --max-upload-mb raises it)")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > limits.max_bytes:
+            await _discard(stream, size, cap)
             raise HTTPProblem(413, f"the request is over the upload limit of {_mb(limits.max_bytes)} "
                                    "(scaling serve --max-upload-mb raises it)")
         chunks.append(chunk)
