@@ -52,6 +52,8 @@ OLD_BEHAVIOUR: tuple[tuple[int, str, Any, tuple[str, ...] | None, str], ...] = (
     (2, "eval.num_beams", 1, None, "3 beams"),
     (2, "eval.max_new_tokens", 20, None, "50 new tokens"),
     (2, "data.randaugment_m", 9, None, "magnitude 7 of 10"),
+    # format 3: first-layer tokens on OPT/GPT-2 get no position (learned_positions prompt); format 2 stored "input"
+    (3, "model.learned_positions", "input", None, "layer-0 tokens without positions"),
 )
 # keys whose value kept its name but changed its meaning: (format, key, stored value, value then, condition)
 OLD_MEANING: tuple[tuple[int, str, Any, Any, Callable[[Mapping[str, Any]], bool]], ...] = (
@@ -84,10 +86,11 @@ def format_overrides(data: Mapping[str, Any], resume: bool = False) -> list[str]
 
     version = stored_format(data)
     method = (data.get("model") or {}).get("method")
-    out = []
+    out, seen = [], set()
     for changed_in, key, old, methods, _ in OLD_BEHAVIOUR:
-        if version >= changed_in or (methods is not None and method not in methods):
-            continue
+        if version >= changed_in or (methods is not None and method not in methods) or key in seen:
+            continue  # a key changed twice: the entry of the earliest change is the older behaviour
+        seen.add(key)
         present, value = _get(data, key)
         if not present:
             out.append(f"{key}={json.dumps(old)}")

@@ -87,6 +87,11 @@ def test_unstamped_configs_are_told_apart_by_their_keys_and_new_ones_are_stamped
     del unstamped["config_format"]
     assert stored_format(unstamped) == 2  # issue 14's defaults: model.learned_positions stored, no stamp
     assert format_overrides(unstamped) == []  # every key it relies on is stored
+    # resumed with its own config file, a format-2 run keeps its stored learned_positions ("input" then)
+    unstamped["model"]["learned_positions"] = "input"
+    assert format_overrides(unstamped, resume=True) == ['model.learned_positions="input"']
+    assert 'model.learned_positions="sequence"' in format_overrides(_as_format_1(cfg), resume=True)
+    assert 'model.learned_positions="input"' not in format_overrides(_as_format_1(cfg), resume=True)
     assert stored_format(_as_format_1(cfg)) == 1
     vqa = _as_format_1(cfg)
     vqa["data"]["task"] = "vqa"
