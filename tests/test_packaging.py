@@ -114,3 +114,14 @@ def test_ruff_is_configured_and_clean():
         pytest.skip("ruff is not installed (it comes with the [test] extra)")
     res = _run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_every_package_of_the_tree_is_in_the_wheel():
+    """pyproject.toml lists the packages explicitly (for the kernels/ mapping): a new subpackage must be listed,
+    else a wheel (non-editable) install lacks it."""
+    listed = set(tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["tool"]["setuptools"]["packages"])
+    found = {"scaling.kernels"}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "scaling")):
+        if "__init__.py" in files:
+            found.add(os.path.relpath(dirpath, ROOT).replace(os.sep, "."))
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
