@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from scaling.common.io import atomic_write
 from scaling.evaluation.curves import learning_curves
 from scaling.evaluation.gallery import Gallery, build_gallery
 from scaling.evaluation.html_assets import CSS, JS
@@ -187,8 +188,6 @@ def write_html_report(report: Report, out_dir: str, split: str = "test", media: 
         galleries[b.label] = build_gallery(b.label, b.task, runs, split, warn, media) if not b.lower_is_better else None
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(path, encoding="utf-8") as fh:
         fh.write(render_html(report, galleries, curves))
-    os.replace(tmp, path)
     return path

@@ -318,10 +318,10 @@ def profile_for(cfg, use_cache: bool | None = None) -> Profile:
     scaling/plan (a change to any is another key). ``SCALING_NO_PLAN_CACHE=1`` (or ``use_cache=False``) profiles afresh."""
     import hashlib
     import json
-    import tempfile
 
     import transformers
 
+    from scaling.common.io import write_json
     from scaling.config.base import to_dict
     from scaling.models.param_cache import _backbone_id
 
@@ -347,10 +347,7 @@ def profile_for(cfg, use_cache: bool | None = None) -> Profile:
     entries[key] = _to_json(p)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(dict(list(entries.items())[-200:]), fh)
-        os.replace(tmp, path)
+        write_json(path, dict(list(entries.items())[-200:]))
     except OSError:
         pass
     return p

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from scaling.common.io import atomic_write
+
 # dense half-precision tensor-core peak per GPU, TFLOP/s (first matching substring of the device name wins)
 PEAK_TFLOPS: list[tuple[str, str, float]] = [
     ("H200", "H200", 989.0),
@@ -239,10 +241,8 @@ def drop_rows_after(log_path: str, step: int) -> int:
         return 0
     with open(dropped_path(log_path), "a", encoding="utf-8") as fh:
         fh.write("".join(line + "\n" for line in drop))
-    tmp = f"{log_path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(log_path, encoding="utf-8") as fh:
         fh.write("".join(line + "\n" for line in keep))
-    os.replace(tmp, log_path)
     return len(drop)
 
 
