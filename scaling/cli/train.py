@@ -10,7 +10,8 @@ world size of the environment (or ``--world-size N``), prints the batch geometry
 world = global) and whether it would resume ``train.output_dir`` (refusing a checkpoint of another world size
 or strategy), and exits before loading any model.
 Exit codes: 0 done, 2 configuration problem, 124 (``train.requeue_exit_code``) checkpointed after
-SIGTERM/SIGUSR1 and should be requeued, 130 Ctrl-C (the first one checkpoints at the end of the current step;
+SIGTERM/SIGUSR1 and should be requeued, 3 stopped after train.max_skipped_in_a_row optimizer steps in a row
+skipped for non-finite gradients (diverged: the message says what to change), 130 Ctrl-C (the first one checkpoints at the end of the current step;
 rerun the same command to resume; a second Ctrl-C aborts at once). The end-of-run summary (steps, samples,
 time, losses, best checkpoint, skipped samples/steps, next commands) goes to stdout, logs to stderr.
 """

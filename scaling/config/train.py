@@ -62,6 +62,9 @@ class TrainConfig:
     # seconds between a preemption signal and SIGKILL (Slurm's KillWait, 30 by default, when a job is killed without
     # grace time; DeepSpeed's launcher: 30): the trainer warns when its slowest step + save exceed it
     signal_budget: float = 30.0
+    # this many optimizer steps in a row skipped for non-finite gradients stop the run with a diagnosis (exit 3):
+    # the weights no longer change or have diverged (fp16's loss scaler skips a few at the start; 0 = never stop)
+    max_skipped_in_a_row: int = 20
 
     def __post_init__(self):
         problems = []
@@ -108,6 +111,8 @@ class TrainConfig:
             problems.append(f"train.val_batches must be >= 0 or null, got {self.val_batches}")
         if self.signal_budget <= 0:
             problems.append(f"train.signal_budget must be > 0 seconds (Slurm's KillWait: 30 by default), got {self.signal_budget}")
+        if self.max_skipped_in_a_row < 0:
+            problems.append(f"train.max_skipped_in_a_row must be >= 0 (0 = never stop), got {self.max_skipped_in_a_row}")
         if not 1 <= self.requeue_exit_code <= 255:
             problems.append(f"train.requeue_exit_code must be in 1..255, got {self.requeue_exit_code}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:

@@ -157,7 +157,7 @@ class Trainer:
     def _setup_data(self) -> None:
         """The tokenizer and epoch 0's training loader: the steps per epoch and the total steps."""
         cfg, t = self.cfg, self.cfg.train
-        self.tokenizer = loaders.load_tokenizer(cfg.model.llm)
+        self.tokenizer = loaders.load_tokenizer(cfg.model.llm, cfg.model.trust_remote_code)
         self.accum = self.plan.accumulation
         first = self.loader_fn(cfg, self.tokenizer, "train", self.env.rank, self.env.world_size, True, epoch=0)
         self.steps_per_epoch = len(first) // self.accum
@@ -286,6 +286,8 @@ class Trainer:
         window = LogWindow.from_state(self.window_state)
         self.window_state = None
         preempted = False
+        diverged = None  # the diagnosis when too many steps in a row were skipped for non-finite gradients
+        skipped_in_a_row = 0
         last_saved = st.step if self.resumed_from else None
         t0 = time.time()
         try:
@@ -331,6 +333,7 @@ class Trainer:
                     st.step += 1
                     st.step_in_epoch += 1
                     st.skipped_steps += 0 if info.applied else 1
+                    skipped_in_a_row = 0 if info.applied else skipped_in_a_row + 1
                     window.add_step(info)
                     window.add_flops(flops)
                     if st.step % t.log_every == 0 or st.step == self.total_steps:
@@ -349,14 +352,22 @@ class Trainer:
                     self.monitor.advance()
                     if self.on_step is not None:
                         self.on_step(st.step, {"loss": st.last_loss, "applied": info.applied})
-                if preempted:
+                    if t.max_skipped_in_a_row and skipped_in_a_row >= t.max_skipped_in_a_row:
+                        diverged = diverged_diagnosis(skipped_in_a_row, st, t, self.strategy.lr())
+                        break
+                if preempted or diverged:
                     break
                 if st.step_in_epoch >= steps_this_epoch:
                     self._count_skipped(comm)  # the epoch's final count
                     st.epoch += 1
                     st.step_in_epoch = 0
             interrupted = preempted and self.stop.interrupted_agreed
-            if interrupted:
+            if diverged:
+                if not (st.step % t.log_every == 0 or st.step == self.total_steps):  # (collective: same on all ranks)
+                    self._log_window(window, comm)  # the steps since the last log line
+                self.monitor.write(f"ERROR: {diverged}")
+                code = DIVERGED_EXIT_CODE
+            elif interrupted:
                 if st.step > 0 and last_saved != st.step:
                     self.monitor.write(f"Ctrl-C: checkpointing step {st.step}")
                     self._save(loader, st.step_in_epoch >= steps_this_epoch, window, final=True)
@@ -380,6 +391,9 @@ class Trainer:
             self.stop.uninstall()
         st.train_seconds += time.time() - self.started
         summary = self._write_summary(preempted, time.time() - t0)
+        if diverged and summary is not None:
+            summary.update(finished=False, stopped=diverged)
+            ckpt.write_json_atomic(os.path.join(self.out, "train_summary.json"), summary)
         latest = ckpt.list_checkpoints(self.root)
         return TrainResult(code, st, self.out, preempted, interrupted, latest[-1][1] if latest else None, summary)
 
@@ -465,6 +479,19 @@ def _keep_checkpoint_format(cfg):
     _log(distributed.read_env().is_main, f"note: {found} was written with config format {version} (current "
          f"{CONFIG_FORMAT}): resuming with {' '.join(extra)}, the behaviour it was trained with")
     return config_from_dict(apply_overrides(to_dict(cfg), extra))
+
+
+DIVERGED_EXIT_CODE = 3  # stopped: too many optimizer steps in a row skipped for non-finite gradients
+
+
+def diverged_diagnosis(n: int, st, t, lr: float) -> str:
+    """Why the run stopped after ``n`` skipped steps in a row, and what to change."""
+    return (f"training stopped at step {st.step}: the last {n} optimizer steps all had non-finite gradients (NaN or inf) "
+            f"and were skipped ({st.skipped_steps} skipped in all; last loss {st.last_loss}); the weights no longer "
+            f"change, or have diverged. Likely causes: a learning rate far too high (train.lr={t.lr:g}, now {lr:.3g}), "
+            f"fp16 overflow (use train.precision=bf16 or fp32), bad samples (`scaling data inspect`). Fix it and resume "
+            f"from the newest checkpoint (it holds the weights of before the divergence only if it was saved before), "
+            f"or start afresh; train.max_skipped_in_a_row={t.max_skipped_in_a_row} sets this limit (0 = never stop)")
 
 
 def train(cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None = None,

@@ -63,3 +63,27 @@ def test_a_full_disk_under_tensorboard_is_reported_once_and_training_goes_on(tmp
     assert summary["finished"] and summary["steps"] == 6
     assert [r["step"] for r in read_log(result.output_dir)] == [1, 2, 3, 4, 5, 6]  # the JSON log goes on
     assert os.path.isdir(os.path.join(result.output_dir, "checkpoints", "step_000006"))
+
+
+def test_many_non_finite_steps_in_a_row_stop_the_run_with_a_diagnosis(tmp_path, capsys):
+    capsys.readouterr()
+    result = run(tmp_path, "run", 12, "train.lr=1e9", "train.max_skipped_in_a_row=3", "train.clip=0")
+    err = capsys.readouterr().err
+    assert result.exit_code == 3 and result.state.step < 12, err[-2000:]
+    assert "the last 3 optimizer steps all had non-finite gradients" in err and "train.lr=1e+09" in err
+    summary = json.load(open(os.path.join(result.output_dir, "train_summary.json")))
+    assert summary["finished"] is False and "non-finite" in summary["stopped"]
+    assert read_log(result.output_dir)[-1]["step"] == result.state.step  # the steps up to the stop are logged
+
+
+def test_the_cli_exits_3_on_divergence(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-m", "scaling", "train", "--config", "configs/cpu_tiny.yaml",
+                           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=12", "train.epochs=null",
+                           "train.lr=1e9", "train.max_skipped_in_a_row=3", "train.clip=0"],
+                          cwd=repo, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=repo))
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
