@@ -65,9 +65,10 @@ def chromium_or_skip():
     return CHROMIUM if os.path.isfile(CHROMIUM) else shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session (background networking, component updates and sync off)."""
+    """A headless Chromium per test module (background networking, component updates and sync off); closed after
+    the module, since Playwright's sync API keeps an event loop running in the main thread while it is open."""
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 

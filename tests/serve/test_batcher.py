@@ -12,6 +12,24 @@ import pytest
 from scaling.serve.batcher import Batcher
 
 
+def run_async(coro):
+    """``asyncio.run`` in a thread of its own: the session's Playwright browser keeps an event loop in this one."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def test_concurrent_requests_share_calls_by_key_and_get_their_own_results():
     calls: list[tuple[str, list[int]]] = []
 
@@ -29,7 +47,7 @@ def test_concurrent_requests_share_calls_by_key_and_get_their_own_results():
         finally:
             await batcher.stop()
 
-    keys, results = asyncio.run(scenario())
+    keys, results = run_async(scenario())
     assert [r for r, _ in results] == [f"{k}:{i * i}" for i, k in enumerate(keys)]
     assert all(len(items) <= 4 for _, items in calls) and len(calls) < 30
     assert sum(len(items) for _, items in calls) == 30
@@ -56,7 +74,7 @@ def test_a_failing_call_fails_its_requests_and_the_batcher_goes_on():
         finally:
             await batcher.stop()
 
-    assert asyncio.run(scenario()) == (42, 1)
+    assert run_async(scenario()) == (42, 1)
 
 
 def test_bad_settings_are_refused():
