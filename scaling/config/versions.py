@@ -109,11 +109,14 @@ def upgrade_format(data: Mapping[str, Any], note: Callable[[str], None] | None =
                    what: str = "the stored config") -> dict[str, Any]:
     """``data`` (a stored config) with the override keys of its format applied and stamped with :data:`CONFIG_FORMAT`;
     ``note(line)`` says which keys were applied (one line)."""
-    from scaling.config.base import apply_overrides, deep_merge
+    import copy
+
+    from scaling.config.base import apply_overrides
 
     version = stored_format(data)
     extra = format_overrides(data)
-    out = apply_overrides(deep_merge({}, data), extra) if extra else deep_merge({}, data)
+    out = copy.deepcopy(dict(data))  # apply_overrides writes into nested sections: the caller's stay as they are
+    out = apply_overrides(out, extra) if extra else out
     out["config_format"] = CONFIG_FORMAT
     if extra and note:
         note(f"{what} has config format {version} (current {CONFIG_FORMAT}): applied {' '.join(extra)} to keep the "

@@ -230,6 +230,26 @@ def read_adapter(path: str, device: str | torch.device = "cpu") -> tuple[dict[st
     return tensors, meta
 
 
+def format_1_prompt_width(stored: dict, shape_of) -> list[str]:
+    """Config format 1 built eP-ALM's prompt MLP d/4 wide when ``model.finetune.prompt_mlp_hidden`` was unset (d
+    since): the override that keeps the width the weights have (``shape_of(name)``: a trained tensor's shape)."""
+    from scaling.config.versions import stored_format
+
+    finetune = (stored.get("model") or {}).get("finetune") or {}
+    if stored_format(stored) >= 2 or finetune.get("prompt_mlp_hidden") is not None:
+        return []
+    shape = shape_of("prompt.mlp.0.weight")  # Linear(d, hidden): [hidden, d]
+    return [f"model.finetune.prompt_mlp_hidden={shape[0]}"] if shape and shape[0] != shape[1] else []
+
+
+def adapter_tensor_shape(path: str, name: str) -> tuple[int, ...] | None:
+    """The shape of one tensor of an adapter file, without reading it (None when absent)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        return tuple(fh.get_slice(name).get_shape()) if name in fh.keys() else None
+
+
 def read_adapter_meta(path: str) -> dict[str, Any]:
     """The metadata of an adapter file (JSON values decoded), without reading its tensors."""
     from safetensors import safe_open
@@ -344,10 +364,11 @@ def load_adapter(
     from scaling.training.fingerprint import model_fingerprints
 
     tensors, meta = read_adapter(path)
+    extra = format_1_prompt_width(meta["config"], lambda name: tuple(tensors[name].shape) if name in tensors else None)
     data = drop_removed_keys(meta["config"], lambda msg: warnings.warn(msg, stacklevel=2))
     data = upgrade(untrusted(data, lambda msg: warnings.warn(msg, stacklevel=2)))
     data = upgrade_format(data, lambda msg: warnings.warn(msg, stacklevel=2), what=f"adapter {path}")
-    extra = list(overrides)
+    extra += list(overrides)
     if trust_remote_code:
         extra.append("model.trust_remote_code=true")
     if llm:

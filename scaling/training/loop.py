@@ -474,6 +474,8 @@ def _keep_checkpoint_format(cfg):
                           f"migrated): evaluate its adapter as it is (the override keys are applied when it loads), "
                           f"or start a new run in another train.output_dir")
     extra = format_overrides(stored, resume=True) if version < CONFIG_FORMAT else []
+    adapter = os.path.join(found, ckpt.ADAPTER)
+    extra += ckpt.format_1_prompt_width(stored, lambda name: ckpt.adapter_tensor_shape(adapter, name))
     if not extra:
         return cfg
     _log(distributed.read_env().is_main, f"note: {found} was written with config format {version} (current "

@@ -144,3 +144,31 @@ def test_a_format_1_adapter_and_checkpoint_load_evaluate_the_same_and_resume(tmp
     for step in range(4, 7):
         assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-6, abs=1e-7), step
         assert a[step]["lr"] == pytest.approx(b[step]["lr"], rel=1e-9), step
+
+
+def test_a_format_1_epalm_adapter_keeps_its_prompt_mlp_width(tmp_path):
+    """Format 1 built eP-ALM's prompt MLP d/4 wide (d since): the adapter loads with the width its weights have."""
+    from scaling.config.model import model_config
+    from scaling.models.builder import build_model
+    from scaling.training.fingerprint import model_fingerprints
+
+    overrides = ["model.method=epalm", "model.llm=tiny-llama", "model.encoder=tiny-vit", "model.frozen_dtype=fp32",
+                 "model.extract.n_levels=2", "model.inject.n_llm_layers=2", "model.inject.n_left=1"]
+    old = [k for k in FORMAT_1 if not k.startswith("model.map.norm")] + ["model.inject.level_map=depalm"]
+    cfg = load_config(None, overrides + ["model.finetune.prompt_mlp_hidden=16"] + old)  # tiny LLaMA d = 64: d/4 = 16
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).eval()
+    stored = _as_format_1(to_dict(cfg))
+    stored["model"]["finetune"]["prompt_mlp_hidden"] = None  # format 1 left it unset: d/4
+    path = str(tmp_path / "epalm.safetensors")
+    ckpt.save_adapter(path, model.trainable_state_dict(), stored, model_fingerprints(model))
+    with pytest.warns(UserWarning, match="config format 1"):
+        loaded, loaded_cfg = ckpt.load_adapter(path)
+    assert loaded_cfg.model.finetune.prompt_mlp_hidden == 16
+    assert model_config(method="epalm").finetune.prompt_mlp_hidden is None  # today: d
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(5, 60, (2, 5), generator=g), "pixel_values": torch.rand(2, 3, 32, 32, generator=g)}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch, return_logits=True)["logits"], model(**batch, return_logits=True)["logits"],
+                                   rtol=0, atol=0)
+
