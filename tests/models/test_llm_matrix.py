@@ -55,14 +55,18 @@ def test_every_architecture_trains_and_batches_like_one_sample(arch, vit, tmp_pa
         if method == "depalm-c-attn":
             with torch.no_grad():
                 model.injection.block.gate.fill_(0.7)  # make the cross-attention matter
-        # the head and the embedding exactly as the LLM's own forward (first-layer prefix only)
+        # the head and the embedding exactly as the LLM's own forward (first-layer prefix only); on learned-position
+        # LLMs (OPT, GPT-2) that holds where the prefix is numbered like input tokens (learned_positions=input: the
+        # LLM's own forward numbers every input embedding), not under the official default (prefix unnumbered)
         if method == "depalm":
+            exact = build_model(model_config(method=method, llm=llm_dir, encoder=vit, frozen_dtype="fp32",
+                                             learned_positions="input", **extra)).eval()
             with torch.no_grad():
-                mapped = model.encode(pixel_values=media[:1])
-                prefix, _ = model.prefix(mapped, 1)
-                ours = model(input_ids=prompts[0][None], pixel_values=media[:1], return_logits=True)["logits"]
-                emb = torch.cat([prefix, model.layout.embed_tokens(prompts[0][None])], dim=1)
-                ref = model.llm(inputs_embeds=emb, use_cache=False).logits[:, prefix.shape[1]:]
+                mapped = exact.encode(pixel_values=media[:1])
+                prefix, _ = exact.prefix(mapped, 1)
+                ours = exact(input_ids=prompts[0][None], pixel_values=media[:1], return_logits=True)["logits"]
+                emb = torch.cat([prefix, exact.layout.embed_tokens(prompts[0][None])], dim=1)
+                ref = exact.llm(inputs_embeds=emb, use_cache=False).logits[:, prefix.shape[1]:]
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
             if getattr(model.llm.config, "final_logit_softcapping", None):
                 assert ours.abs().max() < model.llm.config.final_logit_softcapping
