@@ -439,7 +439,7 @@ def build_loader(cfg, tokenizer, split: str, rank: int, world_size: int, train: 
                             allow_pipe=data.allow_pipe)
     except ConfigError as err:
         if data.use_features and data.features and "has no split" in str(err):
-            from scaling.training.validate import features_split_hint
+            from scaling.common.hints import features_split_hint
 
             raise ConfigError(features_split_hint(str(err), split, data.features)) from None
         raise

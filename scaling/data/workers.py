@@ -4,7 +4,7 @@ Slurm (and ``kill -TERM -PGID``) signals every process of a job step, DataLoader
 PyTorch's worker SIGTERM handler exits the worker when the signal does not come from its parent; the
 trainer then fails with ``DataLoader worker (pid …) exited unexpectedly`` before it reads its stop flag,
 so no preemption checkpoint is written. A worker therefore ignores the preemption signals
-(:data:`scaling.training.signals.HANDLED`: SIGTERM, SIGUSR1 and SIGINT) and leaves them to the trainer, which
+(:data:`scaling.common.signals.HANDLED`: SIGTERM, SIGUSR1 and SIGINT) and leaves them to the trainer, which
 checkpoints and stops; the workers then exit with their loader (or, should the trainer die, through
 PyTorch's parent watchdog). Ctrl-C reaches the whole foreground process group: the trainer's first one
 checkpoints at the end of the step and needs the workers' batches until then, its second one aborts the
@@ -21,7 +21,7 @@ import signal
 
 import torch
 
-from scaling.training.signals import HANDLED
+from scaling.common.signals import HANDLED
 
 
 def ignore_preemption_signals() -> None:

@@ -47,27 +47,21 @@ import numpy as np
 import torch
 
 from scaling.common.io import atomic_path, atomic_write
+from scaling.common.run_layout import ADAPTER, CHECKPOINTS, LATEST, STATE, checkpoints_dir, rank_file, step_name
 from scaling.config.base import ConfigError
 from scaling.training import manifest
 from scaling.training.manifest import fsync_path
+from scaling.training.weights_only import deepspeed_safe_globals, weights_only_deepspeed_load
 
-CHECKPOINTS = "checkpoints"
-ADAPTER = "adapter.safetensors"
-STATE = "trainer_state.json"
-LATEST = "latest"
+# the run directory's names (scaling.common.run_layout), re-exported: ckpt.ADAPTER, ckpt.step_name(...)
+__all__ = ["ADAPTER", "CHECKPOINTS", "LATEST", "STATE", "checkpoints_dir", "deepspeed_safe_globals", "rank_file",
+           "step_name", "weights_only_deepspeed_load"]
+
 ADAPTER_FORMAT = "scaling-adapter/1"
 CHECKPOINT_FORMAT = 2  # trainer_state.json "format": written with a manifest (see scaling.training.manifest)
 
 
 # ------------------------------------------------------------------------------------ small I/O
-
-
-def step_name(step: int) -> str:
-    return f"step_{step:06d}"
-
-
-def checkpoints_dir(output_dir: str) -> str:
-    return os.path.join(output_dir, CHECKPOINTS)
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -91,10 +85,6 @@ def save_pt(obj: Any, path: str) -> None:
 
 def load_pt(path: str, map_location: str | torch.device = "cpu") -> Any:
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def rank_file(kind: str, rank: int) -> str:
-    return f"{kind}_rank{rank:05d}.pt"
 
 
 # ------------------------------------------------------------------------------------ RNG states
@@ -578,21 +568,3 @@ def read_window(ckpt_dir: str, rank: int) -> dict | None:
     """The trainer's log window saved with a checkpoint (None for checkpoints written without one)."""
     path = os.path.join(ckpt_dir, rank_file("window", rank))
     return load_pt(path) if os.path.isfile(path) else None
-
-
-# ------------------------------------------------------------------------------------ DeepSpeed files
-
-
-def deepspeed_safe_globals() -> list:
-    """The only non-tensor classes DeepSpeed pickles into its checkpoints (allowed for weights-only loads)."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
-
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
-
-
-def weights_only_deepspeed_load(path: str, map_location=None):
-    """Drop-in for DeepSpeed's checkpoint-engine ``load``: ``torch.load(weights_only=True)`` + a small allowlist."""
-    with torch.serialization.safe_globals(deepspeed_safe_globals()):
-        return torch.load(path, map_location=map_location, weights_only=True)

@@ -49,6 +49,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from scaling.common.run_layout import REQUEUE_FILE
+from scaling.common.signals import INTERRUPT_EXIT_CODE
 from scaling.config import to_dict
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
@@ -57,7 +59,7 @@ from scaling.training.evaluator import EvaluateFn, Evaluator
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, read_log, summarize
 from scaling.training.runlock import RunLock
 from scaling.training.saver import CheckpointSaver
-from scaling.training.signals import INTERRUPT_EXIT_CODE, REQUEUE_FILE, SignalBudget, StopFlag
+from scaling.training.signals import SignalBudget, StopFlag
 from scaling.training.state import TrainerState, TrainResult
 from scaling.training.summary import write_summary
 from scaling.training.window import LogWindow

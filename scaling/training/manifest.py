@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 from scaling.common.io import fsync_file as fsync_path
 from scaling.common.io import write_json
+from scaling.common.run_layout import ADAPTER, MANIFEST, STATE, rank_file
 
-MANIFEST = "manifest.json"
 VERSION = 1
 CHUNK = 1 << 22
 DAMAGED_SUFFIX = ".damaged"
@@ -109,7 +109,7 @@ def _loads(path: str, rel: str) -> str | None:
 
     try:
         if rel.startswith("deepspeed" + os.sep) or rel.startswith("deepspeed/"):
-            from scaling.training.checkpoint import deepspeed_safe_globals
+            from scaling.training.weights_only import deepspeed_safe_globals
 
             with torch.serialization.safe_globals(deepspeed_safe_globals()):
                 torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -128,8 +128,6 @@ def problems(directory: str) -> list[str]:
     one written before manifests existed gets the structural checks only. Every ``.pt`` file is loaded (weights
     only, memory-mapped) as a resume would load it: a file that passes its checksum but does not load is damaged.
     """
-    from scaling.training import checkpoint as ckpt
-
     out: list[str] = []
     path = os.path.join(directory, MANIFEST)
     if os.path.isfile(path):
@@ -146,33 +144,33 @@ def problems(directory: str) -> list[str]:
                 out.append(f"{rel} does not match its checksum (changed bytes)")
     # structural checks (the only ones for checkpoints written before manifests)
     state = None
-    state_path = os.path.join(directory, ckpt.STATE)
+    state_path = os.path.join(directory, STATE)
     try:
         with open(state_path, "rb") as fh:
             state = json.loads(fh.read().decode("utf-8"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError("no integer 'step'")
     except (OSError, ValueError) as err:
-        msg = f"{ckpt.STATE} is unreadable ({type(err).__name__}: {err})"
-        if not any(p.startswith(ckpt.STATE) for p in out):
+        msg = f"{STATE} is unreadable ({type(err).__name__}: {err})"
+        if not any(p.startswith(STATE) for p in out):
             out.append(msg)
         state = None
     if state is not None and state.get("format") and not os.path.isfile(path):
         out.append(f"{MANIFEST} is missing (this checkpoint's format writes one; without it nothing can be verified)")
-    adapter = os.path.join(directory, ckpt.ADAPTER)
-    if not any(p.startswith(ckpt.ADAPTER) for p in out):
+    adapter = os.path.join(directory, ADAPTER)
+    if not any(p.startswith(ADAPTER) for p in out):
         try:
             from safetensors import safe_open
 
             with safe_open(adapter, framework="pt") as fh:
                 list(fh.keys())
         except Exception as err:  # noqa: BLE001 - any failure to parse means damaged
-            out.append(f"{ckpt.ADAPTER} is unreadable ({type(err).__name__}: {err})")
+            out.append(f"{ADAPTER} is unreadable ({type(err).__name__}: {err})")
     need: list[str] = []
     if state is not None:
         world = int(state.get("world_size") or 1) if isinstance(state.get("world_size"), int) else 1
         kinds = ("rng", "data") + (("window",) if state.get("window") else ())
-        need = [ckpt.rank_file(kind, r) for r in range(world) for kind in kinds]
+        need = [rank_file(kind, r) for r in range(world) for kind in kinds]
         if state.get("strategy") == "deepspeed":
             if not os.path.isdir(os.path.join(directory, "deepspeed")):
                 out.append("deepspeed/ (the DeepSpeed state) is missing")

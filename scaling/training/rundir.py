@@ -13,10 +13,10 @@ import os
 
 import yaml
 
+from scaling.common.run_layout import REQUEUE_FILE
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
 from scaling.training import distributed
-from scaling.training.signals import REQUEUE_FILE
 
 
 def remove_requeue_marker(output_dir: str) -> None:

@@ -22,11 +22,11 @@ import os
 import signal
 import time
 
+from scaling.common.run_layout import REQUEUE_FILE
+from scaling.common.signals import HANDLED, INTERRUPT_EXIT_CODE
 from scaling.training import distributed
 
-HANDLED = ("SIGTERM", "SIGUSR1", "SIGINT")
-REQUEUE_FILE = "requeue"
-INTERRUPT_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+__all__ = ["HANDLED", "INTERRUPT_EXIT_CODE", "REQUEUE_FILE", "SignalBudget", "StopFlag"]
 
 
 class StopFlag:

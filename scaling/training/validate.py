@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from scaling.common.hints import features_split_hint
 from scaling.config.base import ConfigError
 from scaling.data.sources import checks_paths
 from scaling.training import ds_config as dsc
@@ -127,13 +128,6 @@ def check_backbone(name: str, kind: str) -> list[str]:
         if hint:
             return [f"{key}={name!r} is neither a shape name nor a local directory{hint}; shape names: {sorted(shapes)}"]
     return []
-
-
-def features_split_hint(problem: str, split: str, features: str) -> str:
-    """A cached-features folder without a split the run reads: say how to cache it."""
-    return (f"{problem}. data.features={features} holds no cached {split!r} split: cache it with "
-            f"`scaling data cache-features --config CFG --split {split} --out {features}` (without --split it caches "
-            f"every split the config names: data.train, data.val, data.test), or set data.{split}=null")
 
 
 def check_data(cfg) -> list[str]:
