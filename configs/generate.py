@@ -434,18 +434,18 @@ def render_epalm(dataset: str) -> str:
     )
 
 
-# the methods DePALM compares (Tables 2-4): those of RECIPES, every one a preset of scaling/models/presets.py
+# the methods DePALM compares (Tables 2-4): those of RECIPES, every one a preset of scaling/config/methods.py
 METHODS = list(dict.fromkeys(method for _, method in RECIPES))
 
 
 def check_registries() -> list[str]:
     """Names of these tables that the project's registries do not know: methods (presets), tasks, datasets
     (converters of ``scaling data convert``)."""
+    from scaling.config.methods import METHODS as PRESETS
     from scaling.config.tasks import TASKS
     from scaling.data.annotations import PARSERS
-    from scaling.models.presets import METHODS as PRESETS
 
-    problems = [f"method {m!r} is not a preset of scaling/models/presets.py" for m in METHODS if m not in PRESETS]
+    problems = [f"method {m!r} is not a preset of scaling/config/methods.py" for m in METHODS if m not in PRESETS]
     rows = [(d, row[0], d) for d, row in TABLE2.items()] + [(d, row[0], row[10]) for d, row in EPALM_TABLE.items()]
     problems += [f"{d}: task {t!r} is not one of scaling/config/tasks.py" for d, t, _ in rows if t not in TASKS]
     problems += [f"{d}: dataset {n!r} has no converter (scaling/data/annotations.py)" for d, _, n in rows if n not in PARSERS]

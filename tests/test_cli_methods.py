@@ -3,7 +3,7 @@
 import json
 
 from scaling.cli.main import main
-from scaling.models.presets import METHODS
+from scaling.config.methods import METHODS
 
 
 def test_methods_json_lists_every_preset_with_counts(capsys):

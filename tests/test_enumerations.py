@@ -13,11 +13,11 @@ import pytest
 
 from scaling.cli.main import build_parser
 from scaling.config import ConfigError, load_config
+from scaling.config.methods import METHODS
 from scaling.config.tasks import TASK_NAMES, TASKS
 from scaling.data.annotations import PARSERS
 from scaling.data.text import template_for
 from scaling.evaluation.metrics import PRIMARY_METRIC, check_task
-from scaling.models.presets import METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

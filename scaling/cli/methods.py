@@ -70,7 +70,7 @@ def run(args) -> int:
 
 
 def _run(args, cache) -> int:
-    from scaling.models.presets import METHODS, PAPER_TABLE1_PARAMS
+    from scaling.config.methods import METHODS, PAPER_TABLE1_PARAMS
 
     if args.show:
         if args.show not in METHODS:

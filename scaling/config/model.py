@@ -71,8 +71,7 @@ class ModelConfig:
     about: str | None = None  # the preset's one-line description (informational)
 
     def __post_init__(self):
-        from scaling.models.injection import check_injection_args
-        from scaling.models.mapping import check_mapper_args
+        from scaling.config.blocks import check_injection_args, check_mapper_args
 
         problems = []
         m = dict(self.map)
@@ -111,7 +110,7 @@ METHOD_BLOCKS = ("extract", "map", "inject", "finetune")
 def resolve_model_section(data: Mapping[str, Any]) -> dict[str, Any]:
     """Expand ``method`` into its preset; explicit fields win. A ``map``/``inject`` with a different
     ``name`` than the preset's replaces the preset's section instead of merging into it."""
-    from scaling.models.presets import METHODS
+    from scaling.config.methods import METHODS
 
     data = {k: v for k, v in data.items() if not (k in METHOD_BLOCKS and v is None)}  # null: the preset's own
     method = data.get("method")

@@ -15,6 +15,19 @@ from scaling.config.base import ConfigError
 DEFAULT_EPOCHS = 8.0  # DePALM supplement C.3
 DEFAULT_VALUES = {"lr": 8e-4, "weight_decay": 0.1, "warmup_fraction": 0.2, "min_lr_ratio": 1e-4, "clip": 0.8, "epochs": 8}
 
+# train.param_groups' categories -> the top-level modules of scaling.models.model.PerceptualLM whose parameters
+# each holds (the optimizer, scaling.training.optim, sorts the trainable parameters by them), and the keys a
+# category may override
+PARAM_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mapper": ("mapper",),
+    "injection": ("injection",),
+    "prompt": ("prompt", "deep_prompt"),
+    "llm": ("llm", "adapters"),
+    "encoder": ("extractor",),
+    "other": (),
+}
+GROUP_KEYS = ("lr", "weight_decay")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -24,7 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # on every trainable parameter (official code); see decay_1d
     adam_eps: float = 1e-4  # AdamW epsilon (official config/run.yaml)
     # per-category overrides of lr / weight_decay, e.g. {prompt: {lr: 1.0e-5}}; categories: mapper, injection,
-    # prompt, llm, encoder, other (scaling.training.optim.PARAM_CATEGORIES; official training.optimizer.overwrite)
+    # prompt, llm, encoder, other (PARAM_CATEGORIES above; official training.optimizer.overwrite)
     param_groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     warmup_fraction: float = 0.2  # linear warm-up over the first 20% of steps from lr*min_lr_ratio
     min_lr_ratio: float = 1e-4  # alpha_min = alpha_max * 1e-4
@@ -141,8 +154,6 @@ def check_output_dir(path: Any) -> list[str]:
 
 
 def _check_param_groups(groups: Any) -> list[str]:
-    from scaling.training.optim import GROUP_KEYS, PARAM_CATEGORIES
-
     if not isinstance(groups, dict):
         return [f"train.param_groups must be a mapping category -> {{lr, weight_decay}}, got {groups!r}"]
     problems = []

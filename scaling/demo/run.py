@@ -115,7 +115,7 @@ def base_config(llm: str, encoder: str, method: str, task: str, settings: Settin
 def method_overrides(method: str, enc_layers: int = 3, llm_layers: int = 2) -> dict:
     """Scale a preset to the tiny backbones (widths of 1024 → 128, levels ≤ encoder layers, injected
     layers ≤ LM layers); everything else stays the preset's."""
-    from scaling.models.presets import METHODS
+    from scaling.config.methods import METHODS
 
     if method not in METHODS:
         from scaling.config.base import ConfigError, suggest

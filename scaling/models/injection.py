@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from scaling.config.base import ConfigError, suggest
+from scaling.config.blocks import check_injection_args
 from scaling.models.layers import NORM_EPS, MultiHeadAttention
 
 
@@ -193,15 +194,9 @@ _CONTEXT_ARGS = ("d_llm", "d_embed")  # d_embed: the width of the mapper's outpu
 
 
 def injection_options(name: str) -> list[str]:
+    """The keyword options an injection's class accepts (``scaling.config.blocks.INJECTION_OPTIONS`` lists the same)."""
     params = inspect.signature(INJECTIONS[name].__init__).parameters
     return [p for p in params if p not in ("self", "args", "kwargs") + _CONTEXT_ARGS]
-
-
-def check_injection_args(name: str, kwargs: dict[str, Any]) -> list[str]:
-    if name not in INJECTIONS:
-        return [f"unknown injection {name!r}{suggest(name, INJECTIONS)}; valid: {sorted(INJECTIONS)}"]
-    valid = injection_options(name)
-    return [f"injection {name!r} has no option {k!r}{suggest(k, valid)}; valid: {valid}" for k in kwargs if k not in valid]
 
 
 def build_injection(name: str, kwargs: dict[str, Any], *, d_llm: int, d_embed: int | None = None) -> nn.Module:

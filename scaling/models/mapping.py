@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling.config.base import ConfigError, suggest
+from scaling.config.blocks import check_mapper_args
 from scaling.models.layers import NORM_EPS, QueryPooler, TransformerLayer
 
 
@@ -282,30 +283,9 @@ _CONTEXT_ARGS = ("d_in", "d_out", "n_levels", "grid", "block", "has_cls")
 
 
 def mapper_options(name: str) -> list[str]:
-    """The keyword options a mapper accepts in the ``map`` section."""
+    """The keyword options a mapper's class accepts (``scaling.config.blocks.MAPPER_OPTIONS`` lists the same)."""
     params = inspect.signature(MAPPERS[name].__init__).parameters
     return [p for p in params if p not in ("self",) + _CONTEXT_ARGS]
-
-
-def check_mapper_args(name: str, kwargs: dict[str, Any]) -> list[str]:
-    """Problems with a ``map`` section (unknown mapper or options), as messages."""
-    if name not in MAPPERS:
-        return [f"unknown mapper {name!r}{suggest(name, MAPPERS)}; valid: {sorted(MAPPERS)}"]
-    valid = mapper_options(name)
-    problems = [
-        f"mapper {name!r} has no option {k!r}{suggest(k, valid)}; valid: {valid}" for k in kwargs if k not in valid
-    ]
-    for key in POSITIVE_OPTIONS:  # sizes and counts: a 0 would build an empty block (or fail after loading)
-        value = kwargs.get(key)
-        if key in valid and value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            problems.append(f"{key} must be a whole number >= 1, got {value!r} (set map.{key}, e.g. map.{key}=32)")
-    dropout = kwargs.get("dropout")
-    if "dropout" in valid and dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        problems.append(f"dropout must be in [0, 1), got {dropout!r}")
-    return problems
-
-
-POSITIVE_OPTIONS = ("n_queries", "d_embed", "n_heads", "ffn_dim", "hidden")
 
 
 def build_mapper(name: str, kwargs: dict[str, Any], *, d_in: int, d_out: int, n_levels: int, grid, block, has_cls: bool) -> nn.Module:

@@ -24,16 +24,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-# category -> top-level modules of scaling.models.model.PerceptualLM whose parameters it holds
-PARAM_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "mapper": ("mapper",),
-    "injection": ("injection",),
-    "prompt": ("prompt", "deep_prompt"),
-    "llm": ("llm", "adapters"),
-    "encoder": ("extractor",),
-    "other": (),
-}
-GROUP_KEYS = ("lr", "weight_decay")
+# category -> top-level modules of scaling.models.model.PerceptualLM whose parameters it holds (defined with the
+# train.param_groups option it validates; re-exported here)
+from scaling.config.train import GROUP_KEYS, PARAM_CATEGORIES  # noqa: F401 - GROUP_KEYS re-exported
 
 
 def param_category(name: str) -> str:

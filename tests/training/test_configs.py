@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from scaling.config import ConfigError, load_config
+from scaling.config.methods import METHODS
 from scaling.models.builder import build_model
-from scaling.models.presets import METHODS
 from scaling.training import ds_config as dsc
 from scaling.training.validate import plan_run
 

@@ -16,7 +16,7 @@ from scaling.training.loop import read_log, train
 
 def tiny_sizes(method):
     """The presets' level/layer counts scaled to the tiny backbones (ViT: 3 layers, LLaMA: 4)."""
-    from scaling.models.presets import METHODS
+    from scaling.config.methods import METHODS
 
     preset = METHODS[method]
     out = ["model.frozen_dtype=fp32", f"model.extract.n_levels={min(2, preset['extract']['n_levels'])}"]
