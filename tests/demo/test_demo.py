@@ -220,7 +220,7 @@ def two_layer_llm(tmp_path_factory):
     return save_tiny_llm(str(tmp_path_factory.mktemp("llm2")), "llama", synth.vocabulary(), num_hidden_layers=2)
 
 
-@pytest.mark.parametrize("method", sorted(__import__("scaling.models.presets", fromlist=["METHODS"]).METHODS))
+@pytest.mark.parametrize("method", sorted(__import__("scaling.config.methods", fromlist=["METHODS"]).METHODS))
 def test_every_preset_fits_the_demo_backbones(method, two_layer_llm):
     """Every preset, scaled by method_overrides, builds and runs on a 2-layer LM and a 3-layer encoder."""
     import torch

@@ -11,8 +11,8 @@ import pytest
 
 from scaling.config import load_config
 from scaling.config.base import ConfigError
+from scaling.config.methods import METHODS
 from scaling.demo.run import method_override_args
-from scaling.models.presets import METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "demo_caption.yaml")

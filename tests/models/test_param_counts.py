@@ -7,9 +7,9 @@ import json
 import pytest
 
 from scaling.cli.main import main
+from scaling.config.methods import METHODS
 from scaling.config.model import model_config
 from scaling.models.builder import build_model, count_trainable
-from scaling.models.presets import METHODS
 
 # Trainable parameters of the official DePALM code (facebookresearch/DePALM @ d532fe1), counted by building
 # its modules with the merged configs of experiment/depalm_resampler.yaml (+ the scripts' resampler.type /
