@@ -345,3 +345,78 @@ def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, 
     assert [ports[r["ssh_connection"].split()[3]] for r in ranks] == ["scnode1", "scnode2"], ranks
     assert sorted(_losses(out)) == list(range(1, STEPS + 1))
     assert _trainers_of(str(config)) == []
+
+
+# ------------------------------------------------------------------------------- fault campaign, round three
+# (issue 24): each compares with the module's one reference run
+
+
+def test_two_requeues_in_a_row_resume_to_the_same_losses(cluster, tmp_path, reference):
+    out = str(tmp_path / "run")
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1")
+    job.wait_for_step(out, 3)
+    subprocess.run(["scancel", "--signal=USR1", job.id], env=cluster.environ(), check=True)
+    first = None
+    start = time.time()
+    while first is None:  # the first requeue checkpointed; wait for the second run to pass that step
+        text = job.text()
+        if "(restart 1)" in text and "resumed from" in text:
+            first = _checkpointed_step(text)
+        assert not job.poll() or job.restarts >= 1, text[-3000:]
+        assert time.time() - start < 300, text[-3000:]
+        time.sleep(0.5)
+    job.wait_for_step(out, first + 3)
+    subprocess.run(["scancel", "--signal=USR1", job.id], env=cluster.environ(), check=True)
+    job.wait(timeout=500)
+    text = job.text()
+    assert "(restart 2)" in text and text.count("after a preemption signal; requeued job") == 2, text[-4000:]
+    assert "training exited with code 0" in text
+    _assert_two_nodes(out, "torch")
+    _assert_same_losses(out, reference)
+
+
+def test_scancel_full_signals_the_batch_shell_and_the_steps_once(cluster, tmp_path, reference):
+    out = str(tmp_path / "run")
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1")
+    job.wait_for_step(out, 3)
+    subprocess.run(["scancel", "--full", "--signal=USR1", job.id], env=cluster.environ(), check=True)
+    job.wait(timeout=400)
+    text = job.text()
+    step = _checkpointed_step(text)
+    assert 3 <= step < STEPS and "(restart 1)" in text and f"(step {step})" in text, text[-4000:]
+    assert "training exited with code 0" in text
+    _assert_same_losses(out, reference)
+
+
+def test_a_signal_during_a_save_checkpoints_and_resumes_to_the_same_losses(cluster, tmp_path, reference):
+    out = str(tmp_path / "run")
+    # a save at every step: the signal lands in one (or right next to one)
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1",
+                  overrides=_overrides(out) + ["train.save_every=1", "train.keep_last=2"])
+    job.wait_for_step(out, 3)
+    subprocess.run(["scancel", "--signal=USR1", job.id], env=cluster.environ(), check=True)
+    job.wait(timeout=500)
+    text = job.text()
+    step = _checkpointed_step(text)
+    assert "(restart 1)" in text and f"(step {step})" in text and "is damaged" not in text, text[-4000:]
+    assert "training exited with code 0" in text
+    _assert_same_losses(out, reference)
+
+
+def test_a_trainer_killed_then_the_job_resubmitted_resumes_and_the_log_reads_as_one_run(cluster, tmp_path, reference):
+    out = str(tmp_path / "run")
+    overrides = _overrides(out) + ["train.save_every=10"]
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1", "--no-requeue",
+                  overrides=overrides)
+    job.wait_for_step(out, 14)  # past the checkpoint of step 10: steps 11.. are computed twice
+    rank1 = json.load(open(os.path.join(out, "ranks", "rank00001.json")))["pid"]
+    os.kill(rank1, signal.SIGKILL)  # a node's trainer lost
+    job.wait(timeout=300)
+    assert job.state in (None, "FAILED", "COMPLETED", "CANCELLED"), job.text()[-3000:]
+    again = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1", overrides=overrides).wait(400)
+    text = again.text()
+    assert "training exited with code 0" in text and "resumed from" in text, text[-4000:]
+    steps = [r["step"] for r in read_log(out)]
+    assert steps == list(range(1, STEPS + 1)), steps  # the recomputed steps once (item 9)
+    assert os.path.isfile(os.path.join(out, "train_log.dropped.jsonl"))
+    _assert_same_losses(out, reference)
