@@ -27,7 +27,7 @@ def add_arguments(p, with_config: bool) -> None:
         p.add_argument("--config", "-c", metavar="YAML", required=True, help="experiment config (configs/*.yaml)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
         p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--gpu", default=None, help=f"GPU: {', '.join(GPUS)} (default v100-32)")
+    p.add_argument("--gpu", default=None, help=f"GPU: {', '.join(GPUS)}, cpu (default v100-32)")
     p.add_argument("--gpu-mem", type=float, default=None, metavar="GB", help="a custom GPU's memory (with --peak-tflops)")
     p.add_argument("--peak-tflops", type=float, default=None, metavar="N", help="a custom GPU's dense 16-bit peak")
     p.add_argument("--nodes", type=int, default=1)

@@ -78,3 +78,25 @@ def test_fused_loss_only_from_sm80(make_profile):
     import inspect
 
     assert "(8, 0)" in inspect.getsource(dispatch.use_triton)
+
+
+def test_mfu_from_a_number_a_bench_output_or_a_train_summary(tmp_path, make_profile):
+    import json
+
+    from scaling.plan.timing import DEFAULT_MFU, read_mfu
+
+    p = make_profile()
+    gpu = GPUS["h100-80"]
+    assert read_mfu(None, p, gpu)[0] == DEFAULT_MFU
+    assert read_mfu("0.42", p, gpu)[0] == 0.42
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"results": {"plain": {"mfu": 0.31}}}))
+    assert read_mfu(str(bench), p, gpu)[0] == 0.31
+    summary = tmp_path / "train_summary.json"
+    summary.write_text(json.dumps({"samples_seen": 1000, "train_seconds": 10.0, "n_gpus": 2}))
+    mfu, source = read_mfu(str(summary), p, gpu)
+    assert abs(mfu - 2.7e12 * 1000 / (10.0 * 2 * 989e12)) < 1e-9 and "1000 samples" in source
+    with pytest.raises(ConfigError, match="neither a number nor a file"):
+        read_mfu("fast", p, gpu)
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        read_mfu("1.5", p, gpu)
