@@ -55,6 +55,7 @@ from scaling.config import to_dict
 from scaling.config.base import ConfigError
 from scaling.training import checkpoint as ckpt
 from scaling.training import distributed, ds_config, loaders, recompute, resume, resume_check, rundir, validate
+from scaling.training.divergence import DIVERGED_EXIT_CODE, diverged_diagnosis
 from scaling.training.evaluator import EvaluateFn, Evaluator
 from scaling.training.monitor import FlopCounter, Monitor, gpu_type, peak_memory_gb, read_log, summarize
 from scaling.training.runlock import RunLock
@@ -98,7 +99,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        self.cfg = _keep_checkpoint_format(self.cfg)
+        self.cfg = resume.keep_checkpoint_format(self.cfg)
         self._setup_env()
         self._setup_run_dir()
         self._setup_data()
@@ -456,46 +457,6 @@ class Trainer:
             world_size=self.env.world_size, preempted=preempted, loop_seconds=loop_seconds, budget=self.budget,
             eval_failures=self.evaluator.failures, save_failures=self.saver.failures, hook=self.evaluate_fn is not None,
         )
-
-
-def _keep_checkpoint_format(cfg):
-    """``cfg`` with the override keys that keep the behaviour of the checkpoint it resumes, when that checkpoint's
-    stored config has an older format (scaling/config/versions.py), said in one line; else ``cfg`` itself."""
-    from scaling.config import config_from_dict, to_dict
-    from scaling.config.base import apply_overrides
-    from scaling.config.versions import CONFIG_FORMAT, format_overrides, stored_format
-
-    found = ckpt.find_latest(cfg.train.output_dir) if cfg.train.resume == "auto" and os.path.isdir(cfg.train.output_dir) else None
-    if found is None or not os.path.isfile(os.path.join(found, ckpt.ADAPTER)):
-        return cfg
-    stored = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER)).get("config") or {}
-    version = stored_format(stored)
-    if version < 2 and cfg.train.deepspeed:
-        raise ConfigError(f"{found} was written with config format {version}, whose optimizer groups (decay/no_decay) "
-                          f"DeepSpeed cannot re-index into the per-category ones (only runs without DeepSpeed are "
-                          f"migrated): evaluate its adapter as it is (the override keys are applied when it loads), "
-                          f"or start a new run in another train.output_dir")
-    extra = format_overrides(stored, resume=True) if version < CONFIG_FORMAT else []
-    adapter = os.path.join(found, ckpt.ADAPTER)
-    extra += ckpt.format_1_prompt_width(stored, lambda name: ckpt.adapter_tensor_shape(adapter, name))
-    if not extra:
-        return cfg
-    _log(distributed.read_env().is_main, f"note: {found} was written with config format {version} (current "
-         f"{CONFIG_FORMAT}): resuming with {' '.join(extra)}, the behaviour it was trained with")
-    return config_from_dict(apply_overrides(to_dict(cfg), extra))
-
-
-DIVERGED_EXIT_CODE = 3  # stopped: too many optimizer steps in a row skipped for non-finite gradients
-
-
-def diverged_diagnosis(n: int, st, t, lr: float) -> str:
-    """Why the run stopped after ``n`` skipped steps in a row, and what to change."""
-    return (f"training stopped at step {st.step}: the last {n} optimizer steps all had non-finite gradients (NaN or inf) "
-            f"and were skipped ({st.skipped_steps} skipped in all; last loss {st.last_loss}); the weights no longer "
-            f"change, or have diverged. Likely causes: a learning rate far too high (train.lr={t.lr:g}, now {lr:.3g}), "
-            f"fp16 overflow (use train.precision=bf16 or fp32), bad samples (`scaling data inspect`). Fix it and resume "
-            f"from the newest checkpoint (it holds the weights of before the divergence only if it was saved before), "
-            f"or start afresh; train.max_skipped_in_a_row={t.max_skipped_in_a_row} sets this limit (0 = never stop)")
 
 
 def train(cfg, evaluate_fn: EvaluateFn | None = None, loader_fn: Callable | None = None,

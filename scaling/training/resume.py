@@ -6,6 +6,9 @@ past damaged checkpoints), refuses another world size, strategy or mid-epoch bat
 then restores the strategy (weights, optimizer, schedule, loss scaler), the trainer state, the RNG states, the
 loader's position and the open log window. A changed ``train.lr``/``train.max_steps`` re-targets the schedule
 from the next step.
+
+:func:`keep_checkpoint_format` runs first of all: a checkpoint whose stored config has an older format resumes
+with the override keys that keep the behaviour it was trained with (:mod:`scaling.config.versions`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -118,3 +122,31 @@ def adapter_micro_batch(ckpt_dir: str) -> int | None:
         return int(config["train"]["micro_batch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def keep_checkpoint_format(cfg):
+    """``cfg`` with the override keys that keep the behaviour of the checkpoint it resumes, when that checkpoint's
+    stored config has an older format (scaling/config/versions.py), said in one line; else ``cfg`` itself."""
+    from scaling.config import config_from_dict, to_dict
+    from scaling.config.base import apply_overrides
+    from scaling.config.versions import CONFIG_FORMAT, format_overrides, stored_format
+
+    found = ckpt.find_latest(cfg.train.output_dir) if cfg.train.resume == "auto" and os.path.isdir(cfg.train.output_dir) else None
+    if found is None or not os.path.isfile(os.path.join(found, ckpt.ADAPTER)):
+        return cfg
+    stored = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER)).get("config") or {}
+    version = stored_format(stored)
+    if version < 2 and cfg.train.deepspeed:
+        raise ConfigError(f"{found} was written with config format {version}, whose optimizer groups (decay/no_decay) "
+                          f"DeepSpeed cannot re-index into the per-category ones (only runs without DeepSpeed are "
+                          f"migrated): evaluate its adapter as it is (the override keys are applied when it loads), "
+                          f"or start a new run in another train.output_dir")
+    extra = format_overrides(stored, resume=True) if version < CONFIG_FORMAT else []
+    adapter = os.path.join(found, ckpt.ADAPTER)
+    extra += ckpt.format_1_prompt_width(stored, lambda name: ckpt.adapter_tensor_shape(adapter, name))
+    if not extra:
+        return cfg
+    if distributed.read_env().is_main:
+        print(f"note: {found} was written with config format {version} (current {CONFIG_FORMAT}): resuming with "
+              f"{' '.join(extra)}, the behaviour it was trained with", file=sys.stderr, flush=True)
+    return config_from_dict(apply_overrides(to_dict(cfg), extra))
