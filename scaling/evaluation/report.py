@@ -76,7 +76,7 @@ class CarbonSettings:
         return None
 
 
-#: counts that a metrics.json's "metrics" may hold beside the scores (never a score column)
+#: counts that an older metrics.json's "metrics" held beside the scores (never a score column)
 COUNT_KEYS = ("unscorable_samples",)
 
 def estimate_carbon(train_seconds: float, n_gpus: int, gpu_type: str, settings: CarbonSettings) -> dict[str, float | None]:
@@ -253,9 +253,10 @@ def load_run(path: str, settings: CarbonSettings, warn, split: str = "test") -> 
         raise RunProblem(f'{met_path} must look like {{"task": ..., "metrics": {{...}}}}')
     if met.get("skipped"):
         warn(f"{met_path}: {met['skipped']} sample(s) could not be decoded and are not in the score")
-    if met["metrics"].get("unscorable_samples"):  # a count the training's evaluation records beside its scores
-        warn(f"{met_path}: {met['metrics']['unscorable_samples']} validation sample(s) could not be scored and are not "
-             f"in the score")
+    # the training's evaluation records this count beside its scores (top level; inside "metrics" before)
+    unscorable = met.get("unscorable_samples") or met["metrics"].get("unscorable_samples")
+    if unscorable:
+        warn(f"{met_path}: {unscorable} validation sample(s) could not be scored and are not in the score")
     metrics = {k: float(v) for k, v in met["metrics"].items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in COUNT_KEYS}
     if not metrics:

@@ -23,6 +23,7 @@ from scaling.training import checkpoint as ckpt
 from scaling.training import diskspace, distributed
 from scaling.training.diskspace import CheckpointWriteError
 from scaling.training.state import TrainerState
+from scaling.training.summary import UNSCORABLE
 
 
 class CheckpointSaver:
@@ -134,5 +135,7 @@ class CheckpointSaver:
         os.makedirs(best_dir, exist_ok=True)
         ckpt.save_adapter(os.path.join(best_dir, ckpt.ADAPTER), tensors, self.cfg_dict, self.fingerprints,
                           step=state.step, metrics=state.last_metrics, best=state.best)
-        ckpt.write_json_atomic(os.path.join(best_dir, "metrics.json"), {"step": state.step, **(state.best or {}),
-                                                                        "metrics": state.last_metrics})
+        scores = {k: v for k, v in state.last_metrics.items() if k != UNSCORABLE}
+        ckpt.write_json_atomic(os.path.join(best_dir, "metrics.json"), {
+            "step": state.step, **(state.best or {}), "metrics": scores,
+            UNSCORABLE: int(state.last_metrics.get(UNSCORABLE) or 0)})

@@ -13,6 +13,9 @@ import os
 from scaling.training import checkpoint as ckpt
 from scaling.training.state import TrainerState
 
+#: the evaluation hook's count of unscorable validation samples: a top-level field of metrics.json, not a score
+UNSCORABLE = "unscorable_samples"
+
 
 def write_summary(cfg, st: TrainerState, *, gpu: str, n_gpus: int, world_size: int, preempted: bool,
                   loop_seconds: float, budget, eval_failures: list[dict], save_failures: list[dict],
@@ -47,10 +50,13 @@ def write_summary(cfg, st: TrainerState, *, gpu: str, n_gpus: int, world_size: i
         "save_failures": save_failures,
     }
     ckpt.write_json_atomic(os.path.join(out, "train_summary.json"), summary)
-    hook_metrics = {k: v for k, v in st.last_metrics.items() if k != "val_loss"}
+    hook_metrics = {k: v for k, v in st.last_metrics.items() if k not in ("val_loss", UNSCORABLE)}
     if hook and hook_metrics and not preempted:
         ckpt.write_json_atomic(os.path.join(out, "metrics.json"), {
             "task": cfg.data.task, "step": st.step, "metrics": hook_metrics, "best": st.best,
+            # validation samples the scores leave out (no reference, undecodable): a count beside the scores, like
+            # `scaling eval`'s "skipped" (train_log.jsonl's eval rows keep it as eval/unscorable_samples)
+            UNSCORABLE: int(st.last_metrics.get(UNSCORABLE) or 0),
             "split": "val", "subset": cfg.eval.subset,
             "source": "the training's periodic evaluation (val subset; METEOR and SPICE off): "
                       "`scaling eval --checkpoint RUN --split test` scores the whole test split",

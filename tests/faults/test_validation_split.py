@@ -63,6 +63,8 @@ def test_the_unscorable_validation_count_reaches_metrics_json_and_the_log(tmp_pa
     result = train(cfg, evaluate_fn=build_evaluate_fn(cfg))  # what `scaling train` passes
     assert result.exit_code == 0
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    assert metrics["metrics"]["unscorable_samples"] == 3
+    # a count beside the scores at the top level (like `scaling eval`'s "skipped"), never among the scores
+    assert metrics["unscorable_samples"] == 3 and "unscorable_samples" not in metrics["metrics"]
+    assert metrics["metrics"]  # the scores themselves
     evals = [r for r in read_log(out, "eval") if "eval/unscorable_samples" in r]
     assert evals and evals[-1]["eval/unscorable_samples"] == 3
