@@ -254,7 +254,7 @@ class Trainer:
         self.data_state = None  # the loader's position inside the epoch
         self.window_state = None  # the log window's sums at the checkpoint (steps since the last log line)
         found = resume.resume(self.cfg, self.env, self.strategy, self.fingerprints, self.accum, self.total_steps,
-                              log=lambda msg: _log(self.main, msg))
+                              log=lambda msg: _log(self.main, msg), comm=self.comm)
         self.resumed_from = found.path if found else None
         if found:
             self.state, self.data_state, self.window_state = found.state, found.data_state, found.window_state

@@ -11,8 +11,9 @@ parse or lacks fields, and a missing manifest on a checkpoint whose ``trainer_st
 ``format``. A checkpoint written before manifests existed gets the structural checks only.
 
 :func:`newest_intact` is what a resume uses: the newest checkpoint without problems. Every newer damaged
-one is renamed ``step_N.damaged`` (kept for inspection, never resumed or pruned) and named in a warning
-with what was wrong.
+one is renamed ``step_N.damaged`` (kept for inspection, never resumed or pruned; :func:`mark_damaged`, its
+``DAMAGED.txt`` says why) and named in a warning with what was wrong. A checkpoint whose files pass these checks but
+that the strategy then fails to load is marked the same way by the resume (:mod:`scaling.training.resume`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scaling.common.run_layout import ADAPTER, MANIFEST, STATE, rank_file
 VERSION = 1
 CHUNK = 1 << 22
 DAMAGED_SUFFIX = ".damaged"
+DAMAGED_REASON = "DAMAGED.txt"  # inside a damaged checkpoint: why it is
 
 
 def _files(directory: str) -> list[str]:
@@ -205,14 +207,26 @@ def newest_intact(checkpoints: list[tuple[int, str]], warn: Callable[[str], None
             if damaged:
                 warn(f"resuming from {os.path.basename(path)} (step {step}), the newest intact checkpoint")
             return path, damaged
-        moved = path + DAMAGED_SUFFIX
-        try:
-            if os.path.isdir(moved):  # an earlier damaged copy of the same step
-                shutil.rmtree(moved)
-            os.replace(path, moved)
-        except OSError:
-            moved = path
-        line = f"checkpoint {os.path.basename(path)} is damaged: " + "; ".join(found) + f" (kept as {moved})"
+        line = mark_damaged(path, found)
         damaged.append(line)
         warn(line)
     return None, damaged
+
+
+def mark_damaged(path: str, reasons: list[str]) -> str:
+    """Rename the checkpoint ``path`` to ``<name>.damaged`` (kept for inspection, never resumed or pruned), write
+    the reasons into its ``DAMAGED_REASON`` file and return the line that names it with them."""
+    moved = path + DAMAGED_SUFFIX
+    try:
+        if os.path.isdir(moved):  # an earlier damaged copy of the same step
+            shutil.rmtree(moved)
+        os.replace(path, moved)
+    except OSError:
+        moved = path
+    line = f"checkpoint {os.path.basename(path)} is damaged: " + "; ".join(reasons) + f" (kept as {moved})"
+    try:
+        with open(os.path.join(moved, DAMAGED_REASON), "w") as fh:
+            fh.write(line + "\n")
+    except OSError:
+        pass  # the warning still names the reasons
+    return line

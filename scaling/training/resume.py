@@ -37,30 +37,43 @@ class Resumed:
 
 
 def resume(cfg, env, strategy, fingerprints: dict, accum: int, total_steps: int,
-           log: Callable[[str], None]) -> Resumed | None:
+           log: Callable[[str], None], comm: Any = "cpu") -> Resumed | None:
     """Restore the newest intact checkpoint of ``cfg.train.output_dir`` (collective); None when there is none.
 
-    ``log`` prints a line on rank 0 (notes and warnings).
+    ``log`` prints a line on rank 0 (notes and warnings); ``comm``: the device of the ranks' collectives (CUDA
+    under NCCL). A checkpoint whose files pass the manifest checks but that ``strategy.load`` fails to load on any
+    rank is marked damaged with the reason and every rank falls back to the next-newest intact one
+    (:func:`load_or_mark_damaged`).
     """
     t = cfg.train
     if t.resume != "auto":
         return None
-    # rank 0 verifies every rank's files against the checkpoint's manifest and falls back past damaged ones
-    found = ckpt.find_resumable(t.output_dir, lambda msg: log(f"WARNING: {msg}")) if env.is_main else (None, None)
-    found, error = distributed.broadcast_object(found)
-    if error:
-        raise ConfigError(error)
-    if found is None:
-        return None
-    saved = ckpt.read_json(os.path.join(found, ckpt.STATE))
-    problem = resume_check.compatibility_problem(found, saved, env.world_size, strategy.kind, strategy.zero_stage)
-    if problem:
-        raise ConfigError(problem)
-    check_batch_geometry(found, saved, t, accum, env.world_size, log)
-    # the same refusal as loading the adapter: the trainable weights only mean something on these backbones
-    adapter_meta = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER))
-    ckpt.check_backbones(os.path.join(found, ckpt.ADAPTER), adapter_meta, fingerprints, cfg.model)
-    strategy.load(found)
+    failed_loads: list[tuple[str, str]] = []  # (why, path): checkpoints that passed the file checks but failed to load
+    while True:
+        # rank 0 verifies every rank's files against the checkpoint's manifest and falls back past damaged ones
+        found = ckpt.find_resumable(t.output_dir, lambda msg: log(f"WARNING: {msg}")) if env.is_main else (None, None)
+        found, error = distributed.broadcast_object(found)
+        if error:
+            raise ConfigError("\n".join([error] + [line for line, _ in failed_loads]))
+        if found is None or found in failed_loads_paths(failed_loads):
+            if failed_loads:  # every checkpoint failed to load: say so rather than silently starting afresh
+                raise ConfigError("\n".join(
+                    [f"no checkpoint of {t.output_dir} could be loaded:"] + [line for line, _ in failed_loads]
+                    + ["restore the files from a backup, or start afresh with another train.output_dir"]))
+            return None
+        saved = ckpt.read_json(os.path.join(found, ckpt.STATE))
+        problem = resume_check.compatibility_problem(found, saved, env.world_size, strategy.kind, strategy.zero_stage)
+        if problem:
+            raise ConfigError(problem)
+        check_batch_geometry(found, saved, t, accum, env.world_size, log)
+        # the same refusal as loading the adapter: the trainable weights only mean something on these backbones
+        adapter_meta = ckpt.read_adapter_meta(os.path.join(found, ckpt.ADAPTER))
+        ckpt.check_backbones(os.path.join(found, ckpt.ADAPTER), adapter_meta, fingerprints, cfg.model)
+        line = load_or_mark_damaged(strategy, found, env, comm)
+        if line is None:
+            break
+        log(f"WARNING: {line}")
+        failed_loads.append((line, found))
     state = trainer_state.restore(saved)
     state.accumulation, state.micro_batch = accum, t.micro_batch
     if state.total_steps != total_steps:
@@ -80,6 +93,41 @@ def resume(cfg, env, strategy, fingerprints: dict, accum: int, total_steps: int,
     window_state = ckpt.read_window(found, env.rank)
     ckpt.set_rng_state(rng)
     return Resumed(found, state, data_state, window_state)
+
+
+def failed_loads_paths(failed: list) -> set[str]:
+    return {path for _, path in failed}
+
+
+def load_or_mark_damaged(strategy, found: str, env, comm: Any = "cpu") -> str | None:
+    """``strategy.load(found)`` on every rank (collective); None when every rank loaded it.
+
+    When the load raises on any rank, the ranks agree on it (an all-reduce of a failure flag after the attempt,
+    so none goes on with a checkpoint another could not load), rank 0 renames the checkpoint ``step_N.damaged``
+    with every failing rank's reason (:func:`scaling.training.manifest.mark_damaged`) and every rank gets the
+    line that says so, so that the caller retries the next-newest intact checkpoint. A
+    :class:`~scaling.config.base.ConfigError` (this config cannot resume it, e.g. other optimizer groups) is no
+    damage: it is raised on every rank, and the checkpoint stays.
+    """
+    from scaling.training import manifest
+
+    why, code = None, 0.0
+    try:
+        strategy.load(found)
+    except ConfigError as err:
+        why, code = str(err), 2.0
+    except Exception as err:  # noqa: BLE001 -- whatever the loader raises, this checkpoint cannot be resumed
+        why, code = f"rank {env.rank}: {strategy.kind} could not load it ({type(err).__name__}: {err})", 1.0
+    worst = distributed.all_reduce([code], "max", comm)[0]
+    if worst == 0:
+        return None
+    if worst == 2:
+        raise ConfigError(why if code == 2 else f"another rank refused to resume {found}: see its message")
+    reasons = distributed.all_gather_object(why)
+    line = manifest.mark_damaged(found, [r for r in reasons if r]) if env.is_main else None
+    line = distributed.broadcast_object(line)
+    distributed.barrier()  # the rename is done before any rank looks for the next checkpoint
+    return line
 
 
 def check_batch_geometry(found: str, saved: dict, t, accum: int, world: int, log: Callable[[str], None]) -> None:

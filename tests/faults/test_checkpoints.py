@@ -135,3 +135,45 @@ def test_the_resume_falls_back_past_the_damaged_checkpoint_with_the_reason(saved
     assert os.path.isdir(d + manifest.DAMAGED_SUFFIX)
     assert "Traceback" not in err
     assert max(r["step"] for r in read_log(out)) == 6
+
+
+def _optimizer_of_another_model(d):
+    """optimizer.pt of an optimizer with one parameter fewer, the manifest rehashed: every file check passes and
+    only loading it into this optimizer fails (torch raises ValueError)."""
+    import torch
+
+    path = os.path.join(d, "optimizer.pt")
+    state = torch.load(path, weights_only=True)
+    group = next(g for g in state["param_groups"] if g["params"])
+    state["state"].pop(group["params"][-1], None)
+    group["params"] = group["params"][:-1]
+    torch.save(state, path)
+    _rehash(d)
+
+
+def test_a_checkpoint_that_fails_to_load_is_marked_damaged_and_the_resume_falls_back(saved, tmp_path, capsys):
+    out, d = _copy(saved, tmp_path)
+    _optimizer_of_another_model(d)
+    assert manifest.problems(d) == []  # only the strategy's load finds it
+    capsys.readouterr()
+    resumed = run(tmp_path, "run", 6, *EXTRA)
+    err = capsys.readouterr().err
+    assert resumed.exit_code == 0 and resumed.state.step == 6, err[-3000:]
+    assert "checkpoint step_000004 is damaged: rank 0: accelerate could not load it (ValueError" in err, err[-3000:]
+    assert "step_000002 (step 2)" in err  # the next-newest intact checkpoint is the one resumed
+    assert os.path.isdir(d + manifest.DAMAGED_SUFFIX)  # (the resumed run writes a new step_000004)
+    assert "could not load it" in open(os.path.join(d + manifest.DAMAGED_SUFFIX, manifest.DAMAGED_REASON)).read()
+    assert "Traceback" not in err
+    assert sorted(r["step"] for r in read_log(out) if r.get("step", 0) > 2) == [3, 4, 5, 6]
+
+
+def test_when_no_checkpoint_loads_the_resume_stops_and_names_each_one(saved, tmp_path):
+    from scaling.config.base import ConfigError
+
+    out, d = _copy(saved, tmp_path)
+    for step in ("step_000002", "step_000004"):
+        _optimizer_of_another_model(os.path.join(out, "checkpoints", step))
+    with pytest.raises(ConfigError, match="no checkpoint of .* could be loaded") as info:
+        run(tmp_path, "run", 6, *EXTRA)
+    assert "step_000004 is damaged" in str(info.value) and "step_000002 is damaged" in str(info.value)
+    assert not ckpt.list_checkpoints(os.path.join(out, "checkpoints"))  # nothing was resumed afresh over them
