@@ -97,6 +97,17 @@ def reference(tmp_path_factory) -> dict[int, float]:
     return losses
 
 
+def _assert_exactly(out: str, reference: dict[int, float], zero_stage: int) -> None:
+    """Every logged loss of ``out`` equal to the reference's, bit for bit, and the run finished with that stage."""
+    got = _losses(out)
+    assert sorted(got) == list(range(1, STEPS + 1)), sorted(got)
+    differ = {step: (got[step], reference[step]) for step in got if got[step] != reference[step]}
+    assert not differ, f"{len(differ)} step(s) differ (got, reference): {dict(list(differ.items())[:5])}"
+    summary = json.load(open(os.path.join(out, "train_summary.json")))
+    assert summary["finished"] and summary["world_size"] == 2 and summary["steps"] == STEPS
+    assert summary["strategy"] == "deepspeed" and summary["zero_stage"] == zero_stage, summary
+
+
 # ---------------------------------------------------------------------------------------------------- Slurm
 class Job:
     def __init__(self, cluster, job_id: str, log: str):
@@ -145,6 +156,35 @@ def _sbatch(cluster, tmp_path, script: str, out: str, *options: str, overrides: 
                            os.path.join(LAUNCH, script)], cwd=REPO, env=environ, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return Job(cluster, done.stdout.strip().split(";")[0], log)
+
+
+ZERO2 = "train.deepspeed=ds_configs/zero2_bf16.json"  # what launch/deepspeed_train.sh uses by default
+ZERO3 = "train.deepspeed=ds_configs/zero3_bf16.json"
+
+
+def _sbatch_reference(cluster, tmp_path_factory, name: str, deepspeed: str) -> dict[int, float]:
+    """Every logged loss of an uninterrupted 2-node ``slurm_train.sbatch`` run (torchrun, 1 thread per rank) with
+    ``deepspeed`` (a ``train.deepspeed=...`` override)."""
+    tmp = tmp_path_factory.mktemp(name)
+    out = str(tmp / "run")
+    job = _sbatch(cluster, tmp, "slurm_train.sbatch", out, "--cpus-per-task=1",
+                  overrides=_overrides(out) + [deepspeed]).wait(timeout=600)
+    text = job.text()
+    assert job.state in (None, "COMPLETED") and "training exited with code 0" in text, text[-3000:]
+    assert "2 node(s) x 1 process(es), 1 thread(s) each" in text, text[:2000]
+    losses = _losses(out)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    return losses
+
+
+@pytest.fixture(scope="module")
+def zero2_reference(cluster, tmp_path_factory) -> dict[int, float]:
+    return _sbatch_reference(cluster, tmp_path_factory, "zero2_reference", ZERO2)
+
+
+@pytest.fixture(scope="module")
+def zero3_reference(cluster, tmp_path_factory) -> dict[int, float]:
+    return _sbatch_reference(cluster, tmp_path_factory, "zero3_reference", ZERO3)
 
 
 def _checkpointed_step(text: str) -> int:
@@ -295,7 +335,10 @@ def _trainers_of(config_path: str) -> list[str]:
     return found
 
 
-def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, tmp_path):
+def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, tmp_path, zero2_reference):
+    # and its losses are those of the same DeepSpeed config under sbatch/torchrun (issue 24 item 16: the script's
+    # OMP_NUM_THREADS must reach the trainers that pdsh starts with a bare environment; one thread here, as the
+    # reference's --cpus-per-task=1, where a trainer without it would take both of the machine's cores)
     out = str(tmp_path / "run")
     # the overrides hold shell characters ('?'), which the multi-node script refuses: a YAML config, as it says
     cfg = subprocess.run([sys.executable, "-m", "scaling", "train", "--config", CONFIG, *_overrides(out),
@@ -305,8 +348,7 @@ def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, 
     config.write_text(cfg.stdout)
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("scnode1 slots=1\nscnode2 slots=1\n")
-    env = _clean(cluster.environ(), HOSTFILE=str(hostfile), DS_CONFIG="ds_configs/zero2_bf16.json",
-                 OMP_NUM_THREADS="1")
+    env = _clean(cluster.environ(), HOSTFILE=str(hostfile), DS_CONFIG=ZERO2.split("=", 1)[1], OMP_THREADS="1")
     cmd = ["bash", os.path.join(LAUNCH, "deepspeed_train.sh"), str(config)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -343,8 +385,10 @@ def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, 
     ports = _ssh_ports(cluster)
     # DeepSpeed gives node ranks in hostfile order, each node reached through its own sshd
     assert [ports[r["ssh_connection"].split()[3]] for r in ranks] == ["scnode1", "scnode2"], ranks
-    assert sorted(_losses(out)) == list(range(1, STEPS + 1))
     assert _trainers_of(str(config)) == []
+    env_file = open(os.path.join(out, "deepspeed_env")).read().split()
+    assert "OMP_NUM_THREADS=1" in env_file, env_file
+    _assert_exactly(out, zero2_reference, zero_stage=2)
 
 
 # ------------------------------------------------------------------------------- fault campaign, round three
@@ -420,3 +464,22 @@ def test_a_trainer_killed_then_the_job_resubmitted_resumes_and_the_log_reads_as_
     assert steps == list(range(1, STEPS + 1)), steps  # the recomputed steps once (item 9)
     assert os.path.isfile(os.path.join(out, "train_log.dropped.jsonl"))
     _assert_same_losses(out, reference)
+
+
+def test_zero3_preempted_and_requeued_resumes_to_the_losses_of_its_own_uninterrupted_run(cluster, tmp_path,
+                                                                                        zero3_reference):
+    out = str(tmp_path / "run")
+    job = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1",
+                  overrides=_overrides(out) + [ZERO3])
+    job.wait_for_step(out, 3)
+    subprocess.run(["scancel", "--signal=USR1", job.id], env=cluster.environ(), check=True)
+    job.wait(timeout=500)
+    text = job.text()
+    step = _checkpointed_step(text)
+    assert 3 <= step < STEPS
+    assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, text[-3000:]
+    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, text[-4000:]
+    assert "training exited with code 0" in text
+    ranks = _assert_two_nodes(out, "torch")
+    assert {r["strategy"] for r in ranks} == {"deepspeed"}, ranks
+    _assert_exactly(out, zero3_reference, zero_stage=3)
