@@ -4,7 +4,7 @@ import types
 
 from scaling.cli.summary import train_block
 from scaling.config import load_config
-from scaling.training.toy import tiny_run_overrides
+from scaling.data.toy import tiny_run_overrides
 
 
 def _result(steps, total, tmp_path):
