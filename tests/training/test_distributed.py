@@ -106,6 +106,33 @@ def test_ddp_two_ranks_on_gloo(tmp_path):
     assert json.load(open(out / "train_summary.json"))["world_size"] == 2
 
 
+def test_two_ranks_agree_to_fall_back_past_a_checkpoint_that_fails_to_load(tmp_path):
+    # issue 24 item 4 at resume time: step 4's optimizer.pt is of another model (its manifest rehashed, so only the
+    # load finds it): both ranks fail to load it, agree on it (all-reduce, reasons gathered), rank 0 marks it
+    # damaged, and both resume step 2, then reproduce the uninterrupted run's steps 3..6
+    from scaling.training import manifest
+
+    out = tmp_path / "ddp"
+    extra = ("train.save_every=2",)
+    torchrun(out, 6, *extra)
+    resumed = tmp_path / "resumed"
+    resume_from(out, resumed, 4)
+    d = os.path.join(resumed, "checkpoints", ckpt.step_name(4))
+    state = torch.load(os.path.join(d, "optimizer.pt"), weights_only=True)
+    group = next(g for g in state["param_groups"] if g["params"])
+    state["state"].pop(group["params"][-1], None)
+    group["params"] = group["params"][:-1]
+    torch.save(state, os.path.join(d, "optimizer.pt"))
+    manifest.write(d)
+    proc = torchrun(resumed, 6, *extra)
+    err = proc.stdout + proc.stderr
+    assert "checkpoint step_000004 is damaged: rank 0: accelerate could not load it" in err, err[-3000:]
+    assert "rank 1: accelerate could not load it" in err, err[-3000:]  # every failing rank's reason
+    assert "(step 2)" in err and os.path.isdir(d + manifest.DAMAGED_SUFFIX)
+    assert sorted(by_step(resumed)) == [3, 4, 5, 6]
+    assert_same_run(out, resumed, range(3, 7))
+
+
 def test_zero2_two_ranks_skips_a_nan_on_one_rank_and_resumes_exactly(tmp_path):
     out = tmp_path / "z2"
     # rank 1's 4th batch holds NaN images: step 4 must be skipped on both ranks (no hang, no NaN weights)
