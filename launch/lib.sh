@@ -71,8 +71,10 @@ pass_on_to_step() {
     if [ "$mode" = torchrun ] && [ -f "$out_dir/ranks/rank00000.json" ]; then
         pid=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$out_dir/ranks/rank00000.json" 2>/dev/null)
         # only this job's rank 0 (a file left by an earlier job names another process)
-        # (the braces: a rank 0 already gone makes the redirection itself fail, which 2>/dev/null must cover too)
-        if [ -z "$pid" ] || ! { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_JOB_ID=$SLURM_JOB_ID"; then
+        # (the braces: a rank 0 already gone makes the redirection itself fail, which 2>/dev/null must cover too;
+        # grep reads to the end, not -q: under the sbatch scripts' pipefail, a grep that stops early makes tr die
+        # of SIGPIPE on a large environment and the pipeline fail)
+        if [ -z "$pid" ] || ! { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -x "SLURM_JOB_ID=$SLURM_JOB_ID" > /dev/null; then
             pid=""
         fi
     fi

@@ -32,6 +32,28 @@ def test_passing_a_signal_on_when_rank_0_is_already_gone_prints_no_proc_error(tm
     assert "passing it to the step as SIGUSR1" in done.stdout
 
 
+def test_a_live_rank_0_with_a_large_environment_gets_the_signal_under_pipefail(tmp_path):
+    """The sbatch scripts run with `set -o pipefail`. A trainer's environment under Slurm is often larger than a
+    pipe's first write: a `grep -q` that stops reading at SLURM_JOB_ID made `tr` die of SIGPIPE, the pipeline
+    fail, and the signal go to the step instead of rank 0 (seen in the cluster tests)."""
+    big = {f"PADDING_{i}": "x" * 200 for i in range(400)}  # ~80 KB after SLURM_JOB_ID
+    rank0 = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "5", **big})
+    (tmp_path / "run" / "ranks").mkdir(parents=True)
+    (tmp_path / "run" / "ranks" / "rank00000.json").write_text(json.dumps({"pid": rank0.pid}))
+    step = subprocess.Popen(["sleep", "30"])
+    try:
+        done = subprocess.run(["bash", "-c", f'set -uo pipefail; source launch/lib.sh; pass_on_to_step TERM '
+                                             f'"{tmp_path / "run"}" {step.pid} torchrun'],
+                              cwd=REPO, env=dict(os.environ, SLURM_JOB_ID="5"), capture_output=True, text=True,
+                              timeout=60)
+        rank0.wait(timeout=10)  # the USR1 reached rank 0 (sleep dies of it)
+    finally:
+        for proc in (rank0, step):
+            if proc.poll() is None:
+                proc.kill()
+    assert f"passing it to rank 0 (pid {rank0.pid})" in done.stdout, done.stdout + done.stderr
+
+
 def test_the_launchers_environment_reaches_every_node_of_a_deepspeed_launch(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
