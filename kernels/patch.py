@@ -61,12 +61,26 @@ def _body_dump(fn) -> str | None:
     return args + "|" + "".join(ast.dump(b, annotate_fields=False, include_attributes=False) for b in body)
 
 
+def _plain_function(fn):
+    """The Python function behind ``fn``: decorators unwrapped, and, where the Hugging Face ``kernels`` package is
+    installed, transformers' ``use_kernelized_func`` wrapper opened (it turns a module-level function such as
+    ``apply_rotary_pos_emb`` into a small ``nn.Module`` whose ``forward`` closes over the function)."""
+    fn = inspect.unwrap(fn)
+    if isinstance(fn, nn.Module):
+        forward = getattr(type(fn).forward, "__closure__", None) or ()
+        inner = [c.cell_contents for c in forward
+                 if inspect.isfunction(getattr(c, "cell_contents", None))]
+        if len(inner) == 1:
+            return inspect.unwrap(inner[0])
+    return fn
+
+
 def _llama_reference_dumps() -> dict[str, str | None]:
     mod = importlib.import_module(_LLAMA_MODELING)
     return {
         "rms_norm": _body_dump(mod.LlamaRMSNorm.forward),
         "mlp": _body_dump(mod.LlamaMLP.forward),
-        "rope": _body_dump(inspect.unwrap(mod.apply_rotary_pos_emb)),
+        "rope": _body_dump(_plain_function(mod.apply_rotary_pos_emb)),
     }
 
 
@@ -161,7 +175,7 @@ def patch_llama_family(model: nn.Module, mode: str = "auto", norms: bool = True,
             original = _ORIGINAL_ROPE.get(mod_name, fn)
             if getattr(fn, "_scaling_kernels_original", None) is not None:
                 original = fn._scaling_kernels_original
-            if not same_as(inspect.unwrap(original), "rope"):
+            if not same_as(_plain_function(original), "rope"):
                 report["skipped"].append((mod_name, "apply_rotary_pos_emb differs from LLaMA's"))
                 continue
             _ORIGINAL_ROPE[mod_name] = original
