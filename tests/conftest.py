@@ -84,3 +84,32 @@ def artifacts_dir() -> str:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _write_caption_shards(d: str, n: int, split: str = "train", unanswered=(), per_shard: int = 5) -> str:
+    """``n`` image-caption samples (36-px shapes, one reference each, none for the ids in ``unanswered``) as
+    webdataset shards of ``split`` with their index in ``d``; returns ``d``."""
+    import io
+    import random
+
+    from scaling.data.shards import ShardSetWriter, sample_record, update_index
+    from scaling.data.synthetic import make_image
+
+    rng = random.Random(0)
+    writer = ShardSetWriter(os.path.join(d, f"{split}-%06d.tar"), d, samples_per_shard=per_shard)
+    for i in range(n):
+        img, color, shape = make_image(rng, 36)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG")
+        answers = [] if i in unanswered else [f"a {color} {shape}"]
+        writer.write(f"k{i:04d}", sample_record(f"id{i}", "caption", "x", split, answers), {"jpg": buf.getvalue()})
+    entries = writer.close()
+    update_index(d, split, {"task": "caption", "modality": "image", "num_samples": n,
+                            "shards": [e.__dict__ for e in entries]}, writer.samples)
+    return d
+
+
+@pytest.fixture
+def caption_shards():
+    """The writer of small caption shards with chosen unanswered samples (:func:`_write_caption_shards`)."""
+    return _write_caption_shards

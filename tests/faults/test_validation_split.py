@@ -1,9 +1,7 @@
 """Fault campaign round three (issue 24 items 12, 14): a validation split smaller than one batch per rank is refused
 at start-up; the count of validation samples that could not be scored reaches metrics.json and train_log.jsonl."""
 
-import io
 import os
-import random
 
 import pytest
 
@@ -12,26 +10,8 @@ from scaling.config.base import ConfigError
 from scaling.training.validate import plan_run
 
 
-def _shards(d, n, split, unanswered=()):
-    from scaling.data.shards import ShardSetWriter, sample_record, update_index
-    from scaling.data.synthetic import make_image
-
-    rng = random.Random(0)
-    writer = ShardSetWriter(os.path.join(d, f"{split}-%06d.tar"), d, samples_per_shard=5)
-    for i in range(n):
-        img, color, shape = make_image(rng, 36)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG")
-        answers = [] if i in unanswered else [f"a {color} {shape}"]
-        writer.write(f"k{i:04d}", sample_record(f"id{i}", "caption", "x", split, answers), {"jpg": buf.getvalue()})
-    entries = writer.close()
-    update_index(d, split, {"task": "caption", "modality": "image", "num_samples": n,
-                            "shards": [e.__dict__ for e in entries]}, writer.samples)
-    return d
-
-
-def test_a_validation_split_smaller_than_one_batch_per_rank_is_refused_at_start_up(tmp_path):
-    d = _shards(str(tmp_path), 3, "val")
+def test_a_validation_split_smaller_than_one_batch_per_rank_is_refused_at_start_up(tmp_path, caption_shards):
+    d = caption_shards(str(tmp_path), 3, "val")
     cfg = load_config(None, ["data.train=toy://colours?n=64", f"data.val={d}", "train.micro_batch=4",
                              "train.global_batch=8", f"train.output_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match=r"holds 3 sample\(s\), fewer than one validation batch per rank \(world size 1 "
@@ -44,15 +24,15 @@ def test_a_validation_split_smaller_than_one_batch_per_rank_is_refused_at_start_
         plan_run(ok, 2, "cpu")
 
 
-def test_the_unscorable_validation_count_reaches_metrics_json_and_the_log(tmp_path):
+def test_the_unscorable_validation_count_reaches_metrics_json_and_the_log(tmp_path, caption_shards):
     import json
 
     from scaling.data.toy import tiny_run_overrides
     from scaling.models.tiny import save_tiny_llm
     from scaling.training.loop import read_log, train
 
-    train_dir = _shards(str(tmp_path / "train"), 16, "train")
-    val_dir = _shards(str(tmp_path / "val"), 8, "val", unanswered={1, 4, 6})
+    train_dir = caption_shards(str(tmp_path / "train"), 16, "train")
+    val_dir = caption_shards(str(tmp_path / "val"), 8, "val", unanswered={1, 4, 6})
     llm = save_tiny_llm(str(tmp_path / "llm"), "llama")
     out = str(tmp_path / "run")
     cfg = load_config(None, tiny_run_overrides(out, 2, global_batch=4, micro_batch=4, eval_every=2) + [

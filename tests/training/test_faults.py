@@ -292,28 +292,10 @@ def test_an_adapter_stored_with_both_epochs_and_max_steps_still_loads(tmp_path):
     assert cfg.train.max_steps == 2 and cfg.train.epochs is None
 
 
-def _shards_with_unanswered(d, n, unanswered, split="train", per_shard=5):
-    from scaling.data.shards import ShardSetWriter, sample_record, update_index
-    from scaling.data.synthetic import make_image
-
-    rng = random.Random(0)
-    writer = ShardSetWriter(os.path.join(d, f"{split}-%06d.tar"), d, samples_per_shard=per_shard)
-    for i in range(n):
-        img, color, shape = make_image(rng, 36)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG")
-        answers = [] if i in unanswered else [f"a {color} {shape}"]
-        writer.write(f"k{i:04d}", sample_record(f"id{i}", "caption", "x", split, answers), {"jpg": buf.getvalue()})
-    entries = writer.close()
-    update_index(d, split, {"task": "caption", "modality": "image", "num_samples": n,
-                            "shards": [e.__dict__ for e in entries]}, writer.samples)
-    return d
-
-
-def test_distinct_skipped_samples_per_epoch_reach_the_log_tensorboard_and_the_summary(tmp_path):
+def test_distinct_skipped_samples_per_epoch_reach_the_log_tensorboard_and_the_summary(tmp_path, caption_shards):
     from scaling.models.tiny import save_tiny_llm
 
-    shards = _shards_with_unanswered(str(tmp_path / "shards"), 20, {1, 6, 12, 17})
+    shards = caption_shards(str(tmp_path / "shards"), 20, unanswered={1, 6, 12, 17})
     llm = save_tiny_llm(str(tmp_path / "llm"), "llama")
     out = str(tmp_path / "run")
     # 20 samples, 4 bad, batches of 4: 5 batches per epoch from 16 good samples, so the 2 workers cycle through
@@ -334,12 +316,12 @@ def test_distinct_skipped_samples_per_epoch_reach_the_log_tensorboard_and_the_su
     assert [e.value for e in acc.Scalars("data/skipped_samples")][-1] == 4
 
 
-def test_the_eval_loader_yields_exactly_len_batches_despite_skipped_samples(tmp_path):
+def test_the_eval_loader_yields_exactly_len_batches_despite_skipped_samples(tmp_path, caption_shards):
     from scaling.models.tiny import word_tokenizer
     from scaling.training.loaders import build_loader
 
     bad = {0, 1, 5, 8}  # with 2 workers of 5 samples and batches of 2: the group {0, 1} is all bad
-    shards = _shards_with_unanswered(str(tmp_path), 10, bad, split="val")
+    shards = caption_shards(str(tmp_path), 10, split="val", unanswered=bad)
     for workers, expected in ((0, 5), (2, 6)):  # one order of 10 in groups of 2, or two of 5 (2 + 2 + 1 each)
         cfg = load_config(None, ["model.encoder=tiny-vit", f"data.val={shards}", "eval.batch_size=2",
                                  f"data.num_workers={workers}"])
