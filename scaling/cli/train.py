@@ -137,13 +137,20 @@ def run(args) -> int:
         print("(--json prints this as JSON)")
         return 0
 
+    import faulthandler
+
     from scaling.training import distributed
     from scaling.training.loop import train
 
+    # a rank killed by a fatal signal (SIGABRT from a C++ library, SIGSEGV) prints every thread's Python stack
+    # first: under a launcher the death is otherwise a bare "exitcode -6" with no cause
+    faulthandler.enable(all_threads=True)
     try:
         result = train(cfg, evaluate_fn=_evaluate_fn(cfg))
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(clean=False)
+        raise
+    distributed.shutdown()
     if result.preempted and not result.interrupted:
         print(f"checkpointed at step {result.state.step} after a preemption signal; exit {result.exit_code} "
               f"(requeue: the job resumes from {result.output_dir}/checkpoints/latest)", file=sys.stderr)

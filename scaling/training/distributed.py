@@ -176,9 +176,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. ``clean`` (the run ended normally on every rank): wait for every rank first, so
+    that no rank closes its connections while another still talks to it (a gloo peer that loses a connection
+    mid-operation aborts its process). After an error, leave at once: the other ranks may never arrive."""
     if is_initialized():
         try:
+            if clean and world_size() > 1:
+                dist.barrier()
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass

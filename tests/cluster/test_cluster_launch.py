@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,19 @@ STEPS = 120
 CONFIG = "configs/cpu_tiny.yaml"
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 HOST = os.uname().nodename
+
+
+# lines that say why a rank died (a C++ exception, a fatal Python error, a traceback's last line); the job log
+# interleaves both nodes, and the cause is often far above the tail that torchrun's shutdown fills
+_CAUSE = re.compile(r"terminate called|what\(\)|Fatal Python error|Error:|Exception:|Traceback|SIG[A-Z]+|core dumped"
+                    r"|Killed|error:", re.IGNORECASE)
+
+
+def _why(text: str, tail: int = 3000) -> str:
+    """A failed job's log for an assertion message: the lines naming a cause (up to 40), then the tail."""
+    causes = [line[:400] for line in text.splitlines() if _CAUSE.search(line)][:40]
+    head = "lines naming a cause:\n" + "\n".join(causes) + "\n\n" if causes else ""
+    return f"{head}last {tail} characters:\n{text[-tail:]}"
 
 
 def _clean(env: dict, **extra: str) -> dict:
@@ -134,15 +148,15 @@ class Job:
         while not self.poll():
             if time.time() - start > timeout:
                 subprocess.run(["scancel", self.id], env=self.cluster.environ())
-                raise AssertionError(f"job {self.id} still {self.state} after {timeout} s:\n{self.text()[-3000:]}")
+                raise AssertionError(f"job {self.id} still {self.state} after {timeout} s:\n{_why(self.text())}")
             time.sleep(0.5)
         return self
 
     def wait_for_step(self, out: str, step: int, timeout: float = 240) -> None:
         start = time.time()
         while not (_losses(out) and max(_losses(out)) >= step):
-            assert not self.poll(), f"job {self.id} ended ({self.state}) before step {step}:\n{self.text()[-3000:]}"
-            assert time.time() - start < timeout, f"no step {step} within {timeout} s:\n{self.text()[-3000:]}"
+            assert not self.poll(), f"job {self.id} ended ({self.state}) before step {step}:\n{_why(self.text())}"
+            assert time.time() - start < timeout, f"no step {step} within {timeout} s:\n{_why(self.text())}"
             time.sleep(0.3)
 
     def text(self) -> str:
@@ -170,7 +184,7 @@ def _sbatch_reference(cluster, tmp_path_factory, name: str, deepspeed: str) -> d
     job = _sbatch(cluster, tmp, "slurm_train.sbatch", out, "--cpus-per-task=1",
                   overrides=_overrides(out) + [deepspeed]).wait(timeout=600)
     text = job.text()
-    assert job.state in (None, "COMPLETED") and "training exited with code 0" in text, text[-3000:]
+    assert job.state in (None, "COMPLETED") and "training exited with code 0" in text, _why(text)
     assert "2 node(s) x 1 process(es), 1 thread(s) each" in text, text[:2000]
     losses = _losses(out)
     assert sorted(losses) == list(range(1, STEPS + 1))
@@ -189,7 +203,7 @@ def zero3_reference(cluster, tmp_path_factory) -> dict[int, float]:
 
 def _checkpointed_step(text: str) -> int:
     marker = "checkpointed at step "
-    assert marker in text, text[-3000:]
+    assert marker in text, _why(text)
     return int(text.split(marker, 1)[1].split()[0].rstrip(";:,"))
 
 
@@ -201,8 +215,8 @@ def test_sbatch_on_two_nodes_matches_torchrun_standalone(cluster, tmp_path, refe
     out = str(tmp_path / "run")
     job = _sbatch(cluster, tmp_path, script, out, *options).wait()
     text = job.text()
-    assert job.state in (None, "COMPLETED"), text[-3000:]
-    assert "training exited with code 0" in text, text[-3000:]
+    assert job.state in (None, "COMPLETED"), _why(text)
+    assert "training exited with code 0" in text, _why(text)
     if source == "torch":  # GRES-less nodes: one process per node, the task's CPU as its thread (not 8)
         assert "2 node(s) x 1 process(es), 1 thread(s) each" in text, text[:2000]
     _assert_two_nodes(out, source)
@@ -222,10 +236,10 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_losses(cluster, tmp_p
     text = job.text()
     step = _checkpointed_step(text)
     assert 3 <= step < STEPS
-    assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, text[-3000:]
+    assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, _why(text)
     if how == "batch-shell":
-        assert "batch shell: SIGUSR1, passing it to rank 0" in text, text[-3000:]
-    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, text[-4000:]
+        assert "batch shell: SIGUSR1, passing it to rank 0" in text, _why(text)
+    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, _why(text, 4000)
     assert "training exited with code 0" in text
     _assert_two_nodes(out, "torch")  # the requeued job's ranks
     _assert_same_losses(out, reference)
@@ -253,11 +267,11 @@ def test_preemption_by_a_higher_priority_partition(cluster, tmp_path, reference,
     assert 3 <= step < STEPS
     if partition == "low":
         # GraceTime=0: Slurm has requeued the job itself before the batch script could: it must say so
-        assert f"Slurm has already requeued job {job.id}" in text and "resubmit the same job" not in text, text[-3000:]
+        assert f"Slurm has already requeued job {job.id}" in text and "resubmit the same job" not in text, _why(text)
     else:
-        assert f"requeued job {job.id}" in text and "resubmit the same job" not in text, text[-3000:]
+        assert f"requeued job {job.id}" in text and "resubmit the same job" not in text, _why(text)
     assert high.text().split().count(HOST) == 4  # the high-priority job really ran, 2 tasks on each node
-    assert "(restart 1)" in text and f"(step {step})" in text, text[-4000:]
+    assert "(restart 1)" in text and f"(step {step})" in text, _why(text, 4000)
     _assert_two_nodes(out, "torch" if script == "slurm_train.sbatch" else "slurm")
     _assert_same_losses(out, reference)
 
@@ -282,10 +296,10 @@ def test_sigterm_to_every_process_with_two_dataloader_workers_checkpoints_and_re
     subprocess.run(["scancel", "--signal=TERM", job.id], env=cluster.environ(), check=True)
     job.wait(timeout=400)
     text = job.text()
-    assert "exited unexpectedly" not in text and "killed by signal" not in text, text[-3000:]
+    assert "exited unexpectedly" not in text and "killed by signal" not in text, _why(text)
     step = _checkpointed_step(text)
     assert 3 <= step < STEPS
-    assert f"requeued job {job.id}" in text and "(restart 1)" in text and f"(step {step})" in text, text[-3000:]
+    assert f"requeued job {job.id}" in text and "(restart 1)" in text and f"(step {step})" in text, _why(text)
     assert "training exited with code 0" in text
     _assert_two_nodes(out, "torch")
     assert sorted(_losses(out)) == list(range(1, STEPS + 1))
@@ -366,10 +380,10 @@ def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, 
             os.killpg(proc.pid, signal.SIGKILL)  # clean exit leaves nothing behind)
             for line in _trainers_of(str(config)):  # the runner (its own process group), the trainers over ssh
                 os.kill(int(line.split()[0]), signal.SIGKILL)
-    assert proc.returncode == 124, text[-4000:]
-    assert "passing it to rank 0" in text, text[-4000:]
+    assert proc.returncode == 124, _why(text, 4000)
+    assert "passing it to rank 0" in text, _why(text, 4000)
     latest = ckpt.find_latest(out)
-    assert latest is not None, text[-4000:]
+    assert latest is not None, _why(text, 4000)
     step = ckpt.read_json(os.path.join(latest, ckpt.STATE))["step"]
     assert 3 <= step < STEPS and open(os.path.join(out, "requeue")).read().strip() == str(step)
     time.sleep(2)  # sshd sessions close
@@ -406,14 +420,14 @@ def test_two_requeues_in_a_row_resume_to_the_same_losses(cluster, tmp_path, refe
         text = job.text()
         if "(restart 1)" in text and "resumed from" in text:
             first = _checkpointed_step(text)
-        assert not job.poll() or job.restarts >= 1, text[-3000:]
-        assert time.time() - start < 300, text[-3000:]
+        assert not job.poll() or job.restarts >= 1, _why(text)
+        assert time.time() - start < 300, _why(text)
         time.sleep(0.5)
     job.wait_for_step(out, first + 3)
     subprocess.run(["scancel", "--signal=USR1", job.id], env=cluster.environ(), check=True)
     job.wait(timeout=500)
     text = job.text()
-    assert "(restart 2)" in text and text.count("after a preemption signal; requeued job") == 2, text[-4000:]
+    assert "(restart 2)" in text and text.count("after a preemption signal; requeued job") == 2, _why(text, 4000)
     assert "training exited with code 0" in text
     _assert_two_nodes(out, "torch")
     _assert_same_losses(out, reference)
@@ -427,7 +441,7 @@ def test_scancel_full_signals_the_batch_shell_and_the_steps_once(cluster, tmp_pa
     job.wait(timeout=400)
     text = job.text()
     step = _checkpointed_step(text)
-    assert 3 <= step < STEPS and "(restart 1)" in text and f"(step {step})" in text, text[-4000:]
+    assert 3 <= step < STEPS and "(restart 1)" in text and f"(step {step})" in text, _why(text, 4000)
     assert "training exited with code 0" in text
     _assert_same_losses(out, reference)
 
@@ -442,7 +456,7 @@ def test_a_signal_during_a_save_checkpoints_and_resumes_to_the_same_losses(clust
     job.wait(timeout=500)
     text = job.text()
     step = _checkpointed_step(text)
-    assert "(restart 1)" in text and f"(step {step})" in text and "is damaged" not in text, text[-4000:]
+    assert "(restart 1)" in text and f"(step {step})" in text and "is damaged" not in text, _why(text, 4000)
     assert "training exited with code 0" in text
     _assert_same_losses(out, reference)
 
@@ -459,7 +473,7 @@ def test_a_trainer_killed_then_the_job_resubmitted_resumes_and_the_log_reads_as_
     assert job.state in (None, "FAILED", "COMPLETED", "CANCELLED"), job.text()[-3000:]
     again = _sbatch(cluster, tmp_path, "slurm_train.sbatch", out, "--cpus-per-task=1", overrides=overrides).wait(400)
     text = again.text()
-    assert "training exited with code 0" in text and "resumed from" in text, text[-4000:]
+    assert "training exited with code 0" in text and "resumed from" in text, _why(text, 4000)
     steps = [r["step"] for r in read_log(out)]
     assert steps == list(range(1, STEPS + 1)), steps  # the recomputed steps once (item 9)
     assert os.path.isfile(os.path.join(out, "train_log.dropped.jsonl"))
@@ -477,8 +491,8 @@ def test_zero3_preempted_and_requeued_resumes_to_the_losses_of_its_own_uninterru
     text = job.text()
     step = _checkpointed_step(text)
     assert 3 <= step < STEPS
-    assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, text[-3000:]
-    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, text[-4000:]
+    assert f"checkpointed at step {step} after a preemption signal; requeued job {job.id}" in text, _why(text)
+    assert "(restart 1)" in text and "resumed from" in text and f"(step {step})" in text, _why(text, 4000)
     assert "training exited with code 0" in text
     ranks = _assert_two_nodes(out, "torch")
     assert {r["strategy"] for r in ranks} == {"deepspeed"}, ranks
