@@ -28,6 +28,17 @@ INJECTION_OPTIONS: dict[str, list[str]] = {
     "cross-attention": ["n_llm_layers", "n_left", "n_heads", "dropout", "attn_out_proj", "out_norm", "level_map"],
     "none": [],
 }
+# model.norm_eps id -> the epsilon of every RMSNorm and LayerNorm of the map and inject blocks (set by
+# scaling.models.layers.set_norm_eps once the blocks are built)
+NORM_EPS: dict[str, dict[str, float]] = {
+    # the official DePALM get_norm_layer(..., eps=1e-4) (depalm/utils/utility.py) and its QPMapper's
+    # nn.TransformerEncoderLayer(layer_norm_eps=1e-4) (common.py); scaling's since config format 2
+    "official": {"rmsnorm": 1e-4, "layernorm": 1e-4},
+    # config format 1 (scaling before the fidelity changes of issue 14): every RMSNorm of the blocks eps=1e-6 (the
+    # QPMapper's output norm, the block resampler's, R-rand's, c-attn's two), every LayerNorm PyTorch's 1e-5 (the
+    # QPMapper's and R-QPMapper's transformer layers)
+    "format-1": {"rmsnorm": 1e-6, "layernorm": 1e-5},
+}
 POSITIVE_OPTIONS = ("n_queries", "d_embed", "n_heads", "ffn_dim", "hidden")  # sizes and counts of a mapper
 
 

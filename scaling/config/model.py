@@ -62,6 +62,10 @@ class ModelConfig:
     # inner-injected ones get none (scaling's default before); text = no prefix token gets one, the text starts at 0
     # (eP-ALM's opt.py; the eP-ALM presets); sequence = every token. Rotary LLMs: every token, whatever the setting.
     learned_positions: Literal["prompt", "input", "text", "sequence"] = "prompt"
+    # epsilon of the map and inject blocks' RMSNorms and LayerNorms (scaling/config/blocks.py NORM_EPS): official =
+    # 1e-4 (DePALM's get_norm_layer); format-1 = RMSNorm 1e-6, LayerNorm 1e-5 (scaling's before issue 14: what an
+    # adapter of config format 1 was trained with; its stored config gets it on loading)
+    norm_eps: str = "official"
     video_frames: int | None = None  # apply an image encoder per frame ("ViT avg") on videos of this many frames
     # family-specific encoder settings (scaling/models/encoders/<family>.py), e.g. {clap_levels: blocks} for a full
     # CLAP checkpoint (default projected: DePALM's 1025 projected tokens; blocks: HTSAT's last-stage blocks)
@@ -71,7 +75,7 @@ class ModelConfig:
     about: str | None = None  # the preset's one-line description (informational)
 
     def __post_init__(self):
-        from scaling.config.blocks import check_injection_args, check_mapper_args
+        from scaling.config.blocks import NORM_EPS, check_injection_args, check_mapper_args
 
         problems = []
         m = dict(self.map)
@@ -92,6 +96,9 @@ class ModelConfig:
             problems.append("model.map 'xattn-resampler' only works with model.inject.name 'cross-attention'")
         if (name == "none") != (iname == "none"):
             problems.append("model.map.name 'none' and model.inject.name 'none' go together (the blind baseline)")
+        if self.norm_eps not in NORM_EPS:
+            problems.append(f"model.norm_eps must be one of {sorted(NORM_EPS)} (the map/inject blocks' norm epsilon), "
+                            f"got {self.norm_eps!r}{suggest(str(self.norm_eps), NORM_EPS)}")
         if self.extract.n_levels < 1:
             problems.append("model.extract.n_levels must be >= 1")
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:

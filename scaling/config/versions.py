@@ -27,6 +27,7 @@ VQA_TASKS = ("vqa", "gqa", "videoqa")
 #  why). Applied to a stored config of an earlier format when it lacks the key.
 OLD_BEHAVIOUR: tuple[tuple[int, str, Any, tuple[str, ...] | None, str], ...] = (
     (2, "model.extract.norm", "none", None, "the encoder's final norm on the levels"),
+    (2, "model.norm_eps", "format-1", None, "the blocks' norm eps 1e-6 (RMSNorm) / 1e-5 (LayerNorm)"),
     (2, "model.learned_positions", "sequence", None, "learned positions for every token"),
     (2, "model.map.norm", "rmsnorm", ("depalm", "depalm-qp-inner"), "the QPMapper's output RMSNorm"),
     (2, "model.inject.token_norm", False, ("depalm-qp-inner",), "the per-layer RMSNorm of QP-inner"),

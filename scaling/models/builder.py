@@ -26,6 +26,7 @@ from scaling.models.finetune import (
     enable_bias_tuning,
 )
 from scaling.models.injection import build_injection
+from scaling.models.layers import set_norm_eps
 from scaling.models.mapping import build_mapper
 from scaling.models.model import PerceptualLM
 
@@ -68,6 +69,9 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", meta: bool
             log.info("first-layer injection of %d levels: their tokens are concatenated", extractor.n_levels)
     with ctx:
         injection = build_injection(inject_name, inject_args, d_llm=layout.hidden_size, d_embed=getattr(mapper, "d_embed", None))
+        for block in (mapper, injection):  # the blocks' norms take model.norm_eps
+            if block is not None:
+                set_norm_eps(block, cfg.norm_eps)
         ft = cfg.finetune
         d = layout.hidden_size
         prompt = None

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling.config.base import ConfigError, suggest
+from scaling.config.blocks import NORM_EPS as NORM_EPS_CHOICES
 from scaling.models import ops
 
 # feed-forward activations of TransformerLayer: id -> module factory
@@ -27,9 +28,27 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-# LayerNorm / RMSNorm epsilon of the mapping and injection blocks: the official DePALM get_norm_layer
-# (depalm/utils/utility.py) and its QPMapper's nn.TransformerEncoderLayer(layer_norm_eps=1e-4)
-NORM_EPS = 1e-4
+# LayerNorm / RMSNorm epsilon the mapping and injection blocks are built with: the official DePALM get_norm_layer
+# (depalm/utils/utility.py) and its QPMapper's nn.TransformerEncoderLayer(layer_norm_eps=1e-4); another
+# model.norm_eps is set on the built blocks by set_norm_eps
+NORM_EPS = NORM_EPS_CHOICES["official"]["rmsnorm"]
+# the norm classes set_norm_eps sets, by their key in a NORM_EPS_CHOICES entry
+_NORM_KINDS = ((nn.RMSNorm, "rmsnorm"), (nn.LayerNorm, "layernorm"))
+
+
+def set_norm_eps(block: nn.Module, choice: str) -> int:
+    """Set the epsilon of every RMSNorm and LayerNorm inside ``block`` (a map or inject block) to the values of
+    ``model.norm_eps`` ``choice`` (``scaling.config.blocks.NORM_EPS``); returns how many norms were set."""
+    if choice not in NORM_EPS_CHOICES:
+        raise ConfigError(f"model.norm_eps must be one of {sorted(NORM_EPS_CHOICES)}, got {choice!r}"
+                          f"{suggest(choice, NORM_EPS_CHOICES)}")
+    values, count = NORM_EPS_CHOICES[choice], 0
+    for module in block.modules():
+        for cls, kind in _NORM_KINDS:
+            if isinstance(module, cls):
+                module.eps = values[kind]
+                count += 1
+    return count
 
 
 class MultiHeadAttention(nn.Module):

@@ -20,11 +20,11 @@ from scaling.training.loop import read_log, train
 from scaling.training.optim import param_groups
 
 # what format 1 did, as override keys of today's code (docs/fidelity.md, "Stored configs of earlier versions")
-FORMAT_1 = ["model.map.norm=rmsnorm", "model.extract.norm=none", "model.learned_positions=sequence", "train.adam_eps=1e-8",
+FORMAT_1 = ["model.map.norm=rmsnorm", "model.norm_eps=format-1", "model.extract.norm=none", "model.learned_positions=sequence", "train.adam_eps=1e-8",
             "train.decay_1d=false", "train.schedule_unit=optimizer_step", 'eval.stop_strings=["\\n"]', "eval.num_beams=1",
             "eval.max_new_tokens=20", "data.randaugment_style=torchvision", "data.randaugment_m=9"]
 # keys a format-1 stored config did not have
-NOT_IN_FORMAT_1 = ["config_format", "model.extract.norm", "model.learned_positions", "model.map.norm", "train.adam_eps",
+NOT_IN_FORMAT_1 = ["config_format", "model.extract.norm", "model.norm_eps", "model.learned_positions", "model.map.norm", "train.adam_eps",
                    "train.schedule_unit", "train.param_groups", "train.loss_on", "train.loss_reduction", "train.loss_weight",
                    "train.signal_budget", "eval.stop_strings", "eval.max_length", "eval.kv_cache", "data.randaugment_style",
                    "data.answer_token", "data.answer_prompt", "data.image_mean", "data.image_std", "data.resample",
@@ -126,6 +126,9 @@ def test_a_format_1_adapter_and_checkpoint_load_evaluate_the_same_and_resume(tmp
     with pytest.warns(UserWarning, match="config format 1"):
         loaded, cfg = ckpt.load_adapter(found)
     assert (cfg.model.learned_positions, cfg.model.map["norm"], cfg.model.extract.norm) == ("sequence", "rmsnorm", "none")
+    # the mapper's norms have format 1's epsilon (RMSNorm 1e-6, LayerNorm 1e-5; 1e-4 both since)
+    assert cfg.model.norm_eps == "format-1" and loaded.mapper.norm.eps == 1e-6
+    assert {m.eps for m in loaded.mapper.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
     g = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(5, 60, (2, 6), generator=g), "pixel_values": torch.rand(2, 3, 32, 32, generator=g)}
     with torch.no_grad():
