@@ -125,3 +125,21 @@ def test_every_package_of_the_tree_is_in_the_wheel():
         if "__init__.py" in files:
             found.add(os.path.relpath(dirpath, ROOT).replace(os.sep, "."))
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_the_editable_install_prints_no_folder_notice(tmp_path):
+    """The README's `pip install -e` ends without setuptools' "Please be careful with folders ... same name as your
+    package" block (issue 29), which the plain setuptools backend prints for this layout; the wheel is still built."""
+    notice = "Please be careful with folders"
+    printed = {}
+    for backend in ("setuptools.build_meta", "scaling_build"):  # one process each: the hooks keep state
+        out = tmp_path / backend
+        out.mkdir()
+        code = ("import sys, warnings, importlib; warnings.simplefilter('always'); sys.path.insert(0, 'build_backend');"
+                f"print(importlib.import_module({backend!r}).build_editable(sys.argv[1]))")
+        res = _run([sys.executable, "-c", code, str(out)], cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert [p.suffix for p in out.iterdir()] == [".whl"], res.stderr[-3000:]
+        printed[backend] = res.stdout + res.stderr
+    assert notice in printed["setuptools.build_meta"], "setuptools no longer prints the notice: build_backend/ may go"
+    assert notice not in printed["scaling_build"], printed["scaling_build"][-3000:]
