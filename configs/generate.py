@@ -63,13 +63,18 @@ TABLE2 = {
 
 # MSR-VTT in the DePALM code: config/dataset/msrvtt.yaml num_frames 16 (sample_type rand_middle: a random frame per
 # segment in training, the middle ones at test); depalm/data/data/video.py normalises with the CLIP mean/std and
-# resizes bicubic (RandomResizedCrop in training, Resize((size, size)) at test)
+# resizes bicubic (RandomResizedCrop in training, Resize((size, size)) at test). Its augmentation (train split,
+# msrvtt.yaml random_augment: yes) is torchvision's transforms.RandAugment() with its defaults (2 ops, magnitude 9
+# of 30), drawn once per clip: MSRVTTCaptionDataset passes auto_img_transforms=False to data_base.py's
+# FeaturesDataset, which then never builds its RandomAugment(2, 7), and sets features_transform to None
 DEPALM_VIDEO_FRAMES = 16
 DEPALM_VIDEO_PREPROCESSING = (
     "  image_mean: [0.48145466, 0.4578275, 0.40821073]  # depalm/data/data/video.py: the CLIP mean and std\n"
     "  image_std: [0.26862954, 0.26130258, 0.27577711]\n"
     "  resample: bicubic  # RandomResizedCrop and the test Resize with Image.BICUBIC\n"
     "  image_resize: square  # test: Resize((image_size, image_size))\n"
+    "  randaugment_style: torchvision  # video.py: transforms.RandAugment() on the frames (not data_base.py's RandomAugment)\n"
+    "  randaugment_m: 9  # its default magnitude (of 30), 2 ops\n"
 )
 
 # low-data settings of the official experiments/ folder: setting -> (dataset of TABLE2, data fraction, epochs)

@@ -198,6 +198,23 @@ def test_generated_depalm_config_names_its_official_script_and_recipe(path):
     if setting == "msrvtt":  # config/dataset/msrvtt.yaml: 16 frames, read by the TimeSformer (time embeddings resized)
         assert cfg.data.video_frames == cfg.model.video_frames == 16
         assert (cfg.data.resample, cfg.data.image_resize) == ("bicubic", "square")  # depalm/data/data/video.py
+    # augmentation of the training split: depalm/data/data/video.py gives MSR-VTT's frames torchvision's
+    # transforms.RandAugment() (2 ops, magnitude 9 of 30, 14 ops; MSRVTTCaptionDataset opts out of data_base.py's
+    # automatic transforms); every other dataset gets data_base.py's RandomAugment(2, 7) over its 10 ops
+    ra = (cfg.data.randaugment_style, cfg.data.randaugment_n, cfg.data.randaugment_m, cfg.data.randaugment_ops)
+    assert ra == (("torchvision", 2, 9, None) if setting == "msrvtt" else ("official", 2, 7, None)), ra
+
+
+@pytest.mark.skipif(not os.path.isdir(REF), reason="the official DePALM repository is not on this machine")
+def test_msrvtt_augmentation_is_the_one_of_the_official_video_dataset():
+    """Where the official repository is at hand: MSR-VTT's dataset class builds its own transform with torchvision's
+    RandAugment at its defaults and turns off the base class's automatic one (RandomAugment(2, 7))."""
+    root = os.path.dirname(REF)
+    video = open(os.path.join(root, "depalm", "data", "data", "video.py")).read()
+    assert "transforms.RandAugment()" in video and "auto_img_transforms=False" in video
+    assert "RandomAugment(" not in video
+    assert re.search(r"train:\s*\n(\s+\w+:.*\n)*?\s+random_augment: yes",
+                     open(os.path.join(root, "config", "dataset", "msrvtt.yaml")).read())
 
 
 @pytest.mark.skipif(not os.path.isdir(REF), reason="the official DePALM repository is not on this machine")
