@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import yaml
 
 from scaling.common.run_layout import REQUEUE_FILE
@@ -68,6 +69,9 @@ def write_rank_file(output_dir: str, env, device, model, strategy, accumulation:
         "fused_llm_layers": fused.get("fused_layers", 0), "fp8_llm_layers": fused.get("fp8_layers", 0),
         # rotary frequencies must stay fp32 under bf16/fp16 training (DeepSpeed < 0.19.2 cast every buffer)
         "inv_freq_dtypes": sorted({str(b.dtype) for n, b in model.named_buffers() if n.endswith("inv_freq")}),
+        # the CPU threads this rank computed with (a launcher that loses OMP_NUM_THREADS on the way, as pdsh's bare
+        # remote shell does, leaves torch one thread per core: other sums, other losses)
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
     }
     os.makedirs(os.path.join(output_dir, "ranks"), exist_ok=True)
     ckpt.write_json_atomic(os.path.join(output_dir, "ranks", f"rank{env.rank:05d}.json"), info)

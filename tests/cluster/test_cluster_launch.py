@@ -400,6 +400,9 @@ def test_deepspeed_script_on_two_hosts_over_ssh_checkpoints_on_sigterm(cluster, 
     # DeepSpeed gives node ranks in hostfile order, each node reached through its own sshd
     assert [ports[r["ssh_connection"].split()[3]] for r in ranks] == ["scnode1", "scnode2"], ranks
     assert _trainers_of(str(config)) == []
+    # OMP_NUM_THREADS reached both trainers (without it, torch takes one thread per core of the machine) ...
+    assert [(r["omp_num_threads"], r["torch_threads"]) for r in ranks] == [("1", 1), ("1", 1)], ranks
+    # ... through the environment file the script hands DeepSpeed
     env_file = open(os.path.join(out, "deepspeed_env")).read().split()
     assert "OMP_NUM_THREADS=1" in env_file, env_file
     _assert_exactly(out, zero2_reference, zero_stage=2)
