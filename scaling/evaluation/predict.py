@@ -17,17 +17,15 @@ import random
 from typing import Any
 
 from scaling.config.base import ConfigError
+from scaling.data.shards import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS
 
+#: member key → modality: every media member the shard decoder reads (:mod:`scaling.data.shards`, the one list),
+#: so that ``scaling predict`` and ``scaling serve`` take each type training takes (m4a voice memos included)
+KEY_MODALITY = {k: m for m, keys in (("image", IMAGE_EXTS), ("audio", AUDIO_EXTS), ("video", VIDEO_EXTS)) for k in keys}
 #: file extension → the shard member key its bytes are decoded as
-EXT_KEYS = {
-    "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp",
-    "wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
-    "mp4": "mp4", "avi": "avi", "mkv": "mkv", "webm": "webm", "mov": "mov",
-}  # fmt: skip
-#: member key → modality
-KEY_MODALITY = {k: m for m, keys in {"image": ("jpg", "png", "webp", "bmp"),
-                                     "audio": ("wav", "flac", "mp3", "ogg"),
-                                     "video": ("mp4", "avi", "mkv", "webm", "mov")}.items() for k in keys}
+EXT_KEYS = {ext: ext for ext in KEY_MODALITY}
+#: ISO base media (MP4) brands that say the file is audio (AAC/ALAC in MP4: iTunes, phones, ffmpeg's ipod muxer)
+AUDIO_BRANDS = (b"M4A ", b"M4B ", b"M4P ")
 
 
 def sniff(data: bytes) -> str | None:
@@ -48,7 +46,7 @@ def sniff(data: bytes) -> str | None:
     if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
         return "mp3"
     if head[4:8] == b"ftyp":
-        return "mp4"
+        return "m4a" if head[8:12] in AUDIO_BRANDS else "mp4"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "mkv"
     return None

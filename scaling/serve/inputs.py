@@ -17,6 +17,8 @@ from typing import Any
 
 from scaling.evaluation.predict import EXT_KEYS, KEY_MODALITY, sniff
 
+ISO_MEDIA = ("m4a", "m4v", "mov", "mp4")  # member keys of ISO base media files (an ``ftyp`` box first)
+
 FORM_FIELDS = ("file", "question", "num_beams", "max_new_tokens")
 JSON_FIELDS = ("media", "filename", "question", "num_beams", "max_new_tokens")
 MAX_QUESTION_CHARS = 1000
@@ -162,7 +164,9 @@ def media_key(data: bytes, name: str, modality: str) -> str:
     if not data:
         raise HTTPProblem(400, "the uploaded file is empty")
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    key = sniff(data) or EXT_KEYS.get(ext)
+    key, named = sniff(data), EXT_KEYS.get(ext)
+    if key is None or (key == "mp4" and named in ISO_MEDIA):  # an MP4 brand that does not say audio or video
+        key = named
     if key is None:
         raise HTTPProblem(415, f"{name!r} is not a recognised image, audio or video file; this adapter takes "
                                f"{modality} ({', '.join(wanted)})")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 
-ACCEPT = {"image": "image/*,.jpg,.jpeg,.png,.webp,.bmp", "audio": "audio/*,.wav,.flac,.mp3,.ogg",
-          "video": "video/*,.mp4,.avi,.mkv,.webm,.mov"}
+from scaling.evaluation.predict import KEY_MODALITY
+
+#: the file picker's filter per modality: its MIME family and every extension the decoder reads
+ACCEPT = {m: ",".join([f"{m}/*"] + [f".{k}" for k, km in KEY_MODALITY.items() if km == m])
+          for m in ("image", "audio", "video")}
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>scaling serve: {title}</title>

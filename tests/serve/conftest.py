@@ -59,10 +59,24 @@ def tiny_run(tmp_path_factory) -> dict[str, str]:
     return {"run": train_tiny(root, "vit", shards), "media": str(root / "media"), "shards": shards}
 
 
+def write_m4a(path, wav, rate: int) -> str:
+    """AAC in MP4 with the brand M4A (ffmpeg's ipod muxer), as phones and iTunes write voice memos; returns the path."""
+    import av
+
+    with av.open(str(path), "w", format="ipod") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wav[None, :], format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return str(path)
+
+
 def write_clips(media, modality: str) -> list[str]:
-    """Six test files the adapter never saw, unlike each other: tones as WAV (8, 22.05 and 44.1 kHz: resampled on
-    decoding; the 1.5 s one cut to the encoder's length), FLAC, Ogg Vorbis and MP3; or MP4s of 6 to 16 frames at
-    32 to 64 px (frames picked and resized on decoding)."""
+    """Test files the adapter never saw, unlike each other: tones as WAV (8, 22.05 and 44.1 kHz: resampled on
+    decoding; the 1.5 s one cut to the encoder's length), FLAC, Ogg Vorbis, MP3 and M4A; or six MP4s of 6 to 16
+    frames at 32 to 64 px (frames picked and resized on decoding)."""
     import random
 
     import soundfile as sf
@@ -79,6 +93,8 @@ def write_clips(media, modality: str) -> list[str]:
             wav, _ = make_tone(rng, seconds, rate)
             sf.write(media / name, wav, rate)
             paths.append(str(media / name))
+        wav, _ = make_tone(rng, 0.7, 16000)
+        paths.append(write_m4a(media / "memo.m4a", wav, 16000))
     else:
         for i, (frames, size) in enumerate(((6, 48), (8, 32), (9, 64), (12, 48), (16, 40), (7, 56))):
             (media / f"clip{i}.mp4").write_bytes(encode_video(make_video(rng, frames, size)[0]))
@@ -91,7 +107,7 @@ TINY_AV = {"audio": ("ast", ()), "video": ("timesformer", ("data.video_frames=4"
 
 @pytest.fixture(scope="session")
 def tiny_av_run(tmp_path_factory):
-    """``tiny_av_run(modality)`` → {'run': an audio or video adapter's run folder, 'files': six test files of that
+    """``tiny_av_run(modality)`` → {'run': an audio or video adapter's run folder, 'files': its test files of that
     modality}, trained on first use (``scaling.data.synthetic.write_shards``: FLAC tones or MP4 moving squares)."""
     from scaling.data.synthetic import write_shards as write_media_shards
 

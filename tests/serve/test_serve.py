@@ -283,8 +283,8 @@ def test_audio_and_video_adapters_answer_as_scaling_predict_does(av_server, caps
 
 def test_audio_and_video_adapters_refuse_other_media_and_undecodable_files_with_a_4xx(av_server):
     modality, srv, built = av_server
-    takes = {"audio": "this adapter takes audio (flac, mp3, ogg, wav)",
-             "video": "this adapter takes video (avi, mkv, mov, mp4, webm)"}[modality]
+    takes = {"audio": "this adapter takes audio (flac, m4a, mp3, ogg, wav)",
+             "video": "this adapter takes video (avi, m4v, mkv, mov, mp4, webm)"}[modality]
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (30, 200, 30)).save(buf, format="PNG")
     png = buf.getvalue()
