@@ -30,6 +30,8 @@ def add_arguments(p, with_config: bool) -> None:
     p.add_argument("--gpu", default=None, help=f"GPU: {', '.join(GPUS)}, cpu (default v100-32)")
     p.add_argument("--gpu-mem", type=float, default=None, metavar="GB", help="a custom GPU's memory (with --peak-tflops)")
     p.add_argument("--peak-tflops", type=float, default=None, metavar="N", help="a custom GPU's dense 16-bit peak")
+    p.add_argument("--gpu-arch", type=int, default=80, metavar="SM", help="a custom GPU's compute capability x 10: 70 "
+                   "(V100 class: no bf16, no FlashAttention), 80/86 (Ampere), 89/90 (FP8); default 80")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--mfu", default=None, help="model FLOPs utilisation: a number, `scaling bench --json` output, or a "
@@ -46,7 +48,8 @@ def plan_for(cfg, config_path: str, args) -> dict:
 
     if args.nodes < 1 or args.gpus_per_node < 1:
         raise ConfigError(f"--nodes and --gpus-per-node must be >= 1, got {args.nodes} and {args.gpus_per_node}")
-    gpu = get_gpu(args.gpu or ("v100-32" if args.gpu_mem is None else None), args.gpu_mem, args.peak_tflops)
+    gpu = get_gpu(args.gpu or ("v100-32" if args.gpu_mem is None else None), args.gpu_mem, args.peak_tflops,
+                  arch=args.gpu_arch)
     return make_plan(cfg, config_path, gpu, args.nodes, args.gpus_per_node, args.mfu,
                      args.net_gbps or DEFAULT_NET_GBPS, samples=args.samples)
 

@@ -69,7 +69,8 @@ def _memory_plan(cfg, args, world: int, device: str) -> dict:
 
         from scaling.plan.gpus import match_gpu
 
-        args.gpu, args.gpu_mem, args.peak_tflops = match_gpu(torch.cuda.get_device_name(), torch.cuda.get_device_properties(0))
+        args.gpu, args.gpu_mem, args.peak_tflops, args.gpu_arch = match_gpu(torch.cuda.get_device_name(),
+                                                                            torch.cuda.get_device_properties(0))
     if not (args.gpu or args.gpu_mem):
         print("memory plan: add --gpu v100-32 (or a100-80, h100-80, ..., --gpu-mem GB --peak-tflops N) for the table of "
               "`scaling plan`", file=sys.stderr)

@@ -69,15 +69,16 @@ def get_gpu(name: str | None, memory_gb: float | None = None, peak_tflops: float
     return GPUS[key]
 
 
-def match_gpu(device_name: str, props) -> tuple[str | None, float | None, float | None]:
-    """(table key, None, None) for a CUDA device of the table, else (None, its memory in GB, a 16-bit peak guess of
-    the nearest generation) -- what ``scaling train --check`` plans for on a GPU machine."""
+def match_gpu(device_name: str, props) -> tuple[str | None, float | None, float | None, int]:
+    """(table key, None, None, arch) for a CUDA device of the table, else (None, its memory in GB, a 16-bit peak guess
+    of the nearest generation, arch) -- what ``scaling train --check`` plans for on a GPU machine (the compute
+    capability decides bf16, FlashAttention and FP8 for a GPU outside the table)."""
     name = device_name.upper()
     gib = props.total_memory / GIB
+    arch = props.major * 10 + props.minor
     for key, gpu in GPUS.items():
         family = gpu.name.split("-")[0]
         if family in name and abs(gpu.memory_gib - gib) < 0.15 * gpu.memory_gib:
-            return key, None, None
-    arch = props.major * 10 + props.minor
+            return key, None, None, arch
     guess = {70: 125.0, 75: 65.0, 80: 312.0, 86: 150.0, 89: 360.0, 90: 989.0}.get(arch, 100.0)
-    return None, props.total_memory / 1e9, guess
+    return None, props.total_memory / 1e9, guess, arch

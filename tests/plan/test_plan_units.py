@@ -6,7 +6,7 @@ import pytest
 
 from scaling.config.base import ConfigError
 from scaling.plan import launch, search
-from scaling.plan.gpus import GIB, GPUS, get_gpu
+from scaling.plan.gpus import GIB, GPUS, get_gpu, match_gpu
 from scaling.plan.memory import Setting, breakdown, model_states
 
 
@@ -20,6 +20,46 @@ def test_gpu_table_and_custom_gpu():
     with pytest.raises(ConfigError, match="both"):
         get_gpu(None, memory_gb=48)
 
+
+
+class _Props:  # what torch.cuda.get_device_properties(0) reports
+    def __init__(self, total_gib: float, major: int, minor: int):
+        self.total_memory, self.major, self.minor = int(total_gib * GIB), major, minor
+
+
+@pytest.mark.parametrize("device_name, total_gib, arch, want", [
+    ("Tesla V100-SXM2-16GB", 15.77, (7, 0), "v100-16"),
+    ("Tesla V100-SXM2-32GB", 31.74, (7, 0), "v100-32"),
+    ("Tesla V100-PCIE-32GB", 31.75, (7, 0), "v100-32"),
+    ("NVIDIA A100-SXM4-40GB", 39.39, (8, 0), "a100-40"),
+    ("NVIDIA A100 80GB PCIe", 79.15, (8, 0), "a100-80"),
+    ("NVIDIA H100 80GB HBM3", 79.11, (9, 0), "h100-80"),
+    ("NVIDIA H200", 139.8, (9, 0), "h200"),
+])
+def test_train_check_recognises_the_table_gpus_by_name_and_memory(device_name, total_gib, arch, want):
+    """``scaling train --check`` on a CUDA machine plans for its GPU (``match_gpu`` of the device's name/properties)."""
+    assert match_gpu(device_name, _Props(total_gib, *arch)) == (want, None, None, arch[0] * 10 + arch[1])
+
+
+@pytest.mark.parametrize("device_name, total_gib, arch, peak", [
+    ("NVIDIA H100 NVL", 93.6, (9, 0), 989.0),            # an H100 of another memory size: not the 80 GB entry
+    ("NVIDIA GeForce RTX 4090", 23.6, (8, 9), 360.0),
+    ("NVIDIA A10", 22.1, (8, 6), 150.0),                  # "A10" is not an A100
+])
+def test_other_gpus_are_planned_from_their_memory_and_generation(device_name, total_gib, arch, peak):
+    key, memory_gb, peak_tflops, sm = match_gpu(device_name, _Props(total_gib, *arch))
+    assert key is None and memory_gb == pytest.approx(total_gib * GIB / 1e9) and peak_tflops == peak
+    assert sm == arch[0] * 10 + arch[1]
+    gpu = get_gpu(key, memory_gb, peak_tflops, arch=sm)  # as `train --check` then plans it
+    assert gpu.memory_bytes == pytest.approx(total_gib * GIB, rel=1e-6) and gpu.fp8 == (sm >= 89)
+
+
+def test_a_custom_gpu_of_the_v100_generation_is_planned_without_bf16():
+    """``--gpu-arch 70`` (e.g. a TITAN V, or what `train --check` reads from an unknown sm_70 card): fp16, no
+    FlashAttention, as on the V100 of the table."""
+    gpu = get_gpu(None, memory_gb=12, peak_tflops=110, arch=70)
+    assert not gpu.bf16 and not gpu.flash_attention and not gpu.fp8
+    assert get_gpu(None, memory_gb=12, peak_tflops=110).bf16  # the default: sm_80
 
 def test_zero3_partitions_frozen_weights_and_offload_moves_states(make_profile):
     p = make_profile()
