@@ -145,7 +145,10 @@ def run(args) -> int:
 
     # a rank killed by a fatal signal (SIGABRT from a C++ library, SIGSEGV) prints every thread's Python stack
     # first: under a launcher the death is otherwise a bare "exitcode -6" with no cause
-    faulthandler.enable(all_threads=True)
+    try:  # (the process's own stderr: an in-process caller may have replaced sys.stderr with a file-less stream)
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no usable stderr (closed, or none): run without it
+        pass
     try:
         result = train(cfg, evaluate_fn=_evaluate_fn(cfg))
     except BaseException:
