@@ -140,9 +140,12 @@ def build_profile(cfg, text_len: int | None = None, n_targets: int | None = None
         ex = model.extractor
         feat = ex.n_levels * ex.n_tokens * info.hidden_size * _dtype_bytes(mcfg.frozen_dtype)
     if model.mapper is not None and hasattr(model.mapper, "f"):  # R-rand: a random keep fraction per batch, whose
-        model.mapper.eval()  # draw reads a random number (fake tensors hold none): planned in evaluation mode
-        notes.append("R-rand keeps a random fraction (at most f_max) of the patch tokens per training batch: planned "
-                     "with the tokens its evaluation mode keeps (every one with map.eval_full), an upper bound")
+        # draw reads a random number (fake tensors hold none): planned as its evaluation mode without eval_full,
+        # which keeps f_max of the patch tokens -- the largest training batch (drawn with probability >= p_max)
+        model.mapper.eval()
+        model.mapper.eval_full = False
+        notes.append(f"R-rand keeps a random fraction (at most f_max = {model.mapper.f['f_max']:g}) of the patch tokens "
+                     "per training batch: planned with f_max, its largest batches")
     rec = _record(model, mode, PROFILE_BATCH, text_len, n_targets, media_shape)
     kind = getattr(model.injection, "kind", "none")
     backprop, why = backprop_layers(model)

@@ -140,3 +140,18 @@ def test_mfu_from_a_number_a_bench_output_or_a_train_summary(tmp_path, make_prof
         read_mfu("fast", p, gpu)
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         read_mfu("1.5", p, gpu)
+
+
+@pytest.mark.parametrize("f_max, kept", [(0.5, 8), (1.0, 16)])
+def test_r_rand_is_planned_with_its_largest_training_batch(f_max, kept):
+    """R-rand keeps f_max of the patch tokens in some training batches (probability >= p_max), fewer in the others:
+    memory is planned for those largest batches, not for every token (the tiny ViT has 16 patches)."""
+    from scaling.config import load_config
+    from scaling.plan.profile import build_profile
+
+    cfg = load_config(None, ["model.method=depalm-r-rand", "model.llm=tiny-llama", "model.encoder=tiny-vit",
+                             f"model.map.f_max={f_max}"])
+    p = build_profile(cfg)
+    assert cfg.model.finetune.n_prompt == 1
+    assert p.prefix_len == 1 + 1 + kept  # the prompt token, CLS, the kept patches
+    assert any(f"f_max = {f_max:g}" in note for note in p.notes), p.notes
