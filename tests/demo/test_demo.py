@@ -1,6 +1,7 @@
 """``scaling demo``: the renderer's text matches its pixels, the cache logic, the presets at demo size,
 and (slow) the quick demo end to end: DePALM beats the blind baseline by a wide margin on held-out
-samples, ``--json`` prints the table last, the PNG grid opens, a second run reuses the cache."""
+samples, ``--json`` prints the table last, the PNG grid opens, the ``scaling serve`` line it prints serves its
+adapter (answers as ``scaling predict`` does), a second run reuses the cache."""
 
 from __future__ import annotations
 
@@ -261,8 +262,31 @@ def _demo(cache_dir, out_dir):
                           capture_output=True, text=True, env=env, timeout=HANG_TIMEOUT_S)
 
 
+def _serve_answers_as_predict(cache_dir, run, capsys) -> None:
+    """The serve line the demo prints works: ``scaling serve`` on its caption adapter (trained on cached features, so
+    the server rebuilds the demo's ViT from the run's config) answers two of the demo's test images as
+    ``scaling predict`` does, with the run's settings and with other beams/lengths."""
+    from serve_helpers import post_file, predict_all, serving
+
+    (data_root,) = cache_dir.glob("data-*")  # the demo's rendered dataset (synth.write_dataset) in its cache
+    with open(data_root / "captions.jsonl") as fh:
+        tests = [r for r in map(json.loads, fh) if r["split"] == "test"][:2]
+    images = [str(data_root / r["image"]) for r in tests]
+    expected = predict_all(str(run), images, capsys)
+    other = {"num_beams": 3, "max_new_tokens": 5}  # the run's are 1 beam, up to 20 tokens
+    expected_other = predict_all(str(run), images, capsys, "--num-beams", "3", "--max-new-tokens", "5")
+    assert all(expected) and all(expected_other), (expected, expected_other)
+    with serving(str(run)) as srv:
+        answers = [post_file(srv.url, img) for img in images]
+        answers_other = [post_file(srv.url, img, **other) for img in images]
+    assert all(status == 200 and body["task"] == "caption" for status, body in answers + answers_other), \
+        (answers, answers_other, srv.log[-3000:])
+    assert [body["prediction"] for _, body in answers] == expected
+    assert [body["prediction"] for _, body in answers_other] == expected_other
+
+
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
+def test_quick_demo_end_to_end(tmp_path, capsys):
     cache_dir, out = tmp_path / "cache", tmp_path / "out"
     proc = _demo(cache_dir, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -302,6 +326,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert data["n_runs"] == 4 and "no `scaling eval` scores" not in report.stderr
     best = data["best"]["depalm|demo-caption"]
     assert best["mean"] == pytest.approx(depalm["caption/CIDEr"])
+    _serve_answers_as_predict(cache_dir, out / "runs" / "depalm-caption", capsys)
 
     proc2 = _demo(cache_dir, out)
     assert proc2.returncode == 0, proc2.stderr[-4000:]

@@ -12,129 +12,23 @@ import io
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 from PIL import Image
-
-from scaling.cli.main import main
+from serve_helpers import multipart, post, post_file, predict, predict_all, serving
 
 pytestmark = pytest.mark.slow  # one real server (a trained tiny adapter, a subprocess): ~2 min on 2 cores
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPLOAD_MB = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, run: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scaling", "serve", "--checkpoint", run, "--port", str(self.port),
-             "--max-batch-size", "8", "--max-wait-ms", "50", "--max-upload-mb", str(UPLOAD_MB)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"scaling serve exited with {self.proc.returncode}:\n{self.log}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                    if json.load(r)["ok"]:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"scaling serve did not answer within {timeout:.0f} s:\n{self.log}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+SERVE_ARGS = ("--max-batch-size", "8", "--max-wait-ms", "50", "--max-upload-mb", str(UPLOAD_MB))
 
 
 @pytest.fixture(scope="module")
 def server(tiny_run):
-    srv = Server(tiny_run["run"])
-    try:
-        srv.wait_ready()
+    with serving(tiny_run["run"], *SERVE_ARGS) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
-    boundary = "----scalingtest7d1f"
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, tuple):
-            filename, data = value
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                      "Content-Type: application/octet-stream\r\n\r\n".encode())
-            out.write(data)
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}'.encode())
-        out.write(b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def post(url: str, body: bytes, ctype: str | None) -> tuple[int, dict]:
-    req = urllib.request.Request(url + "/v1/generate", data=body, method="POST")
-    if ctype:
-        req.add_header("Content-Type", ctype)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
-
-
-def post_file(url: str, path: str, **fields) -> tuple[int, dict]:
-    with open(path, "rb") as fh:
-        body, ctype = multipart({"file": (os.path.basename(path), fh.read()), **{k: str(v) for k, v in fields.items()}})
-    return post(url, body, ctype)
-
-
-def predict_all(run: str, paths: list[str], capsys, *extra: str) -> list[str]:
-    """``scaling predict --json`` on ``paths`` (one call) → their predictions, in order."""
-    capsys.readouterr()
-    assert main(["predict", "--checkpoint", run, *paths, "--json", *extra]) == 0
-    out = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines() if line.startswith("{")]
-    by_file = {o["file"]: o["prediction"] for o in out}
-    return [by_file[p] for p in paths]
-
-
-def predict(run: str, path: str, capsys, *extra: str) -> str:
-    return predict_all(run, [path], capsys, *extra)[0]
 
 
 def test_api_answers_as_scaling_predict_does(server, tiny_run, capsys):
@@ -246,12 +140,8 @@ def test_the_page_in_a_browser_answers_as_scaling_predict_does(server, tiny_run,
 def av_server(request, tiny_av_run):
     """(modality, its running server, {'run', 'files'})."""
     built = tiny_av_run(request.param)
-    srv = Server(built["run"])
-    try:
-        srv.wait_ready()
+    with serving(built["run"]) as srv:
         yield request.param, srv, built
-    finally:
-        srv.stop()
 
 
 def test_audio_and_video_adapters_answer_as_scaling_predict_does(av_server, capsys):
