@@ -47,7 +47,7 @@ from scaling.data.resume import LoaderState, reconcile
 from scaling.data.shards import ShardRef, all_shards_missing_error, read_positions, resolve_split
 from scaling.data.subset import kept_positions
 from scaling.data.text import TextEncoder, text_encoder_for
-from scaling.data.workers import worker_init
+from scaling.data.workers import preemption_signals_blocked, worker_init
 
 log = logging.getLogger(__name__)
 MAX_LOGGED_SKIPS = 20
@@ -367,7 +367,8 @@ class StreamLoader:
                 pin_memory=self.pin_memory and torch.cuda.is_available(), prefetch_factor=self.prefetch_factor,
                 persistent_workers=False, generator=torch.Generator().manual_seed(seed),
             )
-            it = iter(loader)
+            with preemption_signals_blocked():  # a signal arriving while the workers start must not kill them
+                it = iter(loader)
         else:
             it = iter(ds)
         completed = False

@@ -74,3 +74,38 @@ def test_sigterm_to_the_process_group_with_two_workers_checkpoints(tmp_path, sha
     time.sleep(1)
     assert not [p for p in workers if os.path.exists(f"/proc/{p}") and
                 open(f"/proc/{p}/stat").read().split()[2] != "Z"], "DataLoader workers outlived the trainer"
+
+
+def _slow_worker_init(worker_id: int) -> None:
+    """A worker whose start takes a while before the project's init runs: the window a signal can fall in."""
+    from scaling.data.workers import worker_init
+
+    time.sleep(1.5)
+    worker_init(worker_id)
+
+
+@pytest.mark.parametrize("held_back", [True, False], ids=["workers-started-with-signals-held", "control"])
+def test_a_sigterm_between_a_workers_fork_and_its_init_leaves_it_running(held_back):
+    """Slurm signals every process of the step, also a worker forked a moment ago (a new epoch) whose
+    worker_init has not run yet. Started inside preemption_signals_blocked (as the stream loader starts its
+    workers), the worker keeps the signal pending until it ignores it, and the epoch is read to the end; the
+    control (no block) shows the same signal kills the worker and fails the loader, as CI's run did."""
+    import contextlib
+
+    from torch.utils.data import DataLoader
+
+    from scaling.data.workers import preemption_signals_blocked
+
+    loader = DataLoader(list(range(8)), batch_size=None, num_workers=2, worker_init_fn=_slow_worker_init,
+                        persistent_workers=False)
+    with preemption_signals_blocked() if held_back else contextlib.nullcontext():
+        it = iter(loader)
+    workers = [w.pid for w in it._workers]  # noqa: SLF001 - the test needs the pids
+    for pid in workers:  # before their init has run (it sleeps first)
+        os.kill(pid, signal.SIGTERM)
+    if held_back:
+        assert sorted(int(x) for x in it) == list(range(8))
+    else:
+        with pytest.raises(RuntimeError, match="killed by signal: Terminated|exited unexpectedly"):
+            list(it)
+    del it
