@@ -15,15 +15,20 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _pass_on_term(run_dir, rank0_pid: int, step_pid: int) -> subprocess.CompletedProcess:
+    """``pass_on_to_step TERM`` of launch/lib.sh as an sbatch script runs it (``set -uo pipefail``, job 5), with
+    ``RUN/ranks/rank00000.json`` naming ``rank0_pid``."""
+    (run_dir / "ranks").mkdir(parents=True)
+    (run_dir / "ranks" / "rank00000.json").write_text(json.dumps({"pid": rank0_pid}))
+    return subprocess.run(["bash", "-c", f'set -uo pipefail; source launch/lib.sh; pass_on_to_step TERM "{run_dir}" '
+                                         f'{step_pid} torchrun'],
+                          cwd=REPO, env=dict(os.environ, SLURM_JOB_ID="5"), capture_output=True, text=True, timeout=60)
+
+
 def test_passing_a_signal_on_when_rank_0_is_already_gone_prints_no_proc_error(tmp_path):
-    (tmp_path / "run" / "ranks").mkdir(parents=True)
-    (tmp_path / "run" / "ranks" / "rank00000.json").write_text(json.dumps({"pid": _dead_pid()}))
     step = subprocess.Popen(["sleep", "30"])
     try:
-        done = subprocess.run(["bash", "-c", f'source launch/lib.sh; pass_on_to_step TERM "{tmp_path / "run"}" '
-                                             f'{step.pid} torchrun'],
-                              cwd=REPO, env=dict(os.environ, SLURM_JOB_ID="5"), capture_output=True, text=True,
-                              timeout=60)
+        done = _pass_on_term(tmp_path / "run", _dead_pid(), step.pid)
         step.wait(timeout=10)  # the USR1 went to the step instead (sleep dies of it)
     finally:
         if step.poll() is None:
@@ -38,14 +43,9 @@ def test_a_live_rank_0_with_a_large_environment_gets_the_signal_under_pipefail(t
     fail, and the signal go to the step instead of rank 0 (seen in the cluster tests)."""
     big = {f"PADDING_{i}": "x" * 200 for i in range(400)}  # ~80 KB after SLURM_JOB_ID
     rank0 = subprocess.Popen(["sleep", "30"], env={"SLURM_JOB_ID": "5", **big})
-    (tmp_path / "run" / "ranks").mkdir(parents=True)
-    (tmp_path / "run" / "ranks" / "rank00000.json").write_text(json.dumps({"pid": rank0.pid}))
     step = subprocess.Popen(["sleep", "30"])
     try:
-        done = subprocess.run(["bash", "-c", f'set -uo pipefail; source launch/lib.sh; pass_on_to_step TERM '
-                                             f'"{tmp_path / "run"}" {step.pid} torchrun'],
-                              cwd=REPO, env=dict(os.environ, SLURM_JOB_ID="5"), capture_output=True, text=True,
-                              timeout=60)
+        done = _pass_on_term(tmp_path / "run", rank0.pid, step.pid)
         rank0.wait(timeout=10)  # the USR1 reached rank 0 (sleep dies of it)
     finally:
         for proc in (rank0, step):
